@@ -1,0 +1,3 @@
+"""The algorithms: each module registers one strategy (see :mod:`nasbench.algorithms.base`)."""
+
+from nasbench.algorithms import darts  # noqa: F401

@@ -1,0 +1,858 @@
+"""Datasets, transforms, the DARTS search split and resumable loaders.
+
+Every dataset is a small spec object registered with :func:`~nasbench.registry.register_dataset`; use
+:func:`load_dataset` to build one split and :func:`dataset_info` for its shape and normalisation (cheap:
+it never reads the images, so dry runs can call it).
+
+Batches come in an order that depends only on ``(seed, epoch)`` (:class:`EpochSampler`), so a run that
+stops mid-epoch can resume at batch ``b`` and see exactly the rest of that epoch. The architecture half of
+the search split is walked in its own epoch order by :class:`InfiniteLoader` (the DARTS code draws
+``next(iter(valid_queue))`` each step instead), whose position is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from nasbench import registry
+from nasbench.errors import ConfigError, DataError
+
+Transform = Optional[Callable[[Any], Any]]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+FASHION_MEAN = (0.2860,)
+FASHION_STD = (0.3530,)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+LARGE_IMAGE = 64
+"""Image sizes from here on get the ImageNet-style (random-resized-crop) transforms."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset: classes, input shape and normalisation."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def default_data_dir() -> Path:
+    """``$NASBENCH_DATA`` or ``~/.cache/nasbench/data``."""
+    env = os.environ.get("NASBENCH_DATA")
+    return Path(env).expanduser() if env else Path("~/.cache/nasbench/data").expanduser()
+
+
+def _resolve_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(data_dir).expanduser() if data_dir else default_data_dir()
+
+
+# --------------------------------------------------------------------------------------------------
+# In-memory datasets
+
+
+class ArrayImageDataset(Dataset):
+    """Images held in memory as uint8 (``N×H×W×C`` or ``N×H×W``), returned as PIL images like torchvision.
+
+    ``__getitem__`` gives ``(transform(PIL image), int label)``, or the PIL image when ``transform`` is None.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], transform: Transform):
+        if images.dtype != torch.uint8:
+            raise TypeError("images must be uint8")
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} labels")
+        self.data = images
+        self.targets = targets.long()
+        self.classes = list(classes)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        img: Any = Image.fromarray(self.data[index].numpy())
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.targets[index])
+
+
+class TensorImageDataset(Dataset):
+    """Float images already normalised (``N×C×H×W``); the optional transform acts on tensors."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, num_classes: int, transform: Transform = None):
+        self.data = images
+        self.targets = targets.long()
+        self.classes = [str(i) for i in range(num_classes)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img: Any = self.data[index]
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.targets[index])
+
+
+# --------------------------------------------------------------------------------------------------
+# Specs
+
+
+class DatasetSpec:
+    """A registered dataset: ``info`` (cheap) and ``load`` (reads the data). Unused options are ignored."""
+
+    name: str = ""
+
+    def info(self, data_dir: str | None = None, **options: Any) -> DatasetInfo:
+        raise NotImplementedError
+
+    def load(
+        self, data_dir: str | None, train: bool, transform: Transform, *, download: bool = False, **options: Any
+    ) -> Dataset:
+        raise NotImplementedError
+
+
+_SPECS: dict[str, DatasetSpec] = {}
+
+
+def _register(name: str) -> Callable[[type[DatasetSpec]], type[DatasetSpec]]:
+    """Instantiate the spec class and register the instance under ``name``."""
+
+    def deco(cls: type[DatasetSpec]) -> type[DatasetSpec]:
+        spec = cls()
+        spec.name = name
+        _SPECS[name] = spec
+        registry.register_dataset(name)(spec)
+        return cls
+
+    return deco
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name in _SPECS:
+        return _SPECS[name]
+    return registry.get("dataset", name)  # raises NasError listing the valid names
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | None,
+    train: bool,
+    transform: Transform,
+    *,
+    download: bool = False,
+    **options: Any,
+) -> Dataset:
+    """The train (``train=True``) or test split of dataset ``name``; ``data_dir=None`` → :func:`default_data_dir`."""
+    return _spec(name).load(data_dir, train, transform, download=download, **options)
+
+
+def dataset_info(name: str, data_dir: str | None = None, **options: Any) -> DatasetInfo:
+    """Classes, channels, image size and normalisation of ``name``, without reading the images."""
+    return _spec(name).info(data_dir, **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# CIFAR
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="bytes")
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError) as e:
+        raise DataError(f"cannot read CIFAR batch {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"CIFAR batch {path} is not a pickled dict")
+    return obj
+
+
+def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, list[int]]:
+    obj = _unpickle(path)
+    if b"data" not in obj or label_key not in obj:
+        keys = ", ".join(repr(k) for k in obj)
+        raise DataError(f"CIFAR batch {path} lacks {b'data'!r} or {label_key!r} (keys: {keys})")
+    data = np.asarray(obj[b"data"])
+    labels = [int(x) for x in obj[label_key]]
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"CIFAR batch {path}: data is {data.dtype} {data.shape}, expected uint8 [N, 3072]")
+    if len(labels) != len(data):
+        raise DataError(f"CIFAR batch {path}: {len(data)} images but {len(labels)} labels")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+class _CifarSpec(DatasetSpec):
+    folder = ""
+    train_files: tuple[str, ...] = ()
+    test_files: tuple[str, ...] = ()
+    label_key = b""
+    meta_file = ""
+    names_key = b""
+    num_classes = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    url = ""
+    tv_class = ""
+
+    def info(self, data_dir: str | None = None, **options: Any) -> DatasetInfo:
+        return DatasetInfo(self.name, self.num_classes, 3, 32, self.mean, self.std)
+
+    def _find(self, root: Path, files: Sequence[str]) -> Path | None:
+        for cand in (root / self.folder, root):
+            if all((cand / f).is_file() for f in files):
+                return cand
+        return None
+
+    def load(
+        self, data_dir: str | None, train: bool, transform: Transform, *, download: bool = False, **options: Any
+    ) -> Dataset:
+        root = _resolve_dir(data_dir)
+        files = self.train_files if train else self.test_files
+        folder = self._find(root, files)
+        if folder is None and download:
+            self._download(root, train)
+            folder = self._find(root, files)
+        if folder is None:
+            raise DataError(
+                f"{self.name} not found: looked for {', '.join(files)} in {root / self.folder} and {root}; "
+                f"pass --download (needs internet) or extract the python version of {self.url} into {root}"
+            )
+        parts = [_read_cifar_batch(folder / f, self.label_key) for f in files]
+        images = np.concatenate([p[0] for p in parts])
+        labels = [y for p in parts for y in p[1]]
+        bad = [y for y in labels if not 0 <= y < self.num_classes]
+        if bad:
+            raise DataError(f"{self.name} in {folder}: label {bad[0]} outside 0..{self.num_classes - 1}")
+        classes = [str(i) for i in range(self.num_classes)]
+        meta = folder / self.meta_file
+        if meta.is_file():
+            names = _unpickle(meta).get(self.names_key)
+            if names is not None and len(names) == self.num_classes:
+                classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        return ArrayImageDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.tensor(labels), classes, transform)
+
+    def _download(self, root: Path, train: bool) -> None:
+        import torchvision
+
+        try:
+            getattr(torchvision.datasets, self.tv_class)(str(root), train=train, download=True)
+        except Exception as e:  # network errors come in many types
+            raise DataError(f"downloading {self.name} into {root} failed: {type(e).__name__}: {e}") from None
+
+
+@_register("cifar10")
+class Cifar10(_CifarSpec):
+    folder = "cifar-10-batches-py"
+    train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
+    test_files = ("test_batch",)
+    label_key = b"labels"
+    meta_file = "batches.meta"
+    names_key = b"label_names"
+    num_classes = 10
+    mean, std = CIFAR10_MEAN, CIFAR10_STD
+    url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    tv_class = "CIFAR10"
+
+
+@_register("cifar100")
+class Cifar100(_CifarSpec):
+    folder = "cifar-100-python"
+    train_files = ("train",)
+    test_files = ("test",)
+    label_key = b"fine_labels"
+    meta_file = "meta"
+    names_key = b"fine_label_names"
+    num_classes = 100
+    mean, std = CIFAR100_MEAN, CIFAR100_STD
+    url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    tv_class = "CIFAR100"
+
+
+# --------------------------------------------------------------------------------------------------
+# MNIST / Fashion-MNIST (IDX files)
+
+IDX_IMAGES_MAGIC = 2051
+IDX_LABELS_MAGIC = 2049
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    return raw
+
+
+def read_idx(path: str | os.PathLike[str], expect_magic: int) -> np.ndarray:
+    """An IDX file (``.gz`` or raw) as a uint8 array: ``[N, rows, cols]`` for images, ``[N]`` for labels."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    ndim = 3 if expect_magic == IDX_IMAGES_MAGIC else 1
+    header = 4 * (1 + ndim)
+    if len(raw) < header:
+        raise DataError(f"malformed IDX file {path}: {len(raw)} bytes, shorter than its header")
+    magic = struct.unpack(">i", raw[:4])[0]
+    if magic != expect_magic:
+        raise DataError(f"malformed IDX file {path}: magic number {magic}, expected {expect_magic}")
+    shape = struct.unpack(f">{ndim}i", raw[4:header])
+    size = int(np.prod(shape))
+    if len(raw) != header + size:
+        raise DataError(
+            f"malformed IDX file {path}: header says {'×'.join(map(str, shape))} = {size} bytes of data, "
+            f"file has {len(raw) - header} (truncated?)"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+class _MnistSpec(DatasetSpec):
+    tv_folder = ""
+    folder = ""
+    system_dirs: tuple[str, ...] = ()
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    tv_class = ""
+    how_to_get = ""
+    classes: tuple[str, ...] = tuple(str(i) for i in range(10))
+
+    def info(self, data_dir: str | None = None, **options: Any) -> DatasetInfo:
+        return DatasetInfo(self.name, 10, 1, 28, self.mean, self.std)
+
+    def search_dirs(self, root: Path) -> list[Path]:
+        """Where the IDX files are looked for, in order."""
+        return [root / self.tv_folder / "raw", root / self.folder, root] + [Path(d) for d in self.system_dirs]
+
+    @staticmethod
+    def _pick(folder: Path, stem: str) -> Path | None:
+        for cand in (folder / stem, folder / f"{stem}.gz"):
+            if cand.is_file():
+                return cand
+        return None
+
+    def _find(self, root: Path, prefix: str) -> tuple[Path, Path] | None:
+        for folder in self.search_dirs(root):
+            images = self._pick(folder, f"{prefix}-images-idx3-ubyte")
+            labels = self._pick(folder, f"{prefix}-labels-idx1-ubyte")
+            if images and labels:
+                return images, labels
+        return None
+
+    def load(
+        self, data_dir: str | None, train: bool, transform: Transform, *, download: bool = False, **options: Any
+    ) -> Dataset:
+        root = _resolve_dir(data_dir)
+        prefix = "train" if train else "t10k"
+        found = self._find(root, prefix)
+        if found is None and download:
+            self._download(root, train)
+            found = self._find(root, prefix)
+        if found is None:
+            where = ", ".join(str(d) for d in self.search_dirs(root))
+            raise DataError(
+                f"{self.name} not found: looked for {prefix}-images-idx3-ubyte(.gz) and "
+                f"{prefix}-labels-idx1-ubyte(.gz) in {where}; {self.how_to_get}"
+            )
+        images_path, labels_path = found
+        images = read_idx(images_path, IDX_IMAGES_MAGIC)
+        labels = read_idx(labels_path, IDX_LABELS_MAGIC)
+        if len(images) != len(labels):
+            raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+        if labels.size and labels.max() >= 10:
+            raise DataError(f"{labels_path}: label {int(labels.max())} outside 0..9")
+        return ArrayImageDataset(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)),
+                                 self.classes, transform)
+
+    def _download(self, root: Path, train: bool) -> None:
+        import torchvision
+
+        try:
+            getattr(torchvision.datasets, self.tv_class)(str(root), train=train, download=True)
+        except Exception as e:  # network errors come in many types
+            raise DataError(f"downloading {self.name} into {root} failed: {type(e).__name__}: {e}") from None
+
+
+@_register("mnist")
+class Mnist(_MnistSpec):
+    tv_folder = "MNIST"
+    folder = "mnist"
+    mean, std = MNIST_MEAN, MNIST_STD
+    tv_class = "MNIST"
+    how_to_get = "pass --download (needs internet) or copy the four IDX files there"
+
+
+@_register("fashion-mnist")
+class FashionMnist(_MnistSpec):
+    tv_folder = "FashionMNIST"
+    folder = "fashion-mnist"
+    system_dirs = ("/usr/share/datasets/fashion-mnist",)
+    mean, std = FASHION_MEAN, FASHION_STD
+    tv_class = "FashionMNIST"
+    how_to_get = (
+        "install the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist) "
+        "or pass --download (needs internet)"
+    )
+    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot")
+
+
+# --------------------------------------------------------------------------------------------------
+# Image folders
+
+
+class _RgbLoader:
+    """Open an image as RGB, resized to ``size×size`` when ``size`` is set (picklable for workers)."""
+
+    def __init__(self, size: int | None = None):
+        self.size = size
+
+    def __call__(self, path: str) -> Any:
+        from PIL import Image
+
+        with open(path, "rb") as f:
+            img = Image.open(f).convert("RGB")
+        if self.size is not None and img.size != (self.size, self.size):
+            img = img.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        return img
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    except OSError:
+        return []
+
+
+def _image_folder(folder: Path, transform: Transform, size: int | None, what: str) -> Any:
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(folder), transform=transform, loader=_RgbLoader(size))
+    except (FileNotFoundError, OSError) as e:
+        raise DataError(f"{what}: no usable class folders with images in {folder} ({e})") from None
+
+
+@_register("imagenet")
+class ImageNet(DatasetSpec):
+    """``data_dir/train`` and ``data_dir/val``, one sub-folder per class (torchvision ImageFolder)."""
+
+    def info(self, data_dir: str | None = None, **options: Any) -> DatasetInfo:
+        n = len(_class_dirs(_resolve_dir(data_dir) / "train")) or 1000
+        return DatasetInfo(self.name, n, 3, 224, IMAGENET_MEAN, IMAGENET_STD)
+
+    def load(
+        self, data_dir: str | None, train: bool, transform: Transform, *, download: bool = False, **options: Any
+    ) -> Dataset:
+        root = _resolve_dir(data_dir)
+        folder = root / ("train" if train else "val")
+        if not folder.is_dir():
+            raise DataError(
+                f"imagenet not found: looked for {folder} (class sub-folders of images); ImageNet cannot be "
+                f"downloaded automatically: get ILSVRC2012 from https://image-net.org and arrange train/ and "
+                f"val/ as one folder per class under {root}"
+            )
+        return _image_folder(folder, transform, None, "imagenet")
+
+
+@_register("imagefolder")
+class ImageFolderSpec(DatasetSpec):
+    """``data_dir`` with class sub-folders; ``train/`` + ``val/`` if present, else a seeded 90/10 split."""
+
+    split_seed = 0
+    test_share = 0.1
+
+    @staticmethod
+    def _layout(root: Path) -> tuple[Path, Path | None]:
+        if (root / "train").is_dir() and (root / "val").is_dir():
+            return root / "train", root / "val"
+        return root, None
+
+    def info(self, data_dir: str | None = None, *, image_size: int = 32, **options: Any) -> DatasetInfo:
+        root = _resolve_dir(data_dir)
+        train_dir, _ = self._layout(root)
+        classes = _class_dirs(train_dir)
+        if not classes:
+            raise DataError(self._missing(root))
+        return DatasetInfo(self.name, len(classes), 3, int(image_size), IMAGENET_MEAN, IMAGENET_STD)
+
+    @staticmethod
+    def _missing(root: Path) -> str:
+        return (
+            f"imagefolder: no class sub-folders in {root}; put one folder of images per class there "
+            f"(or train/ and val/ each holding such folders) and pass it as data.data_dir"
+        )
+
+    def load(
+        self,
+        data_dir: str | None,
+        train: bool,
+        transform: Transform,
+        *,
+        download: bool = False,
+        image_size: int = 32,
+        **options: Any,
+    ) -> Dataset:
+        root = _resolve_dir(data_dir)
+        train_dir, val_dir = self._layout(root)
+        if not _class_dirs(train_dir):
+            raise DataError(self._missing(root))
+        size = int(image_size) if image_size < LARGE_IMAGE else None  # large sizes: the transforms resize
+        if val_dir is not None:
+            return _image_folder(train_dir if train else val_dir, transform, size, "imagefolder")
+        full = _image_folder(root, transform, size, "imagefolder")
+        n = len(full)
+        n_test = max(1, int(round(n * self.test_share))) if n >= 2 else 0
+        g = torch.Generator().manual_seed(self.split_seed)
+        perm = torch.randperm(n, generator=g).tolist()
+        idx = perm[n_test:] if train else perm[:n_test]
+        subset = Subset(full, sorted(idx))
+        subset.classes = full.classes  # type: ignore[attr-defined]
+        return subset
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic
+
+
+@_register("synthetic")
+class Synthetic(DatasetSpec):
+    """Learnable random images: each class is a smooth random pattern, each sample that pattern plus noise.
+
+    Options: ``num_train`` (512), ``num_test`` (128), ``image_size`` (32), ``channels`` (3), ``num_classes``
+    (10), ``seed`` (0), ``noise`` (1.0). Images are float tensors, already about zero-mean unit-variance.
+    """
+
+    def info(
+        self, data_dir: str | None = None, *, image_size: int = 32, channels: int = 3, num_classes: int = 10,
+        **options: Any,
+    ) -> DatasetInfo:
+        return DatasetInfo(self.name, int(num_classes), int(channels), int(image_size), (0.0,) * channels,
+                           (1.0,) * channels)
+
+    def load(
+        self,
+        data_dir: str | None,
+        train: bool,
+        transform: Transform,
+        *,
+        download: bool = False,
+        num_train: int = 512,
+        num_test: int = 128,
+        image_size: int = 32,
+        channels: int = 3,
+        num_classes: int = 10,
+        seed: int = 0,
+        noise: float = 1.0,
+        **options: Any,
+    ) -> Dataset:
+        for key, value in (("num_train", num_train), ("num_test", num_test), ("image_size", image_size),
+                           ("channels", channels), ("num_classes", num_classes)):
+            if int(value) < 1:
+                raise ConfigError(f"synthetic dataset: {key} must be at least 1, got {value}")
+        # class patterns: shared by both splits
+        g = torch.Generator().manual_seed(_mix(seed, 0))
+        coarse = torch.randn(num_classes, channels, 4, 4, generator=g)
+        patterns = F.interpolate(coarse, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        patterns = (patterns - patterns.mean(dim=(1, 2, 3), keepdim=True)) / (
+            patterns.std(dim=(1, 2, 3), keepdim=True) + 1e-6)
+        # samples: per split
+        n = int(num_train if train else num_test)
+        g = torch.Generator().manual_seed(_mix(seed, 1 if train else 2))
+        labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
+        x = patterns[labels] + noise * torch.randn(n, channels, image_size, image_size, generator=g)
+        x = x / math.sqrt(1.0 + noise**2)
+        return TensorImageDataset(x.contiguous(), labels, num_classes, transform)
+
+
+# --------------------------------------------------------------------------------------------------
+# Transforms
+
+
+class Cutout:
+    """Zero one ``length×length`` square of a CHW tensor, centred uniformly over the image, clipped at borders.
+
+    As in the DARTS evaluation code, but the centre comes from torch's RNG so runs follow ``torch.manual_seed``
+    (and the square has side ``length`` for odd lengths too).
+    """
+
+    def __init__(self, length: int):
+        self.length = int(length)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if self.length <= 0:
+            return img
+        h, w = img.shape[-2], img.shape[-1]
+        y = int(torch.randint(h, (1,)))
+        x = int(torch.randint(w, (1,)))
+        y1, x1 = y - self.length // 2, x - self.length // 2
+        y2, x2 = y1 + self.length, x1 + self.length
+        y1, y2 = max(0, y1), min(h, y2)
+        x1, x2 = max(0, x1), min(w, x2)
+        img = img.clone()
+        img[..., y1:y2, x1:x2] = 0
+        return img
+
+    def __repr__(self) -> str:
+        return f"Cutout(length={self.length})"
+
+
+def _large(info: DatasetInfo) -> bool:
+    return info.name == "imagenet" or info.image_size >= LARGE_IMAGE
+
+
+def train_transform(info: DatasetInfo, cutout: int = 0) -> Transform:
+    """Training augmentation (DARTS): pad-4 random crop + flip for small images, the ImageNet recipe for large.
+
+    Synthetic data are already normalised tensors: only Cutout applies (None without it).
+    """
+    from torchvision import transforms as T
+
+    if info.name == "synthetic":
+        return Cutout(cutout) if cutout > 0 else None
+    steps: list[Any]
+    if _large(info):
+        size = 224 if info.name == "imagenet" else info.image_size
+        steps = [
+            T.RandomResizedCrop(size),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2),
+        ]
+    else:
+        steps = [T.RandomCrop(info.image_size, padding=4)]
+        if info.name != "mnist":  # flipped digits are other digits (or none)
+            steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(info.mean, info.std)]
+    if cutout > 0:
+        steps.append(Cutout(cutout))
+    return T.Compose(steps)
+
+
+def test_transform(info: DatasetInfo) -> Transform:
+    """Evaluation transform: ToTensor + Normalize (after Resize + CenterCrop for large images)."""
+    from torchvision import transforms as T
+
+    if info.name == "synthetic":
+        return None
+    steps: list[Any] = []
+    if _large(info):
+        size = 224 if info.name == "imagenet" else info.image_size
+        steps = [T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
+    steps += [T.ToTensor(), T.Normalize(info.mean, info.std)]
+    return T.Compose(steps)
+
+
+test_transform.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported by name
+
+
+# --------------------------------------------------------------------------------------------------
+# Splits, samplers, loaders
+
+
+def _mix(seed: int, epoch: int) -> int:
+    """One 64-bit generator seed from ``(seed, epoch)``."""
+    return (int(seed) * 1000003 + int(epoch)) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def subset_indices(n_total: int, subset: int | None, seed: int) -> list[int]:
+    """All of ``range(n_total)``, or ``subset`` of them drawn at random (seeded), in drawn order."""
+    if subset is None:
+        return list(range(n_total))
+    if not 1 <= subset <= n_total:
+        raise ConfigError(f"data.subset={subset} must be between 1 and the {n_total} training images")
+    g = torch.Generator().manual_seed(_mix(seed, 0))
+    return torch.randperm(n_total, generator=g)[:subset].tolist()
+
+
+def search_split(indices: Sequence[int], portion: float = 0.5) -> tuple[list[int], list[int]]:
+    """DARTS's split: the first ``floor(portion·n)`` indices train the weights, the rest the architecture."""
+    if not 0.0 < portion <= 1.0:
+        raise ConfigError(f"data.train_portion={portion} must be in (0, 1]")
+    split = int(math.floor(portion * len(indices)))
+    return list(indices[:split]), list(indices[split:])
+
+
+class EpochSampler(Sampler[int]):
+    """Yields ``indices`` in an order fixed by ``(seed, epoch)`` alone, skipping the first ``start``.
+
+    With ``shuffle=False`` the order is ``indices`` as given.
+    """
+
+    def __init__(self, indices: Sequence[int], seed: int, epoch: int, start: int = 0, shuffle: bool = True):
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        self.indices = list(indices)
+        self.seed = int(seed)
+        self.epoch = int(epoch)
+        self.start = min(int(start), len(self.indices))
+        self.shuffle = shuffle
+
+    def order(self) -> list[int]:
+        """The whole epoch's order (before skipping ``start``)."""
+        if not self.shuffle:
+            return list(self.indices)
+        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        perm = torch.randperm(len(self.indices), generator=g).tolist()
+        return [self.indices[i] for i in perm]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        return len(self.indices) - self.start
+
+
+def make_loader(
+    dataset: Dataset,
+    indices: Sequence[int],
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    start_batch: int = 0,
+    start_sample: int = 0,
+    workers: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    what: str = "the training split",
+) -> DataLoader:
+    """A DataLoader over ``dataset[indices]`` in :class:`EpochSampler` order, starting at batch ``start_batch``
+    (plus ``start_sample`` further samples, for positions counted in samples when batch sizes change).
+
+    For a training loader (``shuffle=True``) a batch larger than the split raises :class:`ConfigError`.
+    The loader gets its own generator (seeded from ``seed, epoch``), so creating iterators does not consume
+    torch's global RNG and worker seeds are reproducible.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if shuffle and batch_size > len(indices):
+        raise ConfigError(
+            f"batch size {batch_size} is larger than the {len(indices)} images of {what}; "
+            f"lower batch_size or use more data (data.subset, data.train_portion)"
+        )
+    sampler = EpochSampler(indices, seed, epoch, start=start_batch * batch_size + start_sample, shuffle=shuffle)
+    gen = torch.Generator().manual_seed(_mix(seed + 7919, epoch))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        generator=gen,
+    )
+
+
+def batches_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """How many batches one epoch over ``n`` samples gives."""
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+class InfiniteLoader:
+    """Endless batches over ``indices``: epoch ``e`` in :class:`EpochSampler` order, then epoch ``e+1``, ...
+
+    :attr:`position` is ``(epoch, batch)`` of the next batch to be drawn; save it in checkpoints and pass it
+    back through the constructor or :meth:`restart` to continue exactly.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        indices: Sequence[int],
+        batch_size: int,
+        *,
+        seed: int,
+        epoch: int = 0,
+        batch: int = 0,
+        workers: int = 0,
+        drop_last: bool = False,
+        pin_memory: bool = False,
+        what: str = "the architecture split",
+    ):
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.workers = workers
+        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        self.what = what
+        if batch_size > len(self.indices) or batch_size < 1:
+            raise ConfigError(
+                f"batch size {batch_size} is larger than the {len(self.indices)} images of {what}; "
+                f"lower batch_size or use more data (data.subset, data.train_portion)"
+            )
+        self.batches = batches_per_epoch(len(self.indices), batch_size, drop_last)
+        self._it: Iterator[Any] | None = None
+        self.restart(epoch, batch)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """``(epoch, batch)`` of the next batch."""
+        return self.epoch, self.batch
+
+    def restart(self, epoch: int, batch: int = 0) -> None:
+        """Continue from batch ``batch`` of epoch ``epoch``."""
+        if epoch < 0 or batch < 0:
+            raise ValueError(f"position must be non-negative, got ({epoch}, {batch})")
+        self.epoch, self.batch = int(epoch), int(batch)
+        while self.batch >= self.batches:
+            self.epoch, self.batch = self.epoch + 1, self.batch - self.batches
+        self._it = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.restart(state["epoch"], state["batch"])
+
+    def __iter__(self) -> "InfiniteLoader":
+        return self
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._it = iter(make_loader(
+                self.dataset, self.indices, self.batch_size, seed=self.seed, epoch=self.epoch,
+                start_batch=self.batch, workers=self.workers, drop_last=self.drop_last,
+                pin_memory=self.pin_memory, what=self.what,
+            ))
+        out = next(self._it)
+        self.batch += 1
+        if self.batch >= self.batches:
+            self.epoch, self.batch = self.epoch + 1, 0
+            self._it = None
+        return out
+
+
+__all__ = [
+    "DatasetInfo", "DatasetSpec", "ArrayImageDataset", "TensorImageDataset", "load_dataset", "dataset_info",
+    "default_data_dir", "read_idx", "Cutout", "train_transform", "test_transform", "subset_indices",
+    "search_split", "EpochSampler", "make_loader", "batches_per_epoch", "InfiniteLoader",
+]

@@ -1,0 +1,33 @@
+"""``nas derive``: a genotype from a run directory's saved architecture state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from nasbench.algorithms.base import create_strategy
+from nasbench.config import load_run_config
+from nasbench.errors import RunDirError
+from nasbench.genotype import Genotype
+from nasbench.run import RunDir, torch_load
+
+
+def derive_run(run_dir: str | Path, epoch: Optional[int] = None) -> tuple[Genotype, int]:
+    """Derive by the run's own algorithm from epoch ``epoch``'s state (default: the last saved epoch)."""
+    run = RunDir.open(run_dir)
+    cfg = load_run_config(run.config_path)
+    saved = run.epochs_saved()
+    if not saved:
+        raise RunDirError(f"{run.path} has no finished epoch yet (no arch/epoch_*.pt)")
+    if epoch is None:
+        epoch = saved[-1]
+    elif epoch not in saved:
+        raise RunDirError(f"{run.path} has no saved epoch {epoch}; saved epochs: {saved[0]}..{saved[-1]}")
+    strategy = create_strategy(cfg.algo, cfg)
+    state = torch_load(run.arch_path(epoch))
+    try:
+        strategy.load_state_dict(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(f"{run.arch_path(epoch)} does not hold a {cfg.algo} architecture state ({exc})") from exc
+    genotype = strategy.derive().with_meta(algo=cfg.algo, run=str(run.path), epoch=epoch)
+    return genotype, epoch

@@ -1,0 +1,81 @@
+"""Name → object registries for algorithms, search spaces, datasets and named genotypes.
+
+Each kind has a ``register_*`` decorator and ``get_*``/``list_*`` functions. Lookups of an unknown name
+raise :class:`~nasbench.errors.NasError` naming the valid choices, so the CLI reports them in one line.
+Modules that register things are imported lazily by :func:`_load_builtins` the first time a registry is
+read, so importing :mod:`nasbench.registry` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, TypeVar
+
+from nasbench.errors import NasError
+
+T = TypeVar("T")
+
+_REGISTRIES: dict[str, dict[str, Any]] = {"algorithm": {}, "space": {}, "dataset": {}, "genotype": {}}
+
+_BUILTIN_MODULES = (
+    "nasbench.spaces.darts",
+    "nasbench.algorithms",
+    "nasbench.data",
+    "nasbench.genotype",
+)
+_loaded = False
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def _register(kind: str, name: str) -> Callable[[T], T]:
+    def deco(obj: T) -> T:
+        table = _REGISTRIES[kind]
+        if name in table and table[name] is not obj:
+            raise RuntimeError(f"{kind} {name!r} is registered twice")
+        table[name] = obj
+        return obj
+
+    return deco
+
+
+def register(kind: str, name: str, obj: Any) -> Any:
+    """Register ``obj`` under ``name`` (the non-decorator form, for data such as genotypes)."""
+    return _register(kind, name)(obj)
+
+
+def register_algorithm(name: str) -> Callable[[T], T]:
+    return _register("algorithm", name)
+
+
+def register_space(name: str) -> Callable[[T], T]:
+    return _register("space", name)
+
+
+def register_dataset(name: str) -> Callable[[T], T]:
+    return _register("dataset", name)
+
+
+def get(kind: str, name: str) -> Any:
+    _load_builtins()
+    table = _REGISTRIES[kind]
+    if name not in table:
+        raise NasError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def names(kind: str) -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRIES[kind])
+
+
+def items(kind: str) -> list[tuple[str, Any]]:
+    _load_builtins()
+    return sorted(_REGISTRIES[kind].items())

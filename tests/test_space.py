@@ -1,0 +1,123 @@
+"""The DARTS search space and the shared supernet: op definitions, shapes, the weight count."""
+
+import pytest
+import torch
+from torch import nn
+
+from nasbench.algorithms.base import create_strategy
+from nasbench.config import resolve_search_config
+from nasbench.spaces.darts import OPS, PRIMITIVES, FactorizedReduce, Identity, Zero, edge_index, num_edges, search_op
+from nasbench.supernet import CellWeights, MixedOp, Supernet, SupernetSpec, count_weights
+
+
+def test_primitives_in_the_darts_order():
+    assert PRIMITIVES == ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
+                          "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+
+
+@pytest.mark.parametrize("name", PRIMITIVES)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_op_shapes(name, stride):
+    C = 8
+    op = OPS[name](C, stride, False)
+    y = op(torch.randn(2, C, 16, 16))
+    assert y.shape == (2, C, 16 // stride, 16 // stride)
+
+
+def test_ops_have_no_conv_bias_and_the_right_structure():
+    C = 6
+    sep = OPS["sep_conv_3x3"](C, 2, True)
+    convs = [m for m in sep.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4 and all(c.bias is None for c in convs)
+    assert convs[0].stride == (2, 2) and convs[2].stride == (1, 1)  # stride on the first block only
+    assert convs[0].groups == C and convs[1].kernel_size == (1, 1)
+    dil = OPS["dil_conv_5x5"](C, 1, True)
+    convs = [m for m in dil.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 2 and convs[0].dilation == (2, 2) and convs[0].padding == (4, 4)
+    assert isinstance(OPS["skip_connect"](C, 1, True), Identity)
+    assert isinstance(OPS["skip_connect"](C, 2, True), FactorizedReduce)
+    assert isinstance(OPS["none"](C, 2, True), Zero)
+
+
+def test_avg_pool_does_not_count_padding():
+    pool = OPS["avg_pool_3x3"](1, 1, False)
+    y = pool(torch.ones(1, 1, 4, 4))
+    assert torch.allclose(y, torch.ones_like(y))  # corners average 4 real pixels, not 9 with zeros
+
+
+def test_none_is_zeros_of_the_output_shape():
+    y = OPS["none"](3, 2, False)(torch.randn(2, 3, 8, 8))
+    assert y.shape == (2, 3, 4, 4) and not y.any()
+
+
+def test_search_pools_get_a_non_affine_batchnorm():
+    op = search_op("max_pool_3x3", 4, 1)
+    assert isinstance(op, nn.Sequential) and isinstance(op[1], nn.BatchNorm2d) and not op[1].affine
+    sep = search_op("sep_conv_3x3", 4, 1)
+    assert all(not m.affine for m in sep.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_edge_indexing():
+    assert num_edges() == 14
+    assert [edge_index(0, 0), edge_index(0, 1), edge_index(1, 0), edge_index(3, 4)] == [0, 1, 2, 13]
+
+
+def test_supernet_weight_count_matches_the_darts_code():
+    """The DARTS code's search network at C=16, 8 layers, 10 classes has 1,930,618 weights."""
+    cfg = resolve_search_config("darts", overrides=["data.dataset=synthetic"])
+    s = create_strategy("darts", cfg)
+    net = s.build_supernet(s.supernet_spec(10, 3))
+    assert count_weights(net) == 1_930_618
+
+
+def _tiny_spec(**kw):
+    ops = tuple(PRIMITIVES for _ in range(14))
+    base = dict(C=4, layers=3, num_classes=5, normal_ops=ops, reduce_ops=ops)
+    base.update(kw)
+    return SupernetSpec(**base)
+
+
+def test_supernet_reduction_cells_and_shapes():
+    net = Supernet(_tiny_spec(layers=5), MixedOp)
+    assert net.cell_types == ["normal", "reduce", "normal", "reduce", "normal"]
+    w = {t: CellWeights(torch.softmax(torch.randn(14, 8), -1)) for t in ("normal", "reduce")}
+    assert net(torch.randn(2, 3, 16, 16), w).shape == (2, 5)
+
+
+def test_mixed_op_is_the_weighted_sum_of_its_ops():
+    torch.manual_seed(0)
+    m = MixedOp(4, 1, PRIMITIVES).eval()
+    x = torch.randn(2, 4, 8, 8)
+    w = torch.softmax(torch.randn(8), -1)
+    expected = sum(w[k] * m.ops[k](x) for k in range(8))
+    assert torch.allclose(m(x, w), expected, atol=1e-6)
+    assert torch.equal(m(x, 4), m.ops[4](x))  # a decided edge computes only its op
+    assert m(x, None) is None  # a pruned edge computes nothing
+
+
+def test_cell_node_is_the_sum_over_all_earlier_states():
+    """Node 0 = e0(s0) + e1(s1), with edge outputs scaled by the optional edge weights."""
+    torch.manual_seed(0)
+    spec = _tiny_spec(layers=1, reduce_ops=None)
+    calls = []
+
+    class Recorder(nn.Module):
+        def __init__(self, C, stride, ops):
+            super().__init__()
+            self.k = len(calls)
+            calls.append(self.k)
+
+        def forward(self, x, w):
+            return x * w
+
+    from nasbench.supernet import SearchCell
+
+    cell = SearchCell(4, 4, 4, False, False, spec.normal_ops, Recorder, steps=4, multiplier=4)
+    s0, s1 = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
+    ops_w = [float(e + 1) for e in range(14)]
+    scale = torch.arange(14, dtype=torch.float32) + 0.5
+    out = cell(s0, s1, CellWeights(ops_w, scale))
+    p0, p1 = cell.preprocess0(s0), cell.preprocess1(s1)
+    node0 = 1.0 * 0.5 * p0 + 2.0 * 1.5 * p1
+    assert torch.allclose(out[:, :4], node0, atol=1e-6)
+    assert len(calls) == 14
