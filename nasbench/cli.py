@@ -246,6 +246,19 @@ def _print_mapping(title: str, mapping: dict[str, Any]) -> None:
     out.print(t)
 
 
+def _load_command_modules() -> None:
+    import importlib
+    import pkgutil
+
+    from nasbench import commands
+
+    for mod in pkgutil.iter_modules(commands.__path__):
+        importlib.import_module(f"{commands.__name__}.{mod.name}")
+
+
+_load_command_modules()
+
+
 def main() -> None:
     app(prog_name="nas")
 

@@ -1,3 +1,11 @@
-"""The algorithms: each module registers one strategy (see :mod:`nasbench.algorithms.base`)."""
+"""The algorithms: each module here registers one strategy (see :mod:`nasbench.algorithms.base`).
 
-from nasbench.algorithms import darts  # noqa: F401
+Every module of this package is imported, so a new algorithm is one new file.
+"""
+
+import importlib
+import pkgutil
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "base":
+        importlib.import_module(f"{__name__}.{_mod.name}")
