@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -395,19 +394,10 @@ def parse_genotype_text(text: str, name: str | None = None) -> Genotype:
 
 def save_genotype(g: Genotype, path: str | os.PathLike) -> Path:
     """Write ``g`` as JSON (indent 2, trailing newline) atomically: temp file, fsync, ``os.replace``."""
+    from nasbench.run import atomic_write_text
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(g.to_dict(), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(g.to_dict(), indent=2) + "\n")
     return path
 
 
