@@ -14,6 +14,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nasbench.errors import NasError
@@ -44,7 +45,7 @@ def user_errors(fn: F) -> F:
         except NasError as exc:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted: the checkpoint was saved; continue with --resume")
@@ -108,6 +109,10 @@ def search(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Build the supernet, report its size, touch no data.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (with --dry-run).")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (log lines only).")] = False,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="PyTorch's deterministic algorithms "
+                                                "(reports ops that have none).")] = False,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="TensorBoard logs in RUN_DIR/tensorboard "
+                                              "(needs the tensorboard extra).")] = False,
 ) -> None:
     """Search a cell: a bilevel search of the supernet; writes a run directory ending in best.json."""
     from nasbench import config as cfgmod
@@ -118,6 +123,10 @@ def search(
         overrides.append("darts.unrolled=true")
     if checkpoint_every is not None:
         overrides.append(f"checkpoint_every={checkpoint_every}")
+    if deterministic:
+        overrides.append("deterministic=true")
+    if tensorboard:
+        overrides.append("tensorboard=true")
     flags = _shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
                        device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
                        download=download)
@@ -133,6 +142,10 @@ def search(
         else:
             _print_mapping("supernet", report)
         return
+    if cfg.get("tensorboard", False):
+        from nasbench.reporting import check_tensorboard
+
+        check_tensorboard()
     run, genotype = trainer.search(cfg, resume=resume, console=err, show_progress=not no_progress)
     err.print(_cells_table(genotype, f"derived genotype ({cfg.algo})"))
     out.print(str(run.best_path), highlight=False, soft_wrap=True)

@@ -91,7 +91,10 @@ class SearchConfig:
     out: Optional[str] = None
     scale_schedules: bool = True  # scale epoch-counted schedules with epochs / the paper's epochs
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: epoch ends only)
-    memory_format: str = "auto"  # auto (channels_last on CPU, where it is faster), channels_last, contiguous
+    memory_format: str = "auto"  # auto: channels_last on CPU where safe and faster, NCHW on CUDA
+    deterministic: bool = False  # torch.use_deterministic_algorithms (warn_only; nondeterministic ops reported)
+    tensorboard: bool = False  # TensorBoard logs in RUN_DIR/tensorboard (needs the tensorboard extra)
+    plots: bool = True  # RUN_DIR/plots/*.png at the end of the run (needs matplotlib: the plot extra)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -250,6 +253,9 @@ def check_search_config(cfg: DictConfig) -> None:
         raise ConfigError(f"model.layers must be at least 1, got {cfg.model.layers}")
     if cfg.model.channels < 1:
         raise ConfigError(f"model.channels must be at least 1, got {cfg.model.channels}")
+    if cfg.model.steps != 4 or cfg.model.multiplier != 4:
+        raise ConfigError("the darts space has 4 intermediate nodes, all concatenated: model.steps and "
+                          f"model.multiplier must be 4, got {cfg.model.steps} and {cfg.model.multiplier}")
     if cfg.model.channels % 2:
         raise ConfigError(f"model.channels must be even (factorized reduce halves it), got {cfg.model.channels}")
     if not 0.0 < cfg.data.train_portion < 1.0:
@@ -274,3 +280,167 @@ def load_run_config(path: str | Path) -> DictConfig:
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+# ================================================================================================ final training
+# `nas train-final`: the evaluation network trained from scratch. Same layering and strictness as the search
+# config: FinalConfig defaults (the DARTS paper's CIFAR-10 evaluation) → the ImageNet recipe when the dataset
+# is ImageNet-like → preset → --config file → key=value → shortcut flags.
+
+
+@dataclass
+class FinalModelConfig:
+    channels: int = 36  # C of the first cells
+    layers: int = 20  # cells; reductions at layers//3 and 2*layers//3
+    auxiliary: bool = True  # auxiliary head after cell 2*layers//3 (training only)
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2  # reached at the last epoch, ramped linearly from 0
+    imagenet: Optional[bool] = None  # ImageNet-style network; None: for imagenet and large imagefolder images
+
+
+@dataclass
+class FinalDataConfig:
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None
+    download: bool = False
+    subset: Optional[int] = None  # train on only this many training images
+    test_subset: Optional[int] = None  # test on only this many test images (quick checks; the papers use all)
+    val_split: float = 0.0  # share of the training images held out for validation (and the best checkpoint)
+    workers: int = 0
+    cutout: int = 16
+    # synthetic dataset only (image_size also sets the size of imagefolder images)
+    image_size: int = 32
+    channels: int = 3
+    num_classes: int = 10
+    num_train: int = 512
+    num_test: int = 128
+
+
+@dataclass
+class FinalOptimConfig:
+    lr: float = 0.025
+    lr_min: float = 0.0  # cosine schedule's end
+    schedule: str = "cosine"  # cosine (to lr_min over the epochs) or exponential (×gamma per epoch)
+    gamma: float = 0.97
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0  # 0 disables clipping
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class FinalConfig:
+    kind: str = "train-final"
+    genotype: str = "darts-v2"  # built-in name, search run dir, JSON file or Genotype(...) text file
+    preset: str = "paper"
+    seed: int = 0
+    epochs: int = 600
+    batch_size: int = 96
+    eval_batch_size: int = 256
+    device: str = "auto"
+    out: Optional[str] = None
+    amp: str = "off"  # off, auto (bf16 where supported, else fp16), bf16, fp16
+    memory_format: str = "auto"  # auto (channels_last on CPU), channels_last, contiguous
+    model: FinalModelConfig = field(default_factory=FinalModelConfig)
+    data: FinalDataConfig = field(default_factory=FinalDataConfig)
+    optim: FinalOptimConfig = field(default_factory=FinalOptimConfig)
+
+
+FINAL_IMAGENET: dict[str, Any] = {
+    "epochs": 250,
+    "batch_size": 128,
+    "model.channels": 48,
+    "model.layers": 14,
+    "model.drop_path_prob": 0.0,
+    "optim.lr": 0.1,
+    "optim.schedule": "exponential",
+    "optim.gamma": 0.97,
+    "optim.weight_decay": 3e-5,
+    "optim.label_smoothing": 0.1,
+    "data.cutout": 0,
+}
+"""The DARTS ImageNet (mobile setting) recipe, applied when the dataset is imagenet or large imagefolder images."""
+
+FINAL_QUICK: dict[str, Any] = {
+    "epochs": 2,
+    "batch_size": 64,
+    "eval_batch_size": 500,
+    "model.channels": 12,
+    "model.layers": 4,
+    "model.auxiliary": False,
+    "model.drop_path_prob": 0.0,
+    "optim.lr": 0.05,
+    "data.subset": 15000,
+    "data.cutout": 0,
+}
+"""Sized for a 2-core CPU: a few epochs of a small network on 28×28 images (the README demo)."""
+
+FINAL_SHORTCUTS = {**SHORTCUTS, "genotype": "genotype", "val_split": "data.val_split", "amp": "amp"}
+"""CLI shortcut flag → final-training config key."""
+
+
+def _final_is_imagenet_like(cfg: DictConfig) -> bool:
+    if cfg.data.dataset == "imagenet":
+        return True
+    return cfg.data.dataset == "imagefolder" and cfg.data.image_size >= 64
+
+
+def resolve_final_config(
+    *,
+    preset: str = "paper",
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    shortcuts: Mapping[str, Any] | None = None,
+) -> DictConfig:
+    """Build the resolved train-final config (see the comment above FinalModelConfig for the order)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    file_cfg = load_yaml(config_file) if config_file is not None else None
+    dotlist = parse_dotlist(overrides)
+    flags = {FINAL_SHORTCUTS[k]: v for k, v in (shortcuts or {}).items() if v is not None}
+    # which dataset (it picks the recipe): the user's layers merged onto the defaults, looked at early
+    probe = OmegaConf.structured(FinalConfig)
+    if file_cfg is not None:
+        probe = _merge(probe, file_cfg, str(config_file))
+    probe = _merge(_merge(probe, dotlist, "key=value arguments"), flags, "the command-line flags")
+    cfg = OmegaConf.structured(FinalConfig)
+    cfg = _merge(cfg, {"preset": preset}, "the command line")
+    if _final_is_imagenet_like(probe):
+        cfg = _merge(cfg, FINAL_IMAGENET, "the ImageNet recipe")
+    if preset == "quick":
+        cfg = _merge(cfg, FINAL_QUICK, "the quick preset")
+    if file_cfg is not None:
+        cfg = _merge(cfg, file_cfg, str(config_file))
+    cfg = _merge(cfg, dotlist, "key=value arguments")
+    cfg = _merge(cfg, flags, "the command-line flags")
+    check_final_config(cfg)
+    return cfg
+
+
+def check_final_config(cfg: DictConfig) -> None:
+    """Sizes and choices that cannot work, caught before anything is built."""
+    for key in ("epochs", "batch_size", "eval_batch_size", "model.layers", "model.channels"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}")
+    if not 0.0 <= cfg.data.val_split < 1.0:
+        raise ConfigError(f"data.val_split must be in [0, 1), got {cfg.data.val_split}")
+    if not 0.0 <= cfg.model.drop_path_prob < 1.0:
+        raise ConfigError(f"model.drop_path_prob must be in [0, 1), got {cfg.model.drop_path_prob}")
+    if cfg.optim.schedule not in ("cosine", "exponential"):
+        raise ConfigError(f"optim.schedule must be cosine or exponential, got {cfg.optim.schedule!r}")
+    if cfg.amp not in ("off", "auto", "bf16", "fp16"):
+        raise ConfigError(f"amp must be off, auto, bf16 or fp16, got {cfg.amp!r}")
+    if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
+        raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
+    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    registry.get("dataset", cfg.data.dataset)
+
+
+def load_final_config(path: str | Path) -> DictConfig:
+    """The resolved train-final config stored in a run directory, checked against today's schema."""
+    file_cfg = load_yaml(path)
+    if file_cfg.get("kind") != "train-final":
+        raise ConfigError(f"{path} is not a train-final config (no 'kind: train-final')")
+    return _merge(OmegaConf.structured(FinalConfig), file_cfg, str(path))

@@ -136,22 +136,25 @@ class EvalCell(nn.Module):
         return torch.cat([states[i] for i in self._concat], dim=1)
 
 
-def _frc_conv_branch(C: int) -> nn.Sequential:
-    """ReLU → grouped 1×3 conv (stride 1,2) → grouped 3×1 conv (stride 2,1) → BN → ReLU → 1×1 conv → BN."""
+def _frc_conv_branch(C: int, affine: bool = True) -> nn.Sequential:
+    """ReLU → grouped 1×3 conv (stride 1,2) → grouped 3×1 conv (stride 2,1) → BN → ReLU → 1×1 conv → BN.
+
+    As in AutoDL-Projects, the convs carry a bias exactly when the BNs are not affine (search version).
+    """
     return nn.Sequential(
         nn.ReLU(inplace=False),
-        nn.Conv2d(C, C, (1, 3), stride=(1, 2), padding=(0, 1), groups=8, bias=False),
-        nn.Conv2d(C, C, (3, 1), stride=(2, 1), padding=(1, 0), groups=8, bias=False),
-        nn.BatchNorm2d(C, affine=True),
+        nn.Conv2d(C, C, (1, 3), stride=(1, 2), padding=(0, 1), groups=8, bias=not affine),
+        nn.Conv2d(C, C, (3, 1), stride=(2, 1), padding=(1, 0), groups=8, bias=not affine),
+        nn.BatchNorm2d(C, affine=affine),
         nn.ReLU(inplace=False),
-        nn.Conv2d(C, C, 1, stride=1, padding=0, bias=False),
-        nn.BatchNorm2d(C, affine=True),
+        nn.Conv2d(C, C, 1, stride=1, padding=0, bias=not affine),
+        nn.BatchNorm2d(C, affine=affine),
     )
 
 
-def _frc_pool_branch(C: int) -> nn.Sequential:
+def _frc_pool_branch(C: int, affine: bool = True) -> nn.Sequential:
     """3×3 max pool, stride 2 → BN."""
-    return nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), nn.BatchNorm2d(C, affine=True))
+    return nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), nn.BatchNorm2d(C, affine=affine))
 
 
 class FixedReductionCell(nn.Module):
@@ -166,18 +169,19 @@ class FixedReductionCell(nn.Module):
 
     multiplier = 4
 
-    def __init__(self, C_pp: int, C_p: int, C: int, reduction_prev: bool):
+    def __init__(self, C_pp: int, C_p: int, C: int, reduction_prev: bool, affine: bool = True):
         super().__init__()
         if C % 8:
             raise ConfigError(f"the GDAS fixed reduction cell needs channels divisible by 8, got {C}")
         self.reduction = True
+        # affine=False: the search supernet's version (GDAS-FRC search), non-affine BN throughout
         if reduction_prev:
-            self.preprocess0: nn.Module = FactorizedReduce(C_pp, C, affine=True)
+            self.preprocess0: nn.Module = FactorizedReduce(C_pp, C, affine=affine)
         else:
-            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=True)
-        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=True)
-        self.ops1 = nn.ModuleList([_frc_conv_branch(C), _frc_conv_branch(C)])
-        self.ops2 = nn.ModuleList([_frc_pool_branch(C), _frc_pool_branch(C)])
+            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=affine)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=affine)
+        self.ops1 = nn.ModuleList([_frc_conv_branch(C, affine), _frc_conv_branch(C, affine)])
+        self.ops2 = nn.ModuleList([_frc_pool_branch(C, affine), _frc_pool_branch(C, affine)])
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         """Concat of conv(s0), conv(s1), pool(s0), pool(s1) (all preprocessed), drop-path in training."""

@@ -172,6 +172,23 @@ class RunDir:
             raise RunDirError(f"{p} is not a nasbench run directory (no {CONFIG})")
         return cls(p)
 
+    def check_writable(self, size: int = 1 << 20) -> None:
+        """Write and remove a probe file of ``size`` bytes: an unwritable directory or a full disk is a
+        RunDirError now rather than at the first checkpoint."""
+        probe = self.path / ".write-test"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * size)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise RunDirError(f"cannot write to run directory {self.path}: {exc.strerror or exc}") from exc
+        finally:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
+
     def epochs_saved(self) -> list[int]:
         d = self.path / "arch"
         if not d.is_dir():

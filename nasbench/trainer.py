@@ -51,11 +51,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def memory_format(name: str, device: torch.device) -> torch.memory_format:
-    """channels_last where it pays (measured on CPU: about 0.6× the time of NCHW for a search step)."""
-    if name == "channels_last" or (name == "auto" and device.type == "cpu"):
+def memory_format(name: str, device: torch.device, net: Optional[nn.Module] = None) -> torch.memory_format:
+    """The memory format of ``name``; ``auto`` is channels_last on CPU, where it pays (measured: about 0.6×
+    the time of NCHW for a search step), and NCHW on CUDA.
+
+    ``auto`` falls back to NCHW for a ``net`` that :func:`channels_last_unsafe` flags.
+    """
+    if name == "channels_last":
+        return torch.channels_last
+    if name == "auto" and device.type == "cpu" and not (net is not None and channels_last_unsafe(net)):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def channels_last_unsafe(net: nn.Module) -> bool:
+    """Whether ``net`` has a strided conv with fewer than 8 input channels.
+
+    PyTorch's CPU backward of such a conv in channels_last corrupts the heap (seen with 2.14.1: 1×1
+    stride-2 convs with 2–7 input channels abort with "double free or corruption"); narrow supernets
+    (C=4, or PC-DARTS's C/K-channel edges) have them in factorized reduces.
+    """
+    return any(isinstance(m, nn.Conv2d) and max(m.stride) > 1 and m.in_channels < 8 for m in net.modules())
 
 
 def seed_everything(seed: int) -> None:
@@ -224,7 +240,6 @@ class SearchTrainer:
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
         self.device = resolve_device(cfg.device)
-        self.memory_format = memory_format(cfg.memory_format, self.device)
         self.criterion = nn.CrossEntropyLoss()
         self.strategy = create_strategy(cfg.algo, cfg)
         self._interrupted = False
@@ -233,7 +248,9 @@ class SearchTrainer:
     def _build_stage(self, fresh_arch: bool) -> None:
         cfg, s = self.cfg, self.strategy
         self.spec = s.supernet_spec(self.data.num_classes, self.data.in_channels)
-        self.net = s.build_supernet(self.spec).to(self.device, memory_format=self.memory_format)
+        net = s.build_supernet(self.spec)
+        self.memory_format = memory_format(cfg.memory_format, self.device, net)
+        self.net = net.to(self.device, memory_format=self.memory_format)
         if fresh_arch:
             s.init_arch_params(self.spec, self.device)
         else:
@@ -321,6 +338,19 @@ class SearchTrainer:
         meter.loss += float(loss) * valid[1].shape[0]
         meter.n += valid[1].shape[0]
 
+    def train_step(self, train: tuple, valid: Optional[tuple], lr: float, meter: Meter, arch_meter: Meter,
+                   epoch: int = 0, step: int = 0) -> None:
+        """One search step: the architecture step on ``valid`` (skipped when None) and the weight step on
+        ``train``, in the strategy's order."""
+        if self.strategy.step_order == "weights_first":
+            self._weight_step(*train, meter, epoch, step)
+            if valid is not None:
+                self._arch_step(train, valid, lr, arch_meter, epoch, step)
+        else:
+            if valid is not None:
+                self._arch_step(train, valid, lr, arch_meter, epoch, step)
+            self._weight_step(*train, meter, epoch, step)
+
     def _check_finite(self, loss: torch.Tensor, what: str, epoch: int, step: int) -> None:
         if not torch.isfinite(loss):
             raise TrainingDiverged(
@@ -357,23 +387,32 @@ class SearchTrainer:
             seed_everything(cfg.seed)
             self._build_stage(fresh_arch=True)
         self._announce()
+        from nasbench import reporting
+
+        self.reporters = reporting.make_reporters(cfg, self.run, self.console)
         old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
-            while True:
-                for epoch in range(start_epoch, self.strategy.stage_epochs()):
-                    self._run_epoch(epoch, start_step, meter, arch_meter)
-                    start_step, meter, arch_meter = 0, Meter(), Meter()
-                start_epoch = 0
-                if not self.strategy.next_stage():
-                    break
-                self._build_stage(fresh_arch=True)
-                self._checkpoint(0, 0, Meter(), Meter())
-                self._announce()
+            with reporting.deterministic_mode(cfg.get("deterministic", False), self.device, self.console):
+                self._loop(start_epoch, start_step, meter, arch_meter)
         finally:
             signal.signal(signal.SIGINT, old_handler)
+            reporting.close_all(self.reporters)
         genotype = self.strategy.derive().with_meta(algo=cfg.algo, run=str(self.run.path))
         save_genotype(genotype, self.run.best_path)
+        reporting.run_end(self.reporters, self, genotype)
         return genotype
+
+    def _loop(self, start_epoch: int, start_step: int, meter: Meter, arch_meter: Meter) -> None:
+        while True:
+            for epoch in range(start_epoch, self.strategy.stage_epochs()):
+                self._run_epoch(epoch, start_step, meter, arch_meter)
+                start_step, meter, arch_meter = 0, Meter(), Meter()
+            start_epoch = 0
+            if not self.strategy.next_stage():
+                break
+            self._build_stage(fresh_arch=True)
+            self._checkpoint(0, 0, Meter(), Meter())
+            self._announce()
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self._interrupted = True
@@ -411,14 +450,7 @@ class SearchTrainer:
             for step, (x, y) in enumerate(loader, start=start_step):
                 x, y = self._to_device(x, y)
                 valid = self._to_device(*self.arch_stream.next(bs)) if update_arch else None
-                if s.step_order == "weights_first":
-                    self._weight_step(x, y, meter, epoch, step)
-                    if valid is not None:
-                        self._arch_step((x, y), valid, lr, arch_meter, epoch, step)
-                else:
-                    if valid is not None:
-                        self._arch_step((x, y), valid, lr, arch_meter, epoch, step)
-                    self._weight_step(x, y, meter, epoch, step)
+                self.train_step((x, y), valid, lr, meter, arch_meter, epoch, step)
                 n_img += y.shape[0]
                 rate = n_img / max(time.time() - t_epoch, 1e-9)
                 progress.update(task, advance=1, stats=f"loss {meter.avg_loss:.3f} acc {meter.acc:5.1f}% "
@@ -464,6 +496,8 @@ class SearchTrainer:
             "time": _dt.datetime.now().isoformat(timespec="seconds"),
         }
         append_jsonl(self.run.metrics_path, record)
+        for reporter in getattr(self, "reporters", ()):
+            reporter.epoch_end(self, record, genotype)
         self.global_epoch += 1
         label = s.stage_label()
         self.console.print(
@@ -494,6 +528,7 @@ def search(cfg: DictConfig, *, resume: Optional[Path] = None, console: Optional[
     """Run (or resume) a search; returns the run directory and the final genotype."""
     if resume is not None:
         run = RunDir.open(resume)
+        run.check_writable()
     else:
         run = RunDir.create(cfg.out or default_run_dir(cfg))
         atomic_write_text(run.config_path, to_yaml(cfg))

@@ -121,3 +121,16 @@ def test_cell_node_is_the_sum_over_all_earlier_states():
     node0 = 1.0 * 0.5 * p0 + 2.0 * 1.5 * p1
     assert torch.allclose(out[:, :4], node0, atol=1e-6)
     assert len(calls) == 14
+
+
+def test_auto_memory_format_avoids_channels_last_where_pytorch_cpu_convs_crash():
+    from nasbench.trainer import channels_last_unsafe, memory_format
+
+    wide = Supernet(_tiny_spec(C=16), MixedOp)
+    narrow = Supernet(_tiny_spec(C=2), MixedOp)  # skip_connect at stride 2: 1×1 stride-2 convs on 4 channels
+    assert not channels_last_unsafe(wide) and channels_last_unsafe(narrow)
+    cpu = torch.device("cpu")
+    assert memory_format("auto", cpu, wide) == torch.channels_last
+    assert memory_format("auto", cpu, narrow) == torch.contiguous_format
+    assert memory_format("auto", torch.device("cuda"), wide) == torch.contiguous_format
+    assert memory_format("channels_last", cpu, narrow) == torch.channels_last

@@ -1,0 +1,204 @@
+"""GDAS: Searching for A Robust Neural Architecture in Four GPU Hours (Dong and Yang, CVPR 2019).
+
+Each forward pass samples one op per edge with the Gumbel-max trick and computes only that op. The
+sample is differentiable through a straight-through estimator: the edge's weights are
+``one_hot(argmax) − p.detach() + p`` with ``p = softmax((log_softmax(α) + g) / τ)``, equal in value to
+the one-hot choice, with the gradient of the soft ``p``. τ decays linearly over the search.
+
+Where the paper's text and the official reimplementation (AutoDL-Projects, ``search_model_gdas_nasnet``,
+``exps/algos/GDAS.py``, ``configs/search-opts/GDAS-NASNet-CIFAR.config``) differ, this follows the code:
+
+* τ goes from ``tau_max``=10 to ``tau_min``=0.1 (the paper says to 1: ``gdas.tau_min=1``);
+* 6 cells with a BatchNorm-ReLU before the global pooling (the paper says 8 cells: ``--layers 8``);
+* derive keeps, per node, the two strongest (op, input) pairs over all incoming edges, so one input
+  may feed a node twice (``gdas.distinct_inputs=true`` gives the DARTS rule);
+* one Gumbel sample per edge per forward pass per cell type, shared by all cells of that type;
+* the validation pass in eval mode samples too, as the official ``valid_func`` does.
+
+``gdas.fixed_reduction=true`` is GDAS-FRC: only the normal cell is searched, the reduction cells are the
+paper's hand-designed cell (with non-affine BN in the search supernet, as the official search model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from nasbench.algorithms.base import Strategy, derive_cell
+from nasbench.errors import ConfigError
+from nasbench.genotype import Genotype
+from nasbench.network import FixedReductionCell
+from nasbench.registry import register_algorithm
+from nasbench.spaces.darts import search_op
+from nasbench.supernet import CellWeights, Supernet, SupernetSpec
+
+
+def gumbel_straight_through(alpha: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One hard Gumbel-softmax sample per row of ``alpha`` [edges, ops].
+
+    Returns ``(weights, index)``: ``weights`` [edges, ops] is one-hot in value (the row's argmax of
+    ``softmax((log_softmax(α) + g) / τ)``, g = −log(Exponential(1))) and carries the gradient of the soft
+    probabilities (straight-through); ``index`` [edges] is the sampled op. Resamples on non-finite noise.
+    """
+    log_p = alpha.log_softmax(dim=-1)
+    while True:
+        gumbels = -torch.empty_like(alpha).exponential_().log()
+        probs = torch.softmax((log_p + gumbels) / tau, dim=-1)
+        if torch.isinf(gumbels).any() or not torch.isfinite(probs).all():
+            continue
+        index = probs.argmax(dim=-1)
+        one_hot = torch.zeros_like(probs).scatter_(-1, index.unsqueeze(-1), 1.0)
+        return one_hot - probs.detach() + probs, index
+
+
+class GumbelEdge(nn.Module):
+    """A GDAS edge: of its candidate ops only the sampled one runs.
+
+    ``forward(x, w)`` with ``w = (weights [ops], index)`` returns ``Σ_k (w_k·o_k(x) if k == index else w_k)``:
+    the sampled op's output times its (unit) weight; the other weights enter as scalars, zero in value but
+    passing the straight-through gradient to α (the official ``forward_gdas``). ``w`` may also be an
+    ``int`` (that op, unweighted) or ``None`` (nothing), as for :class:`~nasbench.supernet.MixedOp`.
+    """
+
+    def __init__(self, C: int, stride: int, ops: Sequence[str]):
+        super().__init__()
+        self.op_names = tuple(ops)
+        self.ops = nn.ModuleList(search_op(name, C, stride) for name in ops)
+
+    def forward(self, x: torch.Tensor, w: Any) -> Optional[torch.Tensor]:
+        if w is None:
+            return None
+        if isinstance(w, int):
+            return self.ops[w](x)
+        weights, index = w
+        out = weights[index] * self.ops[index](x)
+        for k in range(len(self.ops)):
+            if k != index:
+                out = out + weights[k]
+        return out
+
+
+@register_algorithm("gdas")
+class Gdas(Strategy):
+    name = "gdas"
+    paper = ("Dong, Yang. Searching for A Robust Neural Architecture in Four GPU Hours. CVPR 2019.")
+    summary = "one Gumbel-sampled op per edge per forward (straight-through); τ 10 → 0.1; weight step first"
+
+    @dataclass
+    class Config:
+        tau_max: float = 10.0  # Gumbel-softmax temperature of the first epoch
+        tau_min: float = 0.1  # ... of the last epoch (official code; the paper's text says 1)
+        distinct_inputs: bool = False  # derive by the DARTS rule (two different inputs per node)
+        fixed_reduction: bool = False  # GDAS-FRC: search the normal cell only, hand-designed reduction cell
+
+    paper_defaults = {
+        "epochs": 250,
+        "batch_size": 256,
+        "model.channels": 16,
+        "model.layers": 6,
+        "model.final_bn_relu": True,
+        "optim.lr": 0.025,
+        "optim.lr_min": 0.001,
+        "optim.momentum": 0.9,
+        "optim.nesterov": True,
+        "optim.weight_decay": 5e-4,
+        "optim.grad_clip": 5.0,
+        "arch_optim.lr": 3e-4,
+        "arch_optim.betas": [0.5, 0.999],
+        "arch_optim.weight_decay": 1e-3,
+    }
+    paper_epochs = 250
+    step_order = "weights_first"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.tau = float(self.section.tau_max)
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        s = cfg.gdas
+        if not 0 < s.tau_min <= s.tau_max:
+            raise ConfigError(f"gdas needs 0 < tau_min <= tau_max, got tau_min={s.tau_min}, tau_max={s.tau_max}")
+        if s.fixed_reduction and (2 * cfg.model.channels) % 8:
+            raise ConfigError("gdas.fixed_reduction needs model.channels divisible by 4 (the fixed reduction cell's "
+                              f"grouped convs take 2·C channels in 8 groups), got {cfg.model.channels}")
+
+    # ----------------------------------------------------------------- supernet
+    def supernet_spec(self, num_classes: int, in_channels: int) -> SupernetSpec:
+        spec = super().supernet_spec(num_classes, in_channels)
+        if self.section.fixed_reduction:
+            spec = dataclasses.replace(spec, reduce_ops=None)
+        return spec
+
+    def build_supernet(self, spec: SupernetSpec) -> Supernet:
+        fixed = partial(FixedReductionCell, affine=False) if spec.reduce_ops is None else None
+        return Supernet(spec, self.make_edge, fixed_reduction=fixed)
+
+    def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
+        return GumbelEdge(C, stride, ops)
+
+    # ----------------------------------------------------------------- forward
+    def edge_weights(self, cell_type: str) -> CellWeights:
+        """A fresh hard Gumbel sample per edge; every cell of this type shares it for this forward pass."""
+        weights, index = gumbel_straight_through(self.alpha(cell_type), self.tau)
+        return CellWeights([(weights[e], k) for e, k in enumerate(index.tolist())])
+
+    # ----------------------------------------------------------------- schedule
+    def tau_at(self, epoch: int) -> float:
+        """τ of stage-local ``epoch``: linear from tau_max (first epoch) to tau_min (last epoch)."""
+        hi, lo = float(self.section.tau_max), float(self.section.tau_min)
+        n = self.stage_epochs()
+        if n <= 1:
+            return hi
+        return hi - (hi - lo) * epoch / (n - 1)
+
+    def on_epoch_start(self, epoch: int, net: Supernet) -> None:
+        self.tau = self.tau_at(epoch)
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        return {"tau": self.tau}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"tau": self.tau}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.tau = float(state.get("tau", self.section.tau_max))
+
+    # ----------------------------------------------------------------- result
+    def derive(self) -> Genotype:
+        cells: dict[str, Optional[list[tuple[str, int]]]] = {"normal": None, "reduce": None}
+        for t in self.spec.cell_types:
+            W, ops = self.op_probabilities(t), self.spec.ops(t)
+            if self.section.distinct_inputs:
+                cells[t] = derive_cell(W, ops, self.spec.steps)
+            else:
+                cells[t] = derive_cell_pairs(W, ops, self.spec.steps)
+        return self.make_genotype(cells["normal"], cells["reduce"])
+
+
+def derive_cell_pairs(weights: torch.Tensor, edge_ops: Sequence[Sequence[str]], steps: int) -> list[tuple[str, int]]:
+    """GDAS's derive rule: per node, the 2 strongest (op, input) pairs over all its incoming edges.
+
+    Candidates are every non-'none' op of every incoming edge; the same input may be chosen twice (two
+    different ops on one edge). Ties keep the lower input, then the lower op index (a stable sort).
+    """
+    W = weights.detach().double().cpu()
+    gene: list[tuple[str, int]] = []
+    start = 0
+    for i in range(steps):
+        candidates = []
+        for j in range(i + 2):
+            for k, name in enumerate(edge_ops[start + j]):
+                if name != "none":
+                    candidates.append((float(W[start + j, k]), name, j))
+        if len(candidates) < 2:
+            raise ValueError(f"node {i} has fewer than two candidate (op, input) pairs other than 'none'")
+        candidates.sort(key=lambda c: -c[0])
+        gene.extend((name, j) for _, name, j in candidates[:2])
+        start += i + 2
+    return gene

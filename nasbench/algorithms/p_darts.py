@@ -1,0 +1,332 @@
+"""P-DARTS: Progressive Differentiable Architecture Search (Chen, Xie, Wu and Tian, ICCV 2019).
+
+The search runs in stages (three by default). Each stage builds a new, deeper supernet over the ops
+that survived the previous stage, trains it DARTS-style (first order) with fresh α, and at its end
+drops the weakest ops of every edge by softmax(α): 8 → 5 → 3 candidates, and after the last stage
+3 → 1, where 'none' is always dropped first so the kept op is never 'none'. Then each node keeps its two
+strongest incoming edges, and the normal cell's skip_connects are capped at ``max_skip``.
+
+Details taken from the official code (chenxin061/pdarts ``train_search.py``/``model_search.py``):
+
+* stage ``s`` has ``p_darts.layers + add_layers[s]`` cells and ``C + add_width[s]`` channels;
+* the first ``epochs_no_arch`` (10 of 25) epochs of every stage train the weights only;
+* on stride-1 edges ``skip_connect`` is followed by dropout whose rate ``r = dropout_rate[s]`` decays:
+  ``p = r·(E − e − 1)/E`` while ``e < epochs_no_arch``, then ``p = r·exp(−0.2·(e − epochs_no_arch))``;
+* the pruning after stages 1 and 2 ranks all surviving ops, 'none' included ('none' may survive); the
+  final pruning removes 'none' whenever it is present and then the weakest others;
+* the final edge strength is the kept op's weight in the last stage's softmax (with 'none' zeroed);
+  ties between edges keep the higher input index (the code's ascending stable sort, last two taken);
+* the skip cap (normal cell only): the kept skip_connect with the lowest weight gets weight 0, every
+  edge re-picks its best op from its last-stage candidates, every node re-picks its two strongest edges,
+  repeat until at most ``max_skip`` skips remain.
+
+``cfg.epochs`` is the whole run (the paper: 3 × 25 = 75); it is split evenly over the stages (earlier
+stages get the remainder). With ``scale_schedules`` the no-architecture epochs and the dropout decay scale
+with the stage length (10 of 25 epochs, exponent 0.2 per 1/25 of a stage).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from nasbench.algorithms.base import Decision, Strategy, derive_cell
+from nasbench.errors import ConfigError
+from nasbench.genotype import Genotype
+from nasbench.registry import register_algorithm
+from nasbench.supernet import MixedOp, Supernet, SupernetSpec
+
+PAPER_STAGE_EPOCHS = 25
+
+
+class SkipDropout(nn.Dropout):
+    """The dropout placed after a stride-1 skip_connect; its rate is set per epoch by the strategy."""
+
+
+def lowest_k(values: Sequence[float], k: int) -> list[int]:
+    """Indices of the ``k`` smallest values, picked one by one; ties pick the first (``np.argmin``)."""
+    left = list(range(len(values)))
+    out = []
+    for _ in range(k):
+        j = min(left, key=lambda i: (values[i], i))
+        out.append(j)
+        left.remove(j)
+    return out
+
+
+def final_drop(values: Sequence[float], ops: Sequence[str], k: int) -> list[int]:
+    """The final-stage drop: 'none' first if present (it counts toward ``k``), then the weakest others."""
+    drop = [ops.index("none")] if "none" in ops else []
+    rest = [i for i in range(len(ops)) if i not in drop]
+    drop += [rest[j] for j in lowest_k([values[i] for i in rest], k - len(drop))]
+    return drop
+
+
+def keep_two_edges(strength: Sequence[float], steps: int) -> list[int]:
+    """Edges kept per node: the two largest strengths (ascending stable sort, last two, as in the code)."""
+    kept: list[int] = []
+    start = 0
+    for i in range(steps):
+        n = i + 2
+        order = sorted(range(n), key=lambda j: strength[start + j])
+        kept += sorted([start + order[-1], start + order[-2]])
+        start += n
+    return kept
+
+
+def final_cell(probs: torch.Tensor, edge_ops: Sequence[Sequence[str]], steps: int,
+               max_skip: Optional[int] = None) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
+    """The last stage's discretisation of one cell; returns the genotype cell and the skip-cap log.
+
+    ``probs`` [edges, ops] is softmax(α) of the last stage over ``edge_ops``. 'none' gets weight 0, every
+    edge keeps its best other op, every node its two strongest edges; with ``max_skip`` the weakest kept
+    skip_connect is zeroed and everything re-picked until at most ``max_skip`` remain.
+    """
+    P = probs.detach().double().cpu().clone()
+    n_edges = len(edge_ops)
+    for e, ops in enumerate(edge_ops):
+        if "none" in ops:
+            P[e, ops.index("none")] = 0.0
+    log: list[dict[str, Any]] = []
+
+    def pick() -> tuple[list[int], list[int]]:
+        keep_op = []
+        for e, ops in enumerate(edge_ops):
+            drop = final_drop(P[e].tolist(), ops, len(ops) - 1)
+            keep_op.append(next(k for k in range(len(ops)) if k not in drop))
+        strength = [float(P[e].max()) for e in range(n_edges)]
+        return keep_op, keep_two_edges(strength, steps)
+
+    keep_op, kept = pick()
+    if max_skip is not None:
+        while True:
+            skips = [e for e in kept if edge_ops[e][keep_op[e]] == "skip_connect"]
+            if len(skips) <= max_skip:
+                break
+            weakest = min(skips, key=lambda e: (float(P[e, keep_op[e]]), e))
+            log.append({"edge": weakest, "weight": float(P[weakest, keep_op[weakest]]), "skips": len(skips)})
+            P[weakest, keep_op[weakest]] = 0.0
+            keep_op, kept = pick()
+    gene = []
+    start = 0
+    for i in range(steps):
+        for j in range(i + 2):
+            e = start + j
+            if e in kept:
+                gene.append((edge_ops[e][keep_op[e]], j))
+        start += i + 2
+    return gene, log
+
+
+@register_algorithm("p-darts")
+class PDarts(Strategy):
+    name = "p-darts"
+    paper = ("Chen, Xie, Wu, Tian. Progressive Differentiable Architecture Search: Bridging the Depth Gap "
+             "between Search and Evaluation. ICCV 2019.")
+    summary = "3 stages with deeper supernets (5/11/17 cells); prunes ops 8→5→3→1; skip dropout and cap"
+
+    @dataclass
+    class Config:
+        layers: int = 5  # cells of the first stage
+        add_layers: list[int] = field(default_factory=lambda: [0, 6, 12])  # cells added per stage
+        add_width: list[int] = field(default_factory=lambda: [0, 0, 0])  # channels added per stage
+        num_to_keep: list[int] = field(default_factory=lambda: [5, 3, 1])  # candidate ops left after each stage
+        dropout_rate: list[float] = field(default_factory=lambda: [0.1, 0.4, 0.7])  # skip dropout per stage
+        epochs_no_arch: int = 10  # weight-only epochs at the start of every stage (of 25; scaled)
+        dropout_decay: float = 0.2  # exponent of the skip-dropout decay per epoch (of a 25-epoch stage)
+        max_skip: Optional[int] = 2  # cap on skip_connects in the final normal cell (null: no cap)
+
+    paper_defaults = {
+        "epochs": 75,
+        "batch_size": 96,
+        "optim.lr_min": 0.0,
+        "arch_optim.lr": 6e-4,
+        "arch_optim.grad_clip": 5.0,
+    }
+    quick_defaults = {"epochs": 9, "p_darts.add_layers": [0, 2, 4]}
+    paper_epochs = 75
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__(cfg)
+        prims = tuple(self.space.primitives)
+        n_edges = sum(2 + i for i in range(cfg.model.steps))
+        self.ops: dict[str, list[tuple[str, ...]]] = {t: [prims] * n_edges for t in ("normal", "reduce")}
+        self.pending: Optional[dict[str, list[tuple[str, ...]]]] = None
+        self.final: Optional[dict[str, list[tuple[str, int]]]] = None
+        self.skip_log: list[dict[str, Any]] = []
+        self.drop_p = 0.0
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        s = cfg.p_darts
+        n = len(s.num_to_keep)
+        if n < 1:
+            raise ConfigError("p_darts.num_to_keep needs at least one stage")
+        for key in ("add_layers", "add_width", "dropout_rate"):
+            if len(s[key]) != n:
+                raise ConfigError(f"p_darts.{key} needs one value per stage ({n}, as p_darts.num_to_keep), "
+                                  f"got {list(s[key])}")
+        prev = len(registry_primitives(cfg))
+        for k in s.num_to_keep:
+            if not 1 <= k < prev:
+                raise ConfigError(f"p_darts.num_to_keep must decrease from {prev} ops, got {list(s.num_to_keep)}")
+            prev = k
+        if s.num_to_keep[-1] != 1:
+            raise ConfigError("p_darts.num_to_keep must end with 1 (one op per edge after the last stage)")
+        if n > 1 and s.num_to_keep[-2] < 2:
+            raise ConfigError("the last P-DARTS stage needs at least 2 candidate ops per edge")
+        if cfg.epochs < n:
+            raise ConfigError(f"p-darts needs at least one epoch per stage ({n}), got epochs={cfg.epochs}")
+        if min(s.layers + a for a in s.add_layers) < 1:
+            raise ConfigError("p_darts.layers + add_layers must be at least 1 in every stage")
+
+    # ----------------------------------------------------------------- stages
+    @property
+    def num_stages(self) -> int:
+        return len(self.section.num_to_keep)
+
+    def stage_epochs(self, stage: Optional[int] = None) -> int:
+        s = self.stage if stage is None else stage
+        total, n = int(self.cfg.epochs), self.num_stages
+        return total // n + (1 if s < total % n else 0)
+
+    def stage_label(self) -> Optional[str]:
+        return f"stage {self.stage + 1}/{self.num_stages}"
+
+    def epochs_no_arch(self) -> int:
+        E = self.stage_epochs()
+        n = self.section.epochs_no_arch
+        if self.cfg.scale_schedules:
+            n = int(round(n * E / PAPER_STAGE_EPOCHS))
+        return min(n, E)
+
+    def supernet_spec(self, num_classes: int, in_channels: int) -> SupernetSpec:
+        m, s = self.cfg.model, self.section
+        return SupernetSpec(C=m.channels + int(s.add_width[self.stage]), layers=s.layers + int(s.add_layers[self.stage]),
+                            num_classes=num_classes, normal_ops=tuple(self.ops["normal"]),
+                            reduce_ops=tuple(self.ops["reduce"]), in_channels=in_channels, steps=m.steps,
+                            multiplier=m.multiplier, stem_multiplier=m.stem_multiplier,
+                            final_bn_relu=m.final_bn_relu)
+
+    def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
+        edge = MixedOp(C, stride, ops)
+        # the official code inserts the dropout only when the stage's rate is positive
+        if stride == 1 and float(self.section.dropout_rate[self.stage]) > 0:
+            for k, name in enumerate(ops):
+                if name == "skip_connect":
+                    edge.ops[k] = nn.Sequential(edge.ops[k], SkipDropout(self.drop_p))
+        return edge
+
+    def updates_arch(self, epoch: int) -> bool:
+        return epoch >= self.epochs_no_arch()
+
+    def skip_dropout_rate(self, epoch: int) -> float:
+        rate = float(self.section.dropout_rate[self.stage])
+        E, n0 = self.stage_epochs(), self.epochs_no_arch()
+        if epoch < n0:
+            return rate * (E - epoch - 1) / E
+        decay = self.section.dropout_decay
+        if self.cfg.scale_schedules:
+            decay = decay * PAPER_STAGE_EPOCHS / E
+        return rate * math.exp(-decay * (epoch - n0))
+
+    def on_epoch_start(self, epoch: int, net: Supernet) -> None:
+        self.drop_p = self.skip_dropout_rate(epoch)
+        for m in net.modules():
+            if isinstance(m, SkipDropout):
+                m.p = self.drop_p
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        return {"stage_label": self.stage_label(), "skip_dropout": self.drop_p,
+                "candidate_ops": len(self.ops["normal"][0])}
+
+    def on_epoch_end(self, epoch: int, net: Supernet) -> list[Decision]:
+        if epoch != self.stage_epochs() - 1:
+            return []
+        return [self._prune()]
+
+    def _prune(self) -> Decision:
+        """End of a stage: drop the weakest ops (kept aside until ``next_stage``), or the final genotype."""
+        last = self.stage == self.num_stages - 1
+        keep = int(self.section.num_to_keep[self.stage])
+        record: dict[str, Any] = {"event": "p-darts-prune", "stage": self.stage + 1, "keep": keep}
+        new_ops: dict[str, list[tuple[str, ...]]] = {}
+        for t in ("normal", "reduce"):
+            P = self.op_probabilities(t).double().cpu()
+            kept, dropped = [], []
+            for e, ops in enumerate(self.ops[t]):
+                k_drop = len(ops) - keep
+                drop = final_drop(P[e].tolist(), ops, k_drop) if last else lowest_k(P[e].tolist(), k_drop)
+                kept.append(tuple(o for k, o in enumerate(ops) if k not in drop))
+                dropped.append([ops[k] for k in drop])
+            new_ops[t] = kept
+            record[t] = {"probs": P.tolist(), "ops": [list(o) for o in self.ops[t]], "kept": [list(o) for o in kept],
+                         "dropped": dropped}
+        if not last:
+            self.pending = new_ops
+            msg = (f"p-darts: end of stage {self.stage + 1}/{self.num_stages}: kept {keep} ops per edge "
+                   f"(normal edge 0: {', '.join(new_ops['normal'][0])})")
+            return Decision(msg, record)
+        self.final = {}
+        for t in ("normal", "reduce"):
+            cap = self.section.max_skip if t == "normal" else None
+            cell, log = final_cell(self.op_probabilities(t), self.ops[t], self.spec.steps, cap)
+            self.final[t] = cell
+            record[t]["genotype"] = [list(p) for p in cell]
+            if t == "normal":
+                self.skip_log = log
+                record["skip_cap"] = log
+        msg = (f"p-darts: final cells (skip cap removed {len(self.skip_log)} skip_connects): normal "
+               + " ".join(f"{o}<-{i}" for o, i in self.final["normal"]))
+        return Decision(msg, record)
+
+    def next_stage(self) -> bool:
+        if self.stage >= self.num_stages - 1 or self.pending is None:
+            return False
+        self.ops, self.pending = self.pending, None
+        self.stage += 1
+        return True
+
+    # ----------------------------------------------------------------- result
+    def derive(self) -> Genotype:
+        """The final cells once the last stage ended; before, the DARTS rule on the current stage's ops."""
+        if self.final is not None:
+            return self.make_genotype(self.final["normal"], self.final["reduce"])
+        cells = {t: derive_cell(self.op_probabilities(t), self.spec.ops(t), self.spec.steps)
+                 for t in ("normal", "reduce")}
+        return self.make_genotype(cells["normal"], cells["reduce"])
+
+    def make_genotype(self, normal: list[tuple[str, int]], reduce: Optional[list[tuple[str, int]]]) -> Genotype:
+        g = super().make_genotype(normal, reduce)
+        return g.with_meta(stage=self.stage + 1, final=self.final is not None)
+
+    # ----------------------------------------------------------------- checkpoints
+    def extra_state(self) -> dict[str, Any]:
+        def plain(ops: Optional[dict[str, list[tuple[str, ...]]]]) -> Any:
+            return None if ops is None else {t: [list(o) for o in v] for t, v in ops.items()}
+
+        return {"ops": plain(self.ops), "pending": plain(self.pending),
+                "final": None if self.final is None else {t: [list(p) for p in c] for t, c in self.final.items()},
+                "skip_log": list(self.skip_log), "drop_p": self.drop_p}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        def tup(ops: Any) -> Any:
+            return None if ops is None else {t: [tuple(o) for o in v] for t, v in ops.items()}
+
+        self.ops = tup(state["ops"])
+        self.pending = tup(state.get("pending"))
+        final = state.get("final")
+        self.final = None if final is None else {t: [(str(o), int(i)) for o, i in c] for t, c in final.items()}
+        self.skip_log = list(state.get("skip_log", []))
+        self.drop_p = float(state.get("drop_p", 0.0))
+
+
+def registry_primitives(cfg: DictConfig) -> tuple[str, ...]:
+    from nasbench import registry
+
+    return tuple(registry.get("space", cfg.model.space).primitives)

@@ -1,0 +1,147 @@
+"""PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search (Xu et al., ICLR 2020).
+
+Two changes to DARTS, following the official code (yuhuixu1993/PC-DARTS, ``model_search.py``,
+``train_search.py``):
+
+* partial channels: an edge sends only the first C/K of its input channels through the mixed op (whose
+  ops are built for C/K channels; pools get a non-affine BN as in DARTS); the other channels bypass it,
+  through a 2×2 max pool on stride-2 edges; the two parts are concatenated and channel-shuffled with K
+  groups;
+* edge normalization: one β per edge; node i's input is Σ_j softmax(β over node i's incoming edges)_j ·
+  edge_j. β is initialised as 1e-3·N(0, 1) and optimised by the same Adam as α; derive multiplies each
+  edge's op weights by its normalised β, then applies the DARTS rule.
+
+No architecture step runs during the first ``warmup_epochs`` (15 of 50, scaled with the run's epochs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from nasbench.algorithms.base import Strategy, derive_cell
+from nasbench.errors import ConfigError
+from nasbench.genotype import Genotype
+from nasbench.registry import register_algorithm
+from nasbench.supernet import CellWeights, MixedOp, SupernetSpec
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle of [N, C, H, W]: output channel ``i·groups + g`` is input channel
+    ``g·(C/groups) + i``, so each group of the input is spread evenly over the output."""
+    if groups == 1:
+        return x
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class PartialChannelEdge(MixedOp):
+    """A PC-DARTS edge: a DARTS mixed op on the first C/K channels, the rest bypass it.
+
+    Output: channel_shuffle(cat[mixed(x[:, :C/K]), bypass(x[:, C/K:])], K), with bypass the identity,
+    or a 2×2/2 max pool on a stride-2 edge. The mixed op's weights have the same names as a
+    :class:`MixedOp`'s (``ops.*``), so K=1 loads a DARTS edge's state as is.
+    """
+
+    def __init__(self, C: int, stride: int, ops: Sequence[str], k: int):
+        if C % k:
+            raise ConfigError(f"PC-DARTS needs the channels of every cell ({C}) divisible by pc_darts.k={k}")
+        super().__init__(C // k, stride, ops)
+        self.k = k
+        self.stride = stride
+        self.bypass_pool = nn.MaxPool2d(2, 2) if stride == 2 else None
+
+    def forward(self, x: torch.Tensor, w: Any) -> Optional[torch.Tensor]:
+        if w is None:
+            return None
+        if self.k == 1:
+            return super().forward(x, w)
+        c = x.shape[1] // self.k
+        part, rest = x[:, :c], x[:, c:]
+        part = super().forward(part, w)
+        if self.bypass_pool is not None:
+            rest = self.bypass_pool(rest)
+        return channel_shuffle(torch.cat([part, rest], dim=1), self.k)
+
+
+def edge_normalization(beta: torch.Tensor, steps: int) -> torch.Tensor:
+    """softmax of β [edges] within each node's incoming edges (node i has i+2), concatenated [edges]."""
+    out, start = [], 0
+    for i in range(steps):
+        out.append(torch.softmax(beta[start:start + i + 2], dim=-1))
+        start += i + 2
+    return torch.cat(out)
+
+
+@register_algorithm("pc-darts")
+class PcDarts(Strategy):
+    name = "pc-darts"
+    paper = ("Xu, Xie, Zhang, Chen, Qi, Tian, Xiong. PC-DARTS: Partial Channel Connections for "
+             "Memory-Efficient Architecture Search. ICLR 2020.")
+    summary = "1/K of the channels through each mixed op (shuffled back), β edge normalization, α warm-up"
+
+    @dataclass
+    class Config:
+        k: int = 4  # K: 1/K of an edge's channels go through its mixed op
+        warmup_epochs: int = 15  # epochs (of paper_epochs, scaled) without architecture updates
+
+    paper_defaults = {
+        "epochs": 50,
+        "batch_size": 256,
+        "model.channels": 16,
+        "model.layers": 8,
+        "optim.lr": 0.1,
+        "optim.lr_min": 0.001,
+        "optim.momentum": 0.9,
+        "optim.weight_decay": 3e-4,
+        "optim.grad_clip": 5.0,
+        "arch_optim.lr": 6e-4,
+        "arch_optim.betas": [0.5, 0.999],
+        "arch_optim.weight_decay": 1e-3,
+    }
+    paper_epochs = 50
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        k = cfg.pc_darts.k
+        if k < 1:
+            raise ConfigError(f"pc_darts.k must be at least 1, got {k}")
+        if cfg.model.channels % k:
+            raise ConfigError(f"model.channels ({cfg.model.channels}) must be divisible by pc_darts.k ({k})")
+        if cfg.pc_darts.warmup_epochs < 0:
+            raise ConfigError(f"pc_darts.warmup_epochs must be >= 0, got {cfg.pc_darts.warmup_epochs}")
+
+    def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
+        return PartialChannelEdge(C, stride, ops, int(self.section.k))
+
+    # ----------------------------------------------------------------- architecture parameters
+    def init_arch_params(self, spec: SupernetSpec, device: torch.device) -> None:
+        """α as DARTS, then β_t = 1e-3·N(0, 1) per edge (the official code's order: α_n, α_r, β_n, β_r)."""
+        super().init_arch_params(spec, device)
+        for t in spec.cell_types:
+            self.arch[f"beta_{t}"] = (1e-3 * torch.randn(len(spec.ops(t)))).to(device).requires_grad_()
+
+    def beta(self, cell_type: str) -> torch.Tensor:
+        return self.arch[f"beta_{cell_type}"]
+
+    def edge_scale(self, cell_type: str) -> torch.Tensor:
+        """Normalised edge weights [edges] (no gradient), as displayed and derived from."""
+        return edge_normalization(self.beta(cell_type).detach(), self.spec.steps)
+
+    def edge_weights(self, cell_type: str) -> CellWeights:
+        return CellWeights(torch.softmax(self.alpha(cell_type), dim=-1),
+                           edges=edge_normalization(self.beta(cell_type), self.spec.steps))
+
+    def updates_arch(self, epoch: int) -> bool:
+        return epoch >= self.scaled(self.section.warmup_epochs)
+
+    # ----------------------------------------------------------------- result
+    def derive(self) -> Genotype:
+        cells: dict[str, Any] = {"normal": None, "reduce": None}
+        for t in self.spec.cell_types:
+            cells[t] = derive_cell(self.op_probabilities(t), self.spec.ops(t), self.spec.steps,
+                                   edge_scale=self.edge_scale(t))
+        return self.make_genotype(cells["normal"], cells["reduce"])

@@ -1,0 +1,292 @@
+"""SGAS: Sequential Greedy Architecture Search (Li, Qian, Delgadillo, Müller, Thabet and Ghanem, CVPR 2020).
+
+DARTS (first order) on one supernet, but edges are decided one at a time. At the end of epoch ``e``
+(from 0) with ``e >= warmup_epochs`` and ``(e − warmup_epochs) % decision_freq == 0``, one edge per cell
+type is decided greedily. With p = softmax(α) of each edge over all ops:
+
+* importance = Σ of the non-'none' p (= 1 − p_none);
+* q = the non-'none' p renormalised, certainty = 1 − H(q) / log(#non-'none' ops);
+* Criterion 1: score = norm(importance) · norm(certainty);
+* Criterion 2 (``criterion=2``) also multiplies by norm(mean over the last ``history_size`` epochs'
+  q of Σ_k min(q_past, q)) — the history is recorded at every epoch end, before the decision;
+
+``norm`` is min-max over all edges of the cell type, decided and pruned ones included (an all-equal vector
+normalises to zeros), as the official code (lightaime/sgas ``cnn/train_search.py``) does; only undecided
+edges compete. The winner gets its strongest non-'none' op and its α row is frozen; a node with two
+decided edges has its other edges pruned (frozen, computing nothing). Decided edges compute only their
+op, so steps get cheaper, and the batch size grows by ``batch_increase`` after every decision epoch.
+
+Schedule: the paper's 50 epochs are warm-up 9 + decision_freq 5 × (8 − 1) + post_train 5 + 1, so the
+last of the 8 decisions is at epoch 44. With ``scale_schedules`` (default) warm-up, decision frequency and
+post-training scale by ``epochs / 50`` (decision frequency at least 1) and are then shrunk until all 8
+decisions fit into ``epochs``: post-training first, then the frequency, then the warm-up. ``--preset
+quick`` (10 epochs) thus gets warm-up 2 and a decision every epoch from epoch 2 to 9. Without scaling
+the schedule is taken as given and must fit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import torch
+from omegaconf import DictConfig
+
+from nasbench.algorithms.base import Decision, Strategy
+from nasbench.errors import ConfigError
+from nasbench.genotype import Genotype
+from nasbench.registry import register_algorithm
+from nasbench.supernet import CellWeights, Supernet
+
+UNDECIDED = -1
+
+
+def minmax(v: torch.Tensor) -> torch.Tensor:
+    """(v − min) / (max − min); zeros when all values are equal (the official ``utils.normalize``)."""
+    lo, hi = v.min(), v.max()
+    if hi - lo > 0:
+        return (v - lo) / (hi - lo)
+    return torch.zeros_like(v)
+
+
+def edge_scores(alpha: torch.Tensor, none_idx: int, history: Optional[list[torch.Tensor]] = None
+                ) -> dict[str, torch.Tensor]:
+    """SGAS's per-edge quantities from α [edges, ops]; ``history`` (list of past q) turns on Criterion 2."""
+    p = torch.softmax(alpha.detach().double().cpu(), dim=-1)
+    others = [k for k in range(p.shape[1]) if k != none_idx]
+    importance = p[:, others].sum(dim=-1)
+    q = p[:, others] / importance[:, None]
+    entropy = -(q * torch.log(q.clamp_min(1e-300))).sum(dim=-1) / math.log(len(others))
+    score = minmax(importance) * minmax(1 - entropy)
+    out = {"importance": importance, "entropy": entropy, "q": q}
+    if history is not None:
+        hist = torch.zeros(p.shape[0], dtype=torch.float64)
+        for past in history:
+            hist += torch.minimum(past.double(), q).sum(dim=-1)
+        if history:
+            hist /= len(history)
+        out["histogram"] = hist
+        score = score * minmax(hist)
+    out["score"] = score
+    return out
+
+
+@register_algorithm("sgas")
+class Sgas(Strategy):
+    name = "sgas"
+    paper = ("Li, Qian, Delgadillo, Müller, Thabet, Ghanem. SGAS: Sequential Greedy Architecture Search. "
+             "CVPR 2020.")
+    summary = "decides one edge per cell greedily every few epochs (importance × certainty [× stability])"
+
+    @dataclass
+    class Config:
+        criterion: int = 1  # 1: importance × certainty; 2: × history stability (histogram intersection)
+        warmup_epochs: int = 9  # first decision at the end of this epoch (counted from 0; scaled)
+        decision_freq: int = 5  # epochs between decisions (scaled, at least 1)
+        post_train: int = 5  # weight-only epochs after the last decision (scaled; shrinks first)
+        history_size: int = 4  # epochs of q kept for Criterion 2
+        batch_increase: int = 8  # batch size grows by this after every decision epoch (0: off)
+
+    paper_defaults = {"epochs": 50}
+    quick_defaults = {"epochs": 10}
+    paper_epochs = 50
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__(cfg)
+        self.n_edges = sum(2 + i for i in range(cfg.model.steps))
+        self.none_idx = list(self.space.primitives).index("none")
+        self.selected = {t: [UNDECIDED] * self.n_edges for t in ("normal", "reduce")}
+        self.history: dict[str, list[torch.Tensor]] = {"normal": [], "reduce": []}
+        self.decisions: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------- schedule
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        s = cfg.sgas
+        if s.criterion not in (1, 2):
+            raise ConfigError(f"sgas.criterion must be 1 or 2, got {s.criterion}")
+        if s.decision_freq < 1 or s.warmup_epochs < 0 or s.post_train < 0 or s.history_size < 1:
+            raise ConfigError("sgas.decision_freq and sgas.history_size must be ≥ 1, warmup_epochs and "
+                              "post_train ≥ 0")
+        if s.batch_increase < 0:
+            raise ConfigError(f"sgas.batch_increase must be ≥ 0, got {s.batch_increase}")
+        n = cfg.model.steps * 2
+        w, f = _schedule(cfg, n)
+        if w + f * (n - 1) + 1 > cfg.epochs:
+            need = (n if cfg.scale_schedules else w + f * (n - 1) + 1)
+            raise ConfigError(f"sgas makes {n} decisions per cell; with these settings that needs at least "
+                              f"{need} epochs, got epochs={cfg.epochs}")
+
+    def schedule(self) -> tuple[int, int]:
+        """(warm-up, decision frequency) of this run, scaled (see the module docstring)."""
+        return _schedule(self.cfg, self.cfg.model.steps * 2)
+
+    def decision_epochs(self) -> list[int]:
+        w, f = self.schedule()
+        return [w + k * f for k in range(self.cfg.model.steps * 2)]
+
+    def is_decision_epoch(self, epoch: int) -> bool:
+        w, f = self.schedule()
+        return epoch >= w and (epoch - w) % f == 0
+
+    def batch_size(self, epoch: int) -> int:
+        done = sum(1 for d in self.decision_epochs() if d < epoch)
+        return int(self.cfg.batch_size) + int(self.section.batch_increase) * done
+
+    def updates_arch(self, epoch: int) -> bool:
+        # after the last decision no α row can move any more: skip the architecture steps
+        return epoch <= self.decision_epochs()[-1]
+
+    # ----------------------------------------------------------------- forward
+    def frozen_rows(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for t in self.spec.cell_types:
+            mask = torch.tensor([s != UNDECIDED for s in self.selected[t]], device=self.alpha(t).device)
+            out[f"alpha_{t}"] = mask
+        return out
+
+    def edge_weights(self, cell_type: str) -> CellWeights:
+        w = torch.softmax(self.alpha(cell_type), dim=-1)
+        ops: list[Any] = []
+        for e, s in enumerate(self.selected[cell_type]):
+            if s == UNDECIDED:
+                ops.append(w[e])
+            elif s == self.none_idx:
+                ops.append(None)
+            else:
+                ops.append(int(s))
+        return CellWeights(ops)
+
+    # ----------------------------------------------------------------- decisions
+    def on_epoch_end(self, epoch: int, net: Supernet) -> list[Decision]:
+        events = []
+        decide = self.is_decision_epoch(epoch)
+        for t in self.spec.cell_types:
+            history = list(self.history[t]) if self.section.criterion == 2 else None
+            sc = edge_scores(self.alpha(t), self.none_idx, history)
+            # the official code records q every epoch, after computing the intersection
+            self.history[t].append(sc["q"].clone())
+            self.history[t] = self.history[t][-int(self.section.history_size):]
+            candidates = [e for e, s in enumerate(self.selected[t]) if s == UNDECIDED]
+            if decide and candidates:
+                events.append(self._decide(t, epoch, sc, candidates))
+        return events
+
+    def _decide(self, t: str, epoch: int, sc: dict[str, torch.Tensor], candidates: list[int]) -> Decision:
+        score = sc["score"]
+        edge = max(candidates, key=lambda e: (float(score[e]), -e))  # argmax, first on ties
+        q = sc["q"][edge]
+        k = int(torch.argmax(q))
+        op = k + (1 if k >= self.none_idx else 0)
+        status_before = list(self.selected[t])
+        self.selected[t][edge] = op
+        pruned = self._prune_nodes(t)
+        prims = self.space.primitives
+        node, src = _edge_node(edge)
+        table = [{"edge": e, "node": _edge_node(e)[0], "input": _edge_node(e)[1],
+                  "status": ("candidate" if s == UNDECIDED else "pruned" if s == self.none_idx else "decided"),
+                  "importance": float(sc["importance"][e]), "entropy": float(sc["entropy"][e]),
+                  **({"histogram": float(sc["histogram"][e])} if "histogram" in sc else {}),
+                  "score": float(sc["score"][e])} for e, s in enumerate(status_before)]
+        record = {"event": "sgas-decision", "cell": t, "epoch": epoch, "edge": edge, "node": node, "input": src,
+                  "op": prims[op], "pruned": pruned, "criterion": int(self.section.criterion),
+                  "decision": len([s for s in self.selected[t] if s not in (UNDECIDED, self.none_idx)]),
+                  "scores": table}
+        self.decisions.append({k: v for k, v in record.items() if k != "scores"})
+        msg = (f"sgas: epoch {epoch} {t} edge {edge} (node {node} ← input {src}) := {prims[op]} "
+               f"score {float(score[edge]):.3f}" + (f"; pruned edges {pruned}" if pruned else ""))
+        return Decision(msg, record)
+
+    def _prune_nodes(self, t: str) -> list[int]:
+        """Nodes with two decided edges: their undecided edges become 'none' (official ``check_edges``)."""
+        pruned = []
+        start = 0
+        for i in range(self.cfg.model.steps):
+            n = i + 2
+            rows = range(start, start + n)
+            if sum(1 for e in rows if self.selected[t][e] != UNDECIDED) >= 2:
+                for e in rows:
+                    if self.selected[t][e] == UNDECIDED:
+                        self.selected[t][e] = self.none_idx
+                        pruned.append(e)
+            start += n
+        return pruned
+
+    # ----------------------------------------------------------------- result
+    def derive(self) -> Genotype:
+        """The decisions; nodes not yet complete are filled as the official ``parse_gene_force`` does.
+
+        The missing edges of a node are its undecided edges of largest importance (1 − p_none), each with
+        its strongest non-'none' op. Pairs are listed per node in input order, as in the official code.
+        """
+        cells: dict[str, Optional[list[tuple[str, int]]]] = {"normal": None, "reduce": None}
+        prims = self.space.primitives
+        for t in self.spec.cell_types:
+            p = torch.softmax(self.alpha(t).detach().double().cpu(), dim=-1)
+            importance = 1 - p[:, self.none_idx]
+            sel = self.selected[t]
+            gene = []
+            start = 0
+            for i in range(self.spec.steps):
+                n = i + 2
+                rows = list(range(start, start + n))
+                decided = [e for e in rows if sel[e] != UNDECIDED]
+                need = 2 - len(decided)
+                undecided = [e for e in rows if sel[e] == UNDECIDED]
+                extra = sorted(undecided, key=lambda e: (-float(importance[e]), e))[:max(need, 0)]
+                for e in rows:
+                    if sel[e] == UNDECIDED:
+                        if e in extra:
+                            row = p[e].clone()
+                            row[self.none_idx] = -1.0
+                            gene.append((prims[int(torch.argmax(row))], e - start))
+                    elif sel[e] != self.none_idx:
+                        gene.append((prims[sel[e]], e - start))
+                start += n
+            cells[t] = gene
+        g = self.make_genotype(cells["normal"], cells["reduce"])
+        done = all(s != UNDECIDED for t in self.spec.cell_types for s in self.selected[t])
+        return g.with_meta(decisions=len(self.decisions), complete=done)
+
+    # ----------------------------------------------------------------- checkpoints
+    def extra_state(self) -> dict[str, Any]:
+        return {"selected": {t: list(v) for t, v in self.selected.items()},
+                "history": {t: [h.cpu().clone() for h in v] for t, v in self.history.items()},
+                "decisions": [dict(d) for d in self.decisions]}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.selected = {t: [int(s) for s in v] for t, v in state["selected"].items()}
+        self.history = {t: [h.clone() for h in v] for t, v in state.get("history", {}).items()}
+        for t in ("normal", "reduce"):
+            self.history.setdefault(t, [])
+        self.decisions = [dict(d) for d in state.get("decisions", [])]
+
+
+def _edge_node(edge: int) -> tuple[int, int]:
+    """(node, input) of an edge index."""
+    start, i = 0, 0
+    while edge >= start + i + 2:
+        start += i + 2
+        i += 1
+    return i, edge - start
+
+
+def _schedule(cfg: DictConfig, n_decisions: int) -> tuple[int, int]:
+    s = cfg.sgas
+    w, f, p = int(s.warmup_epochs), int(s.decision_freq), int(s.post_train)
+    if not cfg.scale_schedules:
+        return w, f
+    r = cfg.epochs / Sgas.paper_epochs
+    w, f, p = int(round(w * r)), max(1, int(round(f * r))), int(round(p * r))
+    E = int(cfg.epochs)
+    while w + f * (n_decisions - 1) + p + 1 > E:
+        if p > 0:
+            p -= 1
+        elif f > 1:
+            f -= 1
+        elif w > 0:
+            w -= 1
+        else:
+            break
+    return w, f

@@ -1,0 +1,140 @@
+"""``nas train-final``, ``nas eval`` and ``nas export``: the searched cell trained from scratch, re-evaluated
+and exported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from nasbench.cli import (BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs, Layers, OutDir,
+                          Overrides, Preset, Seed, Subset, _cells_table, _print_mapping, _shortcuts, app, err, out,
+                          user_errors)
+from nasbench.errors import NasError
+
+Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built-in name (see `nas list`), a search "
+                                                 "run dir, a JSON file from `nas derive` or a Genotype(...) text file.")]
+
+
+def _resume_final_config(run_dir: Path, overrides: list[str], flags: dict[str, Any]) -> Any:
+    """The stored config of a train-final run; flags given again must agree with it."""
+    from omegaconf import OmegaConf
+
+    from nasbench import config as cfgmod
+    from nasbench.run import RunDir
+
+    run = RunDir.open(run_dir)
+    stored = cfgmod.load_final_config(run.config_path)
+    asked = cfgmod.parse_dotlist(overrides)
+    asked.update({cfgmod.FINAL_SHORTCUTS[k]: v for k, v in flags.items()})
+    asked.pop("out", None)
+    differing = [k for k, v in asked.items() if OmegaConf.select(stored, k, default=object()) != v]
+    if differing:
+        detail = ", ".join(f"{k} (stored {OmegaConf.select(stored, k, default='?')!r}, given {asked[k]!r})"
+                           for k in differing)
+        raise NasError(f"--resume continues with the run's stored config; these flags differ from it: {detail}")
+    stored.out = str(run_dir)
+    return stored
+
+
+@app.command(name="train-final")
+@user_errors
+def train_final(
+    overrides: Overrides = None,
+    genotype: Genotype = None,
+    dataset: Dataset = None,
+    preset: Preset = "paper",
+    config: ConfigFile = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    channels: Channels = None,
+    layers: Layers = None,
+    seed: Seed = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    subset: Subset = None,
+    out_dir: OutDir = None,
+    auxiliary: Annotated[Optional[bool], typer.Option("--auxiliary/--no-auxiliary", help="Auxiliary head "
+                                                      "(weight model.auxiliary_weight).", show_default=False)] = None,
+    val_split: Annotated[Optional[float], typer.Option("--val-split", help="Hold out this share of the training "
+                                                       "images; keeps best.pt chosen on it.")] = None,
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 where supported, else fp16).")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="channels_last memory format "
+                                                "(the default on CPU).")] = False,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Build the network, report its size, touch no data.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (log lines only).")] = False,
+) -> None:
+    """Train a cell from scratch with the papers' recipe; writes a run directory ending in result.json."""
+    from nasbench import config as cfgmod
+    from nasbench import final
+
+    overrides = list(overrides or [])
+    if auxiliary is not None:
+        overrides.append(f"model.auxiliary={str(auxiliary).lower()}")
+    if channels_last:
+        overrides.append("memory_format=channels_last")
+    flags = _shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
+                       device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
+                       genotype=genotype, val_split=val_split, amp="auto" if amp else None)
+    if resume is not None:
+        cfg = _resume_final_config(resume, overrides, flags)
+    else:
+        cfg = cfgmod.resolve_final_config(preset=preset, config_file=config, overrides=overrides, shortcuts=flags)
+    if dry_run:
+        g = final.load_final_genotype(str(cfg.genotype))
+        report = final.model_report(cfg, g)
+        if as_json:
+            print(json.dumps(report))
+        else:
+            err.print(_cells_table(g, f"genotype {cfg.genotype}"))
+            _print_mapping("evaluation network", report)
+        return
+    run, result = final.train_final(cfg, resume=resume, console=err, show_progress=not no_progress)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        err.print(f"test accuracy (last epoch): [bold]{result['test_acc']:.2f}%[/]")
+        out.print(str(run.path / final.RESULT_FILE), highlight=False, soft_wrap=True)
+
+
+@app.command(name="eval")
+@user_errors
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A train-final run directory.")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="last, or best (needs --val-split in training).")] = "last",
+    device: Device = None,
+    batch_size: BatchSize = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Re-compute the test accuracy of a train-final run from its saved weights."""
+    from nasbench.final import evaluate_run
+
+    report = evaluate_run(run_dir, which=checkpoint, device=device or "auto", batch_size=batch_size)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        _print_mapping("evaluation", {**report, "test_acc": f"{report['test_acc']:.2f}%"})
+
+
+@app.command(name="export")
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A train-final run directory.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="pt2 (torch.export) or onnx (needs nasbench[onnx]).")] = "pt2",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default RUN_DIR/model.FORMAT).")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="last, or best.")] = "last",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Export the trained model (eval mode, no auxiliary head) and check its outputs against PyTorch."""
+    from nasbench.final import export_run
+
+    report = export_run(run_dir, fmt, output, which=checkpoint)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        _print_mapping("export", report)
+        out.print(report["path"], highlight=False, soft_wrap=True)

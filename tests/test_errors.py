@@ -1,0 +1,220 @@
+"""Bad input: one clear line on stderr, exit code 2, no traceback (``--debug`` shows it). In-process."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nasbench.cli import app
+
+TINY = ["--dataset", "synthetic", "--channels", "4", "--layers", "3", "--subset", "32", "--batch-size", "16",
+        "--epochs", "1", "--device", "cpu", "--no-progress", "data.image_size=16", "plots=false"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these tiny runs are far faster so on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(r, *fragments: str) -> str:
+    text = r.output
+    assert r.exit_code == 2, f"exit {r.exit_code}: {text}\n{r.exception!r}"
+    assert "Traceback" not in text
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # the error is one line, the last one (a run that started may have logged lines before it)
+    assert lines and lines[-1].startswith("error:"), text
+    assert sum(ln.startswith("error:") for ln in lines) == 1, text
+    for f in fragments:
+        assert f in lines[-1], (f, lines[-1])
+    return lines[-1]
+
+
+class Evil:  # a pickled class instance: weights_only loading must refuse it
+    pass
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("errors") / "run"
+    r = invoke("search", *TINY, "--out", out)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(finished_run, dst)
+    return dst
+
+
+# ------------------------------------------------------------------ names
+def test_unknown_algorithm():
+    assert_user_error(invoke("search", "--algo", "nope", "--dry-run"), "unknown algorithm 'nope'", "darts")
+
+
+def test_unknown_dataset():
+    assert_user_error(invoke("search", "--dataset", "nope", "--dry-run"), "unknown dataset 'nope'")
+
+
+def test_unknown_preset():
+    assert_user_error(invoke("search", "--preset", "fast", "--dry-run"), "unknown preset 'fast'")
+
+
+def test_unknown_op_in_genotype(tmp_path: Path):
+    g = json.loads(json.dumps({"normal": [["sep_conv_3x3", 0]] * 8, "normal_concat": [2, 3, 4, 5],
+                               "reduce": [["sep_conv_3x3", 0]] * 8, "reduce_concat": [2, 3, 4, 5]}))
+    g["normal"][3] = ["conv_9x9", 1]
+    p = tmp_path / "g.json"
+    p.write_text(json.dumps(g))
+    assert_user_error(invoke("plot", p, "--format", "dot", "-o", tmp_path), "conv_9x9")
+
+
+# ------------------------------------------------------------------ config
+def test_unknown_config_key():
+    assert_user_error(invoke("search", "--dry-run", "optim.lrr=0.1"), "unknown config key 'optim.lrr'", "optim.lr")
+
+
+def test_value_of_wrong_type():
+    assert_user_error(invoke("search", "--dry-run", "epochs=many"), "epochs")
+
+
+def test_zero_layers():
+    assert_user_error(invoke("search", "--dry-run", "--layers", "0"), "model.layers")
+
+
+def test_pc_darts_channels_not_divisible_by_k():
+    assert_user_error(invoke("search", "--algo", "pc-darts", "--dry-run", "--channels", "6", "pc_darts.k=4"),
+                      "divisible")
+
+
+def test_batch_larger_than_data(tmp_path: Path):
+    r = invoke("search", *TINY, "--batch-size", "64", "--out", tmp_path / "r")  # the later flag wins
+    assert_user_error(r, "batch size 64 is larger")
+
+
+# ------------------------------------------------------------------ run directories
+def test_missing_run_dir(tmp_path: Path):
+    assert_user_error(invoke("search", "--resume", tmp_path / "nothing"), "run directory not found")
+
+
+def test_foreign_run_dir(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert_user_error(invoke("search", "--resume", tmp_path), "not a nasbench run directory")
+    assert_user_error(invoke("show", tmp_path), "not a nasbench run directory")
+
+
+def test_existing_run_dir_is_not_overwritten(finished_run: Path):
+    assert_user_error(invoke("search", *TINY, "--out", finished_run), "already exists", "--resume")
+
+
+def test_resume_refuses_differing_flags(finished_run: Path):
+    line = assert_user_error(invoke("search", "--resume", finished_run, "--epochs", "5", "optim.lr=0.1"),
+                             "epochs", "optim.lr")
+    assert "stored" in line
+
+
+def test_truncated_checkpoint(run_copy: Path):
+    ck = run_copy / "checkpoint.pt"
+    data = ck.read_bytes()
+    ck.write_bytes(data[: len(data) // 2])
+    assert_user_error(invoke("search", "--resume", run_copy), "truncated or corrupted", "checkpoint.pt")
+
+
+def test_corrupted_checkpoint(run_copy: Path):
+    ck = run_copy / "checkpoint.pt"
+    ck.write_bytes(b"\x00garbage" * 100)
+    assert_user_error(invoke("search", "--resume", run_copy), "truncated or corrupted")
+
+
+def test_checkpoint_with_code_is_refused(run_copy: Path):
+    torch.save({"kind": "search", "x": Evil()}, run_copy / "checkpoint.pt")
+    assert_user_error(invoke("search", "--resume", run_copy), "checkpoint.pt")
+
+
+def test_genotype_that_does_not_fit_the_space(tmp_path: Path):
+    g = {"normal": [["sep_conv_3x3", 0]] * 8, "normal_concat": [2, 3, 4, 5],
+         "reduce": [["sep_conv_3x3", 0]] * 8, "reduce_concat": [2, 3, 4, 5]}
+    g["normal"][0] = ["sep_conv_3x3", 4]  # node 0 can only read inputs 0 and 1
+    p = tmp_path / "g.json"
+    p.write_text(json.dumps(g))
+    assert_user_error(invoke("plot", p, "--format", "dot", "-o", tmp_path), "out of range")
+    g["normal"] = g["normal"][:6]
+    p.write_text(json.dumps(g))
+    assert_user_error(invoke("plot", p, "--format", "dot", "-o", tmp_path), "pairs")
+
+
+def test_genotype_text_is_never_evaluated(tmp_path: Path):
+    marker = tmp_path / "pwned"
+    p = tmp_path / "g.txt"
+    p.write_text(f"Genotype(normal=__import__('pathlib').Path({str(marker)!r}).touch(), normal_concat=[2], "
+                 "reduce=None, reduce_concat=[2])")
+    assert_user_error(invoke("plot", p, "--format", "dot", "-o", tmp_path))
+    assert not marker.exists()
+
+
+def test_unwritable_output_dir(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a regular file: nothing can be created under it, even as root
+    line = assert_user_error(invoke("search", *TINY, "--out", blocker / "run"), "cannot write")
+    assert str(blocker) in line
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path: Path):
+    out = tmp_path / "r"
+    r = invoke("search", *TINY, "--epochs", "2", "--subset", "64", "--checkpoint-every", "1", "optim.lr=1e30",
+               "optim.grad_clip=1e30", "--out", out)
+    line = assert_user_error(r, "loss became", "epoch", "step")
+    assert "nan" in line.lower() or "inf" in line.lower()
+    state = torch.load(out / "checkpoint.pt", weights_only=True)  # the last good one, loadable
+    assert state["kind"] == "search"
+
+
+def test_debug_shows_the_traceback():
+    r = invoke("--debug", "search", "--algo", "nope", "--dry-run")
+    assert r.exit_code != 0 and r.exception is not None and not isinstance(r.exception, SystemExit)
+
+
+def test_tensorboard_missing_extra_or_writes_logs(tmp_path: Path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *a, **k):
+        if name == "tensorboard" or name.startswith("tensorboard.") or name == "torch.utils.tensorboard":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    out = tmp_path / "r"
+    assert_user_error(invoke("search", *TINY, "--tensorboard", "--out", out), "pip install")
+    assert not out.exists()  # refused before the run directory is made
+
+
+def test_full_disk_is_reported_before_resuming(run_copy: Path, monkeypatch):
+    import builtins
+    import errno
+
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *a, **k):
+        if str(file).endswith(".write-test"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    assert_user_error(invoke("search", "--resume", run_copy), "No space left on device", str(run_copy))
