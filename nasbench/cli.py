@@ -64,9 +64,9 @@ Algo = Annotated[str, typer.Option("--algo", "-a", help="Search algorithm (see `
 Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (see `nas list`).")]
 Preset = Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or quick (a CPU-sized run).")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of config overrides.")]
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides as key=value (e.g. darts.unrolled=true).",
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides as key=value (e.g. optim.lr=0.05).",
                                                           show_default=False)]
-Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Epochs (scales epoch-counted schedules).")]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Epochs (epoch-counted schedules scale with it).")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Batch size.")]
 Channels = Annotated[Optional[int], typer.Option("--channels", help="Initial channels C.")]
 Layers = Annotated[Optional[int], typer.Option("--layers", help="Number of cells.")]
@@ -151,17 +151,19 @@ def search(
     out.print(str(run.best_path), highlight=False, soft_wrap=True)
 
 
-def _resume_config(run_dir: Path, overrides: list[str], flags: dict[str, Any]) -> Any:
-    """The stored config of a run; flags given again must agree with it (refuse, naming the keys)."""
+def _resume_config(run_dir: Path, overrides: list[str], flags: dict[str, Any], *,
+                   load: Optional[Callable[[Path], Any]] = None, shortcuts: Optional[dict[str, str]] = None) -> Any:
+    """The stored config of a run (read by ``load``, default a search config); flags given again must agree
+    with it (refuse, naming the keys). ``shortcuts`` maps the command's flags to config keys."""
     from omegaconf import OmegaConf
 
     from nasbench import config as cfgmod
     from nasbench.run import RunDir
 
     run = RunDir.open(run_dir)
-    stored = cfgmod.load_run_config(run.config_path)
+    stored = (load or cfgmod.load_run_config)(run.config_path)
     asked = cfgmod.parse_dotlist(overrides)
-    asked.update({cfgmod.SHORTCUTS[k]: v for k, v in flags.items()})
+    asked.update({(shortcuts or cfgmod.SHORTCUTS)[k]: v for k, v in flags.items()})
     asked.pop("out", None)
     differing = [k for k, v in asked.items() if OmegaConf.select(stored, k, default=object()) != v]
     if differing:

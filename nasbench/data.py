@@ -627,15 +627,19 @@ def _large(info: DatasetInfo) -> bool:
     return info.name == "imagenet" or info.image_size >= LARGE_IMAGE
 
 
-def train_transform(info: DatasetInfo, cutout: int = 0) -> Transform:
+def train_transform(info: DatasetInfo, cutout: int = 0, augment: bool = True) -> Transform:
     """Training augmentation (DARTS): pad-4 random crop + flip for small images, the ImageNet recipe for large.
 
-    Synthetic data are already normalised tensors: only Cutout applies (None without it).
+    ``augment=False`` leaves only the test transform (and Cutout, if asked). Synthetic data are already
+    normalised tensors: only Cutout applies (None without it).
     """
     from torchvision import transforms as T
 
     if info.name == "synthetic":
         return Cutout(cutout) if cutout > 0 else None
+    if not augment:
+        base = test_transform(info)
+        return T.Compose([base, Cutout(cutout)]) if cutout > 0 else base
     steps: list[Any]
     if _large(info):
         size = 224 if info.name == "imagenet" else info.image_size

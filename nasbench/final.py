@@ -40,8 +40,8 @@ from nasbench.genotype import Genotype, load_genotype, save_genotype, validate
 from nasbench.network import build_eval_network, count_macs, count_params
 from nasbench.run import RunDir, append_jsonl, atomic_torch_save, atomic_write_text, torch_load
 from nasbench.spaces.darts import PRIMITIVES, STEPS
-from nasbench.trainer import (Meter, TrainingDiverged, memory_format, resolve_device, rng_state, seed_everything,
-                              set_rng_state)
+from nasbench.trainer import (Meter, TrainingDiverged, data_options, memory_format, resolve_device, rng_state,
+                              seed_everything, set_rng_state)
 
 CHECKPOINT_VERSION = 1
 GENOTYPE_FILE = "genotype.json"
@@ -75,16 +75,6 @@ def load_final_genotype(spec: str) -> Genotype:
 
 
 # ---------------------------------------------------------------------------------------------- data/model
-def data_options(cfg: DictConfig) -> dict[str, Any]:
-    d = cfg.data
-    if d.dataset == "synthetic":
-        return {"image_size": d.image_size, "channels": d.channels, "num_classes": d.num_classes,
-                "num_train": d.num_train, "num_test": d.num_test, "seed": cfg.seed}
-    if d.dataset == "imagefolder":
-        return {"image_size": d.image_size}
-    return {}
-
-
 def is_imagenet_network(cfg: DictConfig, info: data_mod.DatasetInfo) -> bool:
     if cfg.model.imagenet is not None:
         return bool(cfg.model.imagenet)
@@ -152,7 +142,7 @@ def load_final_data(cfg: DictConfig) -> FinalData:
     d = cfg.data
     opts = data_options(cfg)
     info = data_mod.dataset_info(d.dataset, d.data_dir, **opts)
-    train = data_mod.load_dataset(d.dataset, d.data_dir, True, data_mod.train_transform(info, cutout=d.cutout),
+    train = data_mod.load_dataset(d.dataset, d.data_dir, True, data_mod.train_transform(info, cutout=d.cutout, augment=d.augment),
                                   download=d.download, **opts)
     test = data_mod.load_dataset(d.dataset, d.data_dir, False, data_mod.test_transform(info),
                                  download=d.download, **opts)

@@ -398,3 +398,15 @@ def test_infinite_loader_position_and_restart() -> None:
     assert other.position == (1, 0)
     with pytest.raises(ConfigError):
         D.InfiniteLoader(ds, idx, 11, seed=0)
+
+
+def test_train_transform_without_augmentation_is_deterministic() -> None:
+    from PIL import Image
+
+    info = D.dataset_info("fashion-mnist")
+    img = Image.fromarray(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28) % 251)
+    plain = D.train_transform(info, augment=False)
+    assert torch.equal(plain(img), D.test_transform(info)(img))
+    torch.manual_seed(0)
+    augmented = [D.train_transform(info)(img) for _ in range(8)]
+    assert any(not torch.equal(a, augmented[0]) for a in augmented[1:])  # random crop/flip at work

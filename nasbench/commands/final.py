@@ -9,10 +9,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nasbench.cli import (BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs, Layers, OutDir,
-                          Overrides, Preset, Seed, Subset, _cells_table, _print_mapping, _shortcuts, app, err, out,
-                          user_errors)
-from nasbench.errors import NasError
+from nasbench.cli import (app, BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs,
+                          err, Layers, out, OutDir, Overrides, Preset, Seed, Subset, user_errors,
+                          _cells_table, _print_mapping, _resume_config, _shortcuts)
 
 Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built-in name (see `nas list`), a search "
                                                  "run dir, a JSON file from `nas derive` or a Genotype(...) text file.")]
@@ -20,23 +19,10 @@ Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built
 
 def _resume_final_config(run_dir: Path, overrides: list[str], flags: dict[str, Any]) -> Any:
     """The stored config of a train-final run; flags given again must agree with it."""
-    from omegaconf import OmegaConf
-
     from nasbench import config as cfgmod
-    from nasbench.run import RunDir
 
-    run = RunDir.open(run_dir)
-    stored = cfgmod.load_final_config(run.config_path)
-    asked = cfgmod.parse_dotlist(overrides)
-    asked.update({cfgmod.FINAL_SHORTCUTS[k]: v for k, v in flags.items()})
-    asked.pop("out", None)
-    differing = [k for k, v in asked.items() if OmegaConf.select(stored, k, default=object()) != v]
-    if differing:
-        detail = ", ".join(f"{k} (stored {OmegaConf.select(stored, k, default='?')!r}, given {asked[k]!r})"
-                           for k in differing)
-        raise NasError(f"--resume continues with the run's stored config; these flags differ from it: {detail}")
-    stored.out = str(run_dir)
-    return stored
+    return _resume_config(run_dir, overrides, flags, load=cfgmod.load_final_config,
+                          shortcuts=cfgmod.FINAL_SHORTCUTS)
 
 
 @app.command(name="train-final")
