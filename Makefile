@@ -26,7 +26,7 @@ data:
 	else echo "apt-get not available: the Fashion-MNIST tests are skipped; the demo downloads with --download"; fi
 
 test: venv data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest
 
 demo: venv data
 	$(BIN)/python examples/demo.py
