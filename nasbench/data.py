@@ -137,6 +137,16 @@ class DatasetSpec:
     ) -> Dataset:
         raise NotImplementedError
 
+    tv_class: str = ""  # torchvision.datasets class that downloads this dataset, if any
+
+    def _download(self, root: Path, train: bool) -> None:
+        import torchvision
+
+        try:
+            getattr(torchvision.datasets, self.tv_class)(str(root), train=train, download=True)
+        except Exception as e:  # network errors come in many types
+            raise DataError(f"downloading {self.name} into {root} failed: {type(e).__name__}: {e}") from None
+
 
 _SPECS: dict[str, DatasetSpec] = {}
 
@@ -256,14 +266,6 @@ class _CifarSpec(DatasetSpec):
             if names is not None and len(names) == self.num_classes:
                 classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
         return ArrayImageDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.tensor(labels), classes, transform)
-
-    def _download(self, root: Path, train: bool) -> None:
-        import torchvision
-
-        try:
-            getattr(torchvision.datasets, self.tv_class)(str(root), train=train, download=True)
-        except Exception as e:  # network errors come in many types
-            raise DataError(f"downloading {self.name} into {root} failed: {type(e).__name__}: {e}") from None
 
 
 @_register("cifar10")
@@ -389,14 +391,6 @@ class _MnistSpec(DatasetSpec):
             raise DataError(f"{labels_path}: label {int(labels.max())} outside 0..9")
         return ArrayImageDataset(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)),
                                  self.classes, transform)
-
-    def _download(self, root: Path, train: bool) -> None:
-        import torchvision
-
-        try:
-            getattr(torchvision.datasets, self.tv_class)(str(root), train=train, download=True)
-        except Exception as e:  # network errors come in many types
-            raise DataError(f"downloading {self.name} into {root} failed: {type(e).__name__}: {e}") from None
 
 
 @_register("mnist")

@@ -34,8 +34,7 @@ from nasbench.errors import ConfigError
 from nasbench.genotype import Genotype
 from nasbench.network import FixedReductionCell
 from nasbench.registry import register_algorithm
-from nasbench.spaces.darts import search_op
-from nasbench.supernet import CellWeights, Supernet, SupernetSpec
+from nasbench.supernet import CellWeights, MixedOp, Supernet, SupernetSpec
 
 
 def gumbel_straight_through(alpha: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +55,7 @@ def gumbel_straight_through(alpha: torch.Tensor, tau: float) -> tuple[torch.Tens
         return one_hot - probs.detach() + probs, index
 
 
-class GumbelEdge(nn.Module):
+class GumbelEdge(MixedOp):
     """A GDAS edge: of its candidate ops only the sampled one runs.
 
     ``forward(x, w)`` with ``w = (weights [ops], index)`` returns ``Σ_k (w_k·o_k(x) if k == index else w_k)``:
@@ -65,16 +64,9 @@ class GumbelEdge(nn.Module):
     ``int`` (that op, unweighted) or ``None`` (nothing), as for :class:`~nasbench.supernet.MixedOp`.
     """
 
-    def __init__(self, C: int, stride: int, ops: Sequence[str]):
-        super().__init__()
-        self.op_names = tuple(ops)
-        self.ops = nn.ModuleList(search_op(name, C, stride) for name in ops)
-
     def forward(self, x: torch.Tensor, w: Any) -> Optional[torch.Tensor]:
-        if w is None:
-            return None
-        if isinstance(w, int):
-            return self.ops[w](x)
+        if w is None or isinstance(w, int):
+            return super().forward(x, w)
         weights, index = w
         out = weights[index] * self.ops[index](x)
         for k in range(len(self.ops)):
