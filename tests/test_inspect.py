@@ -17,13 +17,7 @@ TINY = ["--dataset", "synthetic", "--channels", "4", "--layers", "3", "--subset"
         "--epochs", "2", "--device", "cpu", "--no-progress", "data.image_size=16"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny runs are far faster so on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args):

@@ -15,12 +15,7 @@ from nasbench.config import resolve_search_config
 from nasbench.spaces.darts import PRIMITIVES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a busy 2-core machine are far slower than one
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(*overrides, epochs=9):

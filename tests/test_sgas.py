@@ -23,12 +23,7 @@ from nasbench.trainer import Meter, SearchTrainer
 NONE = PRIMITIVES.index("none")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a busy 2-core machine are far slower than one
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(*overrides):
