@@ -1,20 +1,35 @@
-"""Time per search step and peak memory of each algorithm's supernet at the paper configuration.
+"""The reference supernet against the default one: time per search step, peak memory, and equality.
 
-    python benchmarks/search_step.py                      # every algorithm (DARTS first and second order)
-    python benchmarks/search_step.py --cases darts gdas   # some of them
-    python benchmarks/search_step.py --device cuda --steps 20
+    python benchmarks/search_step.py                        # every algorithm, reference vs fast vs memory-efficient
+    python benchmarks/search_step.py --cases darts gdas     # some of them
+    python benchmarks/search_step.py --device cuda --variants reference fast fast+amp memory-efficient
 
 The paper configuration: C=16, 8 layers, batch 64, 32×32×3 inputs, 10 classes. A step is what the search
-loop does per batch — the architecture step on a validation batch and the weight step on a training
-batch, in the algorithm's order — through the real trainer. Warm-up steps are run first, then the median
-of the timed steps is reported. Each case runs in its own process, since peak memory is a high-water
-mark: ``torch.cuda.max_memory_allocated`` on CUDA, the peak resident set size (ru_maxrss) on CPU.
-One JSON line per case goes to stdout.
+loop does per batch (the architecture step on a validation batch and the weight step on a training batch,
+in the algorithm's order) through the real trainer. Warm-up steps run first, then the median of the timed
+steps is reported. Variants:
+
+* ``reference``: the per-edge supernet of the DARTS code, NCHW fp32 (``supernet=reference``);
+* ``fast``: the default supernet (``supernet=fast``, memory format ``auto``);
+* ``memory-efficient``: the default with each cell recomputed in the backward pass;
+* ``fast+amp`` / ``reference+amp``: with bf16 autocast (meant for CUDA);
+* ``fast-nchw`` / ``reference-cl`` (equality only, on CPU): the fast supernet in NCHW, and the reference in
+  channels_last — the rounding floor of a change of layout.
+
+Each (case, variant) runs in its own process, since peak memory is a high-water mark:
+``torch.cuda.max_memory_allocated`` on CUDA, the peak resident set size (ru_maxrss) on CPU. A further
+process per case and non-reference variant runs one forward/backward of both supernets with equal weights,
+α and batch, and reports the largest per-tensor relative difference ‖Δ‖/‖ref‖ of the logits, of the
+architecture gradients and of the weight gradients (tensors whose reference gradient is zero up to
+rounding, a conv bias before a BN, are measured against the largest gradient instead).
+
+One JSON line per measurement goes to stdout, and a table to stderr at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -27,31 +42,58 @@ import time
 from pathlib import Path
 
 CASES_EXTRA = {"darts-2nd": ("darts", ["darts.unrolled=true"])}
+VARIANTS = {
+    "reference": ["supernet=reference"],
+    "fast": ["supernet=fast"],
+    "memory-efficient": ["supernet=fast", "memory_efficient=true"],
+    "fast+amp": ["supernet=fast", "amp=bf16"],
+    "reference+amp": ["supernet=reference", "amp=bf16"],
+    "fast-nchw": ["supernet=fast", "memory_format=contiguous"],
+    "reference-cl": ["supernet=reference", "memory_format=channels_last"],
+}
+DIFF_ONLY_CPU = ["fast-nchw", "reference-cl"]
+"""Compared, not timed, on CPU: the fast supernet in the reference's own NCHW layout, and the reference in
+channels_last — the second shows how far fp32 rounding alone moves the gradients when only the layout (the
+kernels' summation order) changes, the floor for any channels_last comparison."""
 
 
 def all_cases() -> list[str]:
     from nasbench import registry
 
-    names = registry.names("algorithm")
     out = []
-    for n in names:
+    for n in registry.names("algorithm"):
         out.append(n)
         out.extend(c for c, (algo, _) in CASES_EXTRA.items() if algo == n)
     return out
 
 
-def run_case(case: str, args: argparse.Namespace) -> dict:
-    import torch
-
+def make_config(case: str, variant: str, args: argparse.Namespace):
     from nasbench.config import resolve_search_config
-    from nasbench.run import RunDir
-    from nasbench.trainer import Meter, SearchData, SearchTrainer
 
     algo, extra = CASES_EXTRA.get(case, (case, []))
     overrides = ["data.dataset=synthetic", f"model.channels={args.channels}", f"model.layers={args.layers}",
-                 f"batch_size={args.batch_size}", f"device={args.device}", f"memory_format={args.memory_format}",
-                 *extra]
-    cfg = resolve_search_config(algo, overrides=overrides)
+                 f"batch_size={args.batch_size}", f"device={args.device}", *VARIANTS[variant], *extra]
+    if algo == "p-darts":  # P-DARTS's first stage at the paper's width and this depth
+        overrides.append(f"p_darts.layers={args.layers}")
+    return algo, resolve_search_config(algo, overrides=overrides)
+
+
+def device_name(dev) -> str:
+    import torch
+
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
+    """Time and peak memory of ``args.warmup + args.steps`` search steps of one variant."""
+    import torch
+
+    from nasbench.run import RunDir
+    from nasbench.trainer import Meter, SearchData, SearchTrainer
+
+    algo, cfg = make_config(case, variant, args)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = SearchTrainer(cfg, RunDir.create(Path(tmp) / "run"), show_progress=False)
@@ -65,7 +107,6 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
             return x, torch.randint(0, 10, (B,), device=dev)
 
         train, valid = batch(), batch()
-        lr = cfg.optim.lr
         times = []
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -73,60 +114,149 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            trainer.train_step(train, valid, lr, Meter(), Meter())
+            trainer.train_step(train, valid, cfg.optim.lr, Meter(), Meter())
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             if i >= args.warmup:
                 times.append(time.perf_counter() - t)
         if dev.type == "cuda":
-            peak = torch.cuda.max_memory_allocated() / 2**20
-            mem_kind = "cuda_max_allocated"
+            peak, mem_kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
         else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-            mem_kind = "peak_rss"
-        return {
-            "case": case,
-            "algo": algo,
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)",
-            "batch_size": B,
-            "channels": args.channels,
-            "layers": args.layers,
-            "memory_format": str(trainer.memory_format).replace("torch.", ""),
-            "step_s_median": statistics.median(times),
-            "step_s_all": times,
-            "peak_mem_mib": round(peak, 1),
-            "mem": mem_kind,
-            "torch": torch.__version__,
-        }
+            peak, mem_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss"  # KiB on Linux
+        return {"kind": "step", "case": case, "algo": algo, "variant": variant, "device": device_name(dev),
+                "batch_size": B, "channels": args.channels, "layers": args.layers,
+                "memory_format": str(trainer.memory_format).replace("torch.", ""),
+                "step_s_median": statistics.median(times), "step_s_all": times, "peak_mem_mib": round(peak, 1),
+                "mem": mem_kind, "torch": torch.__version__}
+
+
+def rel_diffs(fast: dict, ref: dict) -> float:
+    """Largest per-tensor ‖Δ‖/‖ref‖ (against the largest norm for tensors that are zero up to rounding)."""
+    norms = {k: float(v.double().norm()) for k, v in ref.items() if v is not None}
+    scale = max(norms.values()) if norms else 0.0
+    worst = 0.0
+    for k, b in ref.items():
+        a = fast.get(k)
+        if a is None or b is None:
+            continue
+        diff = float((a.double() - b.double()).norm())
+        worst = max(worst, diff / max(norms[k] if norms[k] > 1e-6 * scale else scale, 1e-300))
+    return worst
+
+
+def run_diff(case: str, variant: str, args: argparse.Namespace) -> dict:
+    """One forward/backward of the reference and of ``variant`` on equal weights, α, edge weights, batch."""
+    import torch
+    import torch.nn.functional as F
+
+    from nasbench.algorithms.base import create_strategy
+    from nasbench.trainer import memory_format, resolve_device
+
+    algo, cfg = make_config(case, variant, args)
+    dev = resolve_device(cfg.device)
+    s = create_strategy(algo, cfg)
+    torch.manual_seed(0)
+    spec = s.supernet_spec(10, 3)
+    ref = s.build_supernet(spec).set_execution("reference").to(dev)
+    other = copy.deepcopy(ref).set_execution(cfg.supernet, cfg.memory_efficient)
+    fmt = memory_format(cfg.memory_format, dev, other, impl=cfg.supernet)
+    other = other.to(memory_format=fmt)
+    s.init_arch_params(spec, dev)
+    x = torch.randn(args.batch_size, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (args.batch_size,), device=dev)
+    s.on_epoch_start(0, ref)
+    s.on_epoch_start(0, other)
+    w = s.weights()
+    out = {}
+    for name, net, xin, amp in (("ref", ref, x, False), ("other", other, x.contiguous(memory_format=fmt),
+                                                         cfg.amp != "off")):
+        torch.manual_seed(1)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(xin, w)
+            loss = F.cross_entropy(logits, y)
+        params = dict(net.named_parameters())
+        grads = torch.autograd.grad(loss, [*s.arch.values(), *params.values()], allow_unused=True, retain_graph=True)
+        n = len(s.arch)
+        out[name] = (logits.float(), dict(zip(s.arch, grads[:n])), dict(zip(params, grads[n:])))
+        del loss
+    (l1, a1, w1), (l0, a0, w0) = out["other"], out["ref"]
+    return {"kind": "diff", "case": case, "variant": variant,
+            "logits": float((l1.double() - l0.double()).norm() / l0.double().norm()),
+            "arch_grads": rel_diffs(a1, a0), "weight_grads": rel_diffs(w1, w0)}
+
+
+def table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    steps = {(r["case"], r["variant"]): r for r in rows if r.get("kind") == "step"}
+    diffs = {(r["case"], r["variant"]): r for r in rows if r.get("kind") == "diff"}
+    if not steps:
+        return
+    t = Table(title=f"search step, C={rows[0].get('channels')}, {rows[0].get('layers')} layers, "
+                    f"batch {rows[0].get('batch_size')}: {next(iter(steps.values()))['device']}")
+    for col in ("case", "variant", "step", "× ref", "peak memory", "× ref", "max ‖Δ‖/‖ref‖ (logits, α, w)"):
+        t.add_column(col, justify="left" if col in ("case", "variant") else "right")
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    keys = sorted(dict.fromkeys([*steps, *diffs]), key=lambda k: (cases.index(k[0]), list(VARIANTS).index(k[1])))
+    for case, variant in keys:
+        r = steps.get((case, variant))
+        base = steps.get((case, "reference"))
+        d = diffs.get((case, variant))
+        if r is None:
+            t.add_row(case, variant, "", "", "", "", f"{d['logits']:.1e}, {d['arch_grads']:.1e}, {d['weight_grads']:.1e}")
+            continue
+        t.add_row(case, variant, f"{r['step_s_median']:.3f} s",
+                  f"{r['step_s_median'] / base['step_s_median']:.2f}×" if base else "",
+                  f"{r['peak_mem_mib'] / 1024:.2f} GiB", f"{r['peak_mem_mib'] / base['peak_mem_mib']:.2f}×" if base else "",
+                  f"{d['logits']:.1e}, {d['arch_grads']:.1e}, {d['weight_grads']:.1e}" if d else "")
+    Console(stderr=True, width=160).print(t)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="*", help="algorithms (and darts-2nd); default all")
+    p.add_argument("--variants", nargs="*", choices=list(VARIANTS),
+                   help="default: reference fast memory-efficient (plus the amp variants on CUDA)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--memory-format", default="auto", choices=["auto", "channels_last", "contiguous"])
-    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case in this process
+    p.add_argument("--no-diff", action="store_true", help="skip the equality check")
+    p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, timed
+    p.add_argument("--diff", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, equality
     args = p.parse_args()
     if args.one:
-        print(json.dumps(run_case(args.one, args)), flush=True)
+        print(json.dumps(run_case(*args.one, args)), flush=True)
         return
-    cases = args.cases or all_cases()
+    if args.diff:
+        print(json.dumps(run_diff(*args.diff, args)), flush=True)
+        return
+    import torch
+
+    cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    variants = args.variants or (["reference", "fast", "memory-efficient"]
+                                 + (["reference+amp", "fast+amp"] if cuda else []))
     passthrough = [f"--device={args.device}", f"--batch-size={args.batch_size}", f"--channels={args.channels}",
-                   f"--layers={args.layers}", f"--steps={args.steps}", f"--warmup={args.warmup}",
-                   f"--memory-format={args.memory_format}"]
-    failed = False
-    for case in cases:
-        proc = subprocess.run([sys.executable, __file__, "--one", case, *passthrough], capture_output=True, text=True)
-        if proc.returncode != 0:
-            failed = True
-            print(json.dumps({"case": case, "error": proc.stderr.strip().splitlines()[-1:]}), flush=True)
-        else:
-            print(proc.stdout.strip().splitlines()[-1], flush=True)
+                   f"--layers={args.layers}", f"--steps={args.steps}", f"--warmup={args.warmup}"]
+    rows, failed = [], False
+    for case in args.cases or all_cases():
+        jobs = [["--one", case, v] for v in variants]
+        if not args.no_diff:
+            diff_variants = [v for v in variants if v != "reference"] + ([] if cuda else DIFF_ONLY_CPU)
+            jobs += [["--diff", case, v] for v in dict.fromkeys(diff_variants)]
+        for job in jobs:
+            proc = subprocess.run([sys.executable, __file__, *job, *passthrough], capture_output=True, text=True)
+            if proc.returncode != 0:
+                failed = True
+                row = {"case": case, "job": job, "error": proc.stderr.strip().splitlines()[-1:]}
+            else:
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows.append(row)
+            print(json.dumps(row), flush=True)
+    table(rows)
     sys.exit(1 if failed else 0)
 
 

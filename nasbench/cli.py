@@ -113,6 +113,11 @@ def search(
                                                 "(reports ops that have none).")] = False,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="TensorBoard logs in RUN_DIR/tensorboard "
                                               "(needs the tensorboard extra).")] = False,
+    amp: Annotated[bool, typer.Option("--amp", help="bf16 autocast of the supernet (α stays fp32); for CUDA.")] = False,
+    memory_efficient: Annotated[bool, typer.Option("--memory-efficient", help="Recompute each cell in the backward "
+                                                   "pass: far less memory, about a third more time.")] = False,
+    supernet: Annotated[Optional[str], typer.Option("--supernet", help="fast (default) or reference: the per-edge "
+                                                    "NCHW execution of the DARTS code (same numbers).")] = None,
 ) -> None:
     """Search a cell: a bilevel search of the supernet; writes a run directory ending in best.json."""
     from nasbench import config as cfgmod
@@ -127,6 +132,12 @@ def search(
         overrides.append("deterministic=true")
     if tensorboard:
         overrides.append("tensorboard=true")
+    if amp:
+        overrides.append("amp=bf16")
+    if memory_efficient:
+        overrides.append("memory_efficient=true")
+    if supernet is not None:
+        overrides.append(f"supernet={supernet}")
     flags = _shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
                        device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
                        download=download)

@@ -92,6 +92,9 @@ class SearchConfig:
     scale_schedules: bool = True  # scale epoch-counted schedules with epochs / the paper's epochs
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: epoch ends only)
     memory_format: str = "auto"  # auto: channels_last on CPU where safe and faster, NCHW on CUDA
+    supernet: str = "fast"  # fast, or reference: the per-edge NCHW execution (same numbers, slower)
+    memory_efficient: bool = False  # recompute each cell's activations in the backward pass (less memory)
+    amp: str = "off"  # off, or bf16: autocast of the supernet (α and its softmax stay fp32)
     deterministic: bool = False  # torch.use_deterministic_algorithms (warn_only; nondeterministic ops reported)
     tensorboard: bool = False  # TensorBoard logs in RUN_DIR/tensorboard (needs the tensorboard extra)
     plots: bool = True  # RUN_DIR/plots/*.png at the end of the run (needs matplotlib: the plot extra)
@@ -262,6 +265,10 @@ def check_search_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.train_portion must lie strictly between 0 and 1, got {cfg.data.train_portion}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
+    if cfg.supernet not in ("fast", "reference"):
+        raise ConfigError(f"supernet must be fast or reference, got {cfg.supernet!r}")
+    if cfg.amp not in ("off", "bf16"):
+        raise ConfigError(f"amp must be off or bf16 for a search, got {cfg.amp!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
     registry.get("dataset", cfg.data.dataset)

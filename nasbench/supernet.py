@@ -8,17 +8,29 @@ earlier states (14 edges for 4 nodes) and concatenates the last ``multiplier`` n
 
 What happens on an edge is the strategy's business: the supernet asks the strategy's ``make_edge`` for
 each edge module and passes each edge whatever the strategy's ``edge_weights`` produced for it.
+
+Two executions of the same modules (:meth:`Supernet.set_execution`): ``reference`` runs every op of every
+edge on its own, as the DARTS code does (the tests' oracle and the benchmark's baseline); ``fast`` (the
+default of a search) computes the same numbers with less work (:mod:`nasbench.supernet_fast`). Either can
+recompute each search cell's activations in the backward pass instead of storing them
+(``memory_efficient``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
 
+from nasbench import supernet_fast
 from nasbench.spaces.darts import FactorizedReduce, ReLUConvBN, search_op
+
+IMPLS = ("fast", "reference")
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -86,6 +98,22 @@ class MixedOp(nn.Module):
             return self.ops[w](x)
         return sum(wk * op(x) for wk, op in zip(w, self.ops))
 
+    def contribute(self, node: supernet_fast.NodeSum, src: supernet_fast.SourceCache, w: Any,
+                   scale: Optional[torch.Tensor], part: str = "out") -> None:
+        """The fast execution's equivalent of ``node += scale · forward(x, w)`` (see :mod:`nasbench.supernet_fast`)."""
+        if w is None:
+            return
+        if isinstance(w, int):
+            out = supernet_fast.run_op(self.ops[w], src)
+            if out is not None:
+                node.add(out, scale, part)
+            return
+        weights = (w * scale if scale is not None else w).unbind(0)
+        for op, wk in zip(self.ops, weights):
+            out = supernet_fast.run_op(op, src)
+            if out is not None:
+                node.add(out, wk, part)
+
 
 class SearchCell(nn.Module):
     """One search cell: two preprocessed inputs, ``steps`` nodes, each the sum over all earlier states."""
@@ -93,6 +121,7 @@ class SearchCell(nn.Module):
     def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
                  edge_ops: Sequence[Sequence[str]], make_edge: EdgeFactory, steps: int, multiplier: int):
         super().__init__()
+        self.impl = "reference"
         self.reduction = reduction
         self.steps = steps
         self.multiplier = multiplier
@@ -110,6 +139,8 @@ class SearchCell(nn.Module):
                 e += 1
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: CellWeights) -> torch.Tensor:
+        if self.impl == "fast":
+            return supernet_fast.cell_forward(self, s0, s1, w)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
@@ -166,18 +197,61 @@ class Supernet(nn.Module):
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_p), nn.ReLU(inplace=False)) if spec.final_bn_relu else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, spec.num_classes)
+        self.impl = "reference"
+        self.memory_efficient = False
+
+    def set_execution(self, impl: str = "fast", memory_efficient: bool = False) -> "Supernet":
+        """How search cells run: ``fast`` or ``reference`` (same numbers), and whether each cell's activations
+        are recomputed in the backward pass instead of stored (``memory_efficient``)."""
+        if impl not in IMPLS:
+            raise ValueError(f"supernet execution must be one of {IMPLS}, got {impl!r}")
+        self.impl, self.memory_efficient = impl, memory_efficient
+        for cell in self.cells:
+            if isinstance(cell, SearchCell):
+                cell.impl = impl
+        return self
 
     def forward(self, x: torch.Tensor, weights: Mapping[str, CellWeights]) -> torch.Tensor:
         s0 = s1 = self.stem(x)
         for cell, cell_type in zip(self.cells, self.cell_types):
-            if cell_type == "fixed":
-                s0, s1 = s1, cell(s0, s1)
+            args = (s0, s1) if cell_type == "fixed" else (s0, s1, weights[cell_type])
+            if self.memory_efficient and torch.is_grad_enabled():
+                s0, s1 = s1, recomputed(cell, *args)
             else:
-                s0, s1 = s1, cell(s0, s1, weights[cell_type])
+                s0, s1 = s1, cell(*args)
         if self.lastact is not None:
             s1 = self.lastact(s1)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
+
+
+def recomputed(cell: nn.Module, *args: Any) -> torch.Tensor:
+    """``cell(*args)``, keeping only its inputs for the backward pass, which runs the cell again.
+
+    The recomputation uses the tensors the cell had at forward time (also under ``functional_call``, as in
+    DARTS's virtual step, whose parameters are gone by the time the backward runs) and the same random
+    numbers; it leaves BatchNorm running statistics as the forward left them.
+    """
+    params = dict(cell.named_parameters())
+    buffers = dict(cell.named_buffers())  # not inputs: the forward's own BN update bumps their version
+    n_args = len(args)
+
+    def run(*flat: Any) -> torch.Tensor:
+        return functional_call(cell, {**dict(zip(params, flat[n_args:])), **buffers}, flat[:n_args])
+
+    return checkpoint(run, *args, *params.values(), use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), _buffers_kept(list(buffers.values()))))
+
+
+@contextlib.contextmanager
+def _buffers_kept(buffers: Sequence[torch.Tensor]) -> Iterator[None]:
+    saved = [b.detach().clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, v in zip(buffers, saved):
+                b.copy_(v)
 
 
 def count_weights(net: nn.Module) -> int:

@@ -51,14 +51,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def memory_format(name: str, device: torch.device, net: Optional[nn.Module] = None) -> torch.memory_format:
+def memory_format(name: str, device: torch.device, net: Optional[nn.Module] = None,
+                  impl: Optional[str] = None) -> torch.memory_format:
     """The memory format of ``name``; ``auto`` is channels_last on CPU, where it pays (measured: about 0.6×
     the time of NCHW for a search step), and NCHW on CUDA.
 
-    ``auto`` falls back to NCHW for a ``net`` that :func:`channels_last_unsafe` flags.
+    ``auto`` falls back to NCHW for a ``net`` that :func:`channels_last_unsafe` flags, and for the
+    ``reference`` supernet execution, which is NCHW by definition.
     """
     if name == "channels_last":
         return torch.channels_last
+    if impl == "reference":
+        return torch.contiguous_format
     if name == "auto" and device.type == "cpu" and not (net is not None and channels_last_unsafe(net)):
         return torch.channels_last
     return torch.contiguous_format
@@ -248,8 +252,8 @@ class SearchTrainer:
     def _build_stage(self, fresh_arch: bool) -> None:
         cfg, s = self.cfg, self.strategy
         self.spec = s.supernet_spec(self.data.num_classes, self.data.in_channels)
-        net = s.build_supernet(self.spec)
-        self.memory_format = memory_format(cfg.memory_format, self.device, net)
+        net = s.build_supernet(self.spec).set_execution(cfg.supernet, cfg.memory_efficient)
+        self.memory_format = memory_format(cfg.memory_format, self.device, net, impl=cfg.supernet)
         self.net = net.to(self.device, memory_format=self.memory_format)
         if fresh_arch:
             s.init_arch_params(self.spec, self.device)
@@ -311,7 +315,7 @@ class SearchTrainer:
 
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter, epoch: int, step: int) -> None:
         s, o = self.strategy, self.cfg.optim
-        with arch_frozen(s):
+        with arch_frozen(s), self._autocast():
             logits = s.forward(self.net, x)
             loss = self.criterion(logits, y)
         self._check_finite(loss, "training", epoch, step)
@@ -325,7 +329,8 @@ class SearchTrainer:
         s = self.strategy
         self.alpha_optim.zero_grad(set_to_none=True)
         ctx = ArchStepContext(self.net, train, valid, self.w_optim, lr, self.criterion)
-        loss = s.arch_backward(ctx)
+        with self._autocast():
+            loss = s.arch_backward(ctx)
         self._check_finite(loss, "architecture", epoch, step)
         if self.cfg.arch_optim.grad_clip:
             nn.utils.clip_grad_norm_(s.trainable_arch_parameters(), self.cfg.arch_optim.grad_clip)
@@ -351,6 +356,12 @@ class SearchTrainer:
                 self._arch_step(train, valid, lr, arch_meter, epoch, step)
             self._weight_step(*train, meter, epoch, step)
 
+    def _autocast(self) -> Any:
+        """bf16 autocast of the supernet with ``amp=bf16`` (the strategy computes edge weights in fp32)."""
+        if self.cfg.amp == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
     def _check_finite(self, loss: torch.Tensor, what: str, epoch: int, step: int) -> None:
         if not torch.isfinite(loss):
             raise TrainingDiverged(
@@ -366,8 +377,10 @@ class SearchTrainer:
                                       seed=self.cfg.seed, epoch=0, shuffle=False, workers=self.cfg.data.workers)
         for x, y in loader:
             x, y = self._to_device(x, y)
-            logits = self.strategy.forward(self.net, x)
-            meter.add(self.criterion(logits, y), logits, y)
+            with self._autocast():
+                logits = self.strategy.forward(self.net, x)
+                loss = self.criterion(logits, y)
+            meter.add(loss, logits, y)
         self.net.train()
         return meter
 

@@ -148,7 +148,10 @@ class Strategy:
         return CellWeights(torch.softmax(self.alpha(cell_type), dim=-1))
 
     def weights(self) -> dict[str, CellWeights]:
-        return {t: self.edge_weights(t) for t in self.spec.cell_types}
+        """Every searched cell type's edge weights, in fp32 also under autocast (``amp``)."""
+        device_type = next(iter(self.arch.values())).device.type if self.arch else "cpu"
+        with torch.autocast(device_type, enabled=False):
+            return {t: self.edge_weights(t) for t in self.spec.cell_types}
 
     def forward(self, net: Supernet, x: torch.Tensor) -> torch.Tensor:
         return net(x, self.weights())

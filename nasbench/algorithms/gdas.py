@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from nasbench import supernet_fast
 from nasbench.algorithms.base import Strategy, derive_cell
 from nasbench.errors import ConfigError
 from nasbench.genotype import Genotype
@@ -73,6 +74,19 @@ class GumbelEdge(MixedOp):
             if k != index:
                 out = out + weights[k]
         return out
+
+    def contribute(self, node: supernet_fast.NodeSum, src: supernet_fast.SourceCache, w: Any,
+                   scale: Optional[torch.Tensor], part: str = "out") -> None:
+        """Fast execution: the sampled op (none for 'none') plus the other weights as one scalar term."""
+        if w is None or isinstance(w, int):
+            return super().contribute(node, src, w, scale, part)
+        weights, index = w
+        if scale is not None:
+            weights = weights * scale
+        out = supernet_fast.run_op(self.ops[index], src)
+        if out is not None:
+            node.add(out, weights[index], part)
+        node.add_scalar(weights.sum() - weights[index])  # zero in value; the straight-through gradient
 
 
 @register_algorithm("gdas")

@@ -1,0 +1,293 @@
+"""The fast supernet computes what the reference computes: logits, every gradient, BN running statistics.
+
+The reference is the per-edge supernet in NCHW fp32 (``set_execution("reference")``, the DARTS code's way);
+the fast one runs in the memory format a search picks on this device. Each case feeds both the same
+weights, architecture parameters, edge weights (one Gumbel sample for GDAS) and batch, and compares per
+tensor: ‖Δ‖ ≤ 1e-5·‖ref‖. A gradient that is zero up to rounding in the reference (a conv bias right
+before a BatchNorm, as GDAS-FRC's fixed cell has) is held to the same bound relative to the largest
+gradient instead, since its own norm is rounding noise.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nasbench.algorithms.base import ArchStepContext, create_strategy
+from nasbench.algorithms.sgas import UNDECIDED
+from nasbench.config import resolve_search_config
+from nasbench.supernet_fast import _dilated_depthwise
+from nasbench.trainer import memory_format
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOL = 1e-5
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm().clamp_min(1e-300))
+
+
+def assert_same_tensors(fast: dict, ref: dict, what: str) -> None:
+    scale = max(float(t.double().norm()) for t in ref.values() if t is not None)
+    for name, b in ref.items():
+        a = fast[name]
+        if b is None or a is None:  # a parameter the graph did not reach in one of them: the other must be 0
+            other = a if b is None else b
+            assert other is None or float(other.abs().max()) == 0.0, f"{what} {name}: None vs nonzero"
+            continue
+        assert a.shape == b.shape, f"{what} {name}"
+        norm = float(b.double().norm())
+        diff = float((a.double() - b.double()).norm())
+        bound = TOL * (norm if norm > 1e-6 * scale else scale)
+        assert diff <= bound, f"{what} {name}: ‖Δ‖={diff:.3e}, ‖ref‖={norm:.3e} (bound {bound:.3e})"
+
+
+def assert_same_buffers(fast_net, ref_net) -> None:
+    for (name, a), (_, b) in zip(fast_net.named_buffers(), ref_net.named_buffers()):
+        if name.endswith("num_batches_tracked"):
+            assert int(a) == int(b), name
+        else:  # running means of BN outputs are ~0: compare with an absolute floor too
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def build(algo: str, *overrides: str):
+    cfg = resolve_search_config(algo, overrides=["data.dataset=synthetic", "model.channels=8", "model.layers=3",
+                                                 *overrides])
+    s = create_strategy(algo, cfg)
+    return cfg, s
+
+
+def pair(s, memory_efficient: bool = False):
+    """(reference net NCHW, fast net in the format a CPU search picks) with equal weights, α initialised."""
+    torch.manual_seed(0)
+    spec = s.supernet_spec(10, 3)
+    ref = s.build_supernet(spec).set_execution("reference")
+    fast = copy.deepcopy(ref).set_execution("fast", memory_efficient)
+    fmt = memory_format("auto", torch.device("cpu"), fast, impl="fast")
+    fast = fast.to(memory_format=fmt)
+    s.init_arch_params(spec, torch.device("cpu"))
+    with torch.no_grad():  # α away from uniform, so that every op's weight matters
+        for p in s.arch_parameters():
+            p.normal_(0.0, 0.5)
+    return ref, fast, fmt
+
+
+def run_both(s, ref, fast, fmt, train: bool = True, epoch_start: bool = True):
+    if epoch_start:
+        s.on_epoch_start(0, ref)
+        s.on_epoch_start(0, fast)
+    torch.manual_seed(1)
+    x = torch.randn(6, 3, 12, 12)
+    y = torch.randint(0, 10, (6,))
+    w = s.weights()  # one set of edge weights (one Gumbel sample) for both
+    out = {}
+    for name, net, xin in (("ref", ref, x), ("fast", fast, x.contiguous(memory_format=fmt))):
+        net.train(train)
+        torch.manual_seed(2)  # the same dropout masks
+        logits = net(xin, w)
+        loss = F.cross_entropy(logits, y)
+        params = dict(net.named_parameters())
+        names = [*params, *s.arch]
+        grads = torch.autograd.grad(loss, [*params.values(), *s.arch.values()], allow_unused=True,
+                                    retain_graph=True)
+        out[name] = (logits, dict(zip(names, grads)))
+    return out
+
+
+def compare(s, ref, fast, fmt, train=True):
+    out = run_both(s, ref, fast, fmt, train)
+    assert rel(out["fast"][0], out["ref"][0]) <= TOL
+    assert_same_tensors(out["fast"][1], out["ref"][1], "gradient of")
+    assert_same_buffers(fast, ref)
+
+
+def _pdarts_pruned(s):
+    """P-DARTS in a later stage: 5 surviving ops per edge, 'none' and skip among them, dropout on."""
+    s.stage = 1
+    s.ops = {t: [("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_5x5")] * 14
+             for t in ("normal", "reduce")}
+
+
+def _sgas_decided(s):
+    """SGAS with decided edges: one op per decided edge, the node's other edges pruned (None)."""
+    prims = list(s.space.primitives)
+    for t in ("normal", "reduce"):
+        s.selected[t] = [UNDECIDED] * 14
+        s.selected[t][0] = prims.index("skip_connect")
+        s.selected[t][1] = prims.index("dil_conv_3x3")
+        s.selected[t][2] = prims.index("max_pool_3x3")
+        s.selected[t][3] = prims.index("sep_conv_5x5")
+        s.selected[t][4] = s.none_idx
+
+
+CASES = {
+    "darts": ("darts", [], None),
+    "gdas": ("gdas", [], None),
+    "gdas-frc": ("gdas", ["gdas.fixed_reduction=true"], None),
+    "pc-darts": ("pc-darts", [], None),
+    "pc-darts-k2": ("pc-darts", ["pc_darts.k=2"], None),
+    "p-darts": ("p-darts", ["p_darts.layers=3", "p_darts.add_layers=[0,1,2]"], None),
+    "p-darts-stage2": ("p-darts", ["p_darts.layers=3", "p_darts.add_layers=[0,1,2]"], _pdarts_pruned),
+    "sgas": ("sgas", [], None),
+    "sgas-decided": ("sgas", [], _sgas_decided),
+}
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True], ids=["fast", "fast+memory-efficient"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_supernet_equals_reference(case, memory_efficient):
+    algo, overrides, prepare = CASES[case]
+    _, s = build(algo, *overrides)
+    if prepare:
+        prepare(s)
+    ref, fast, fmt = pair(s, memory_efficient)
+    compare(s, ref, fast, fmt)
+    compare(s, ref, fast, fmt)  # a second step: running statistics updated twice, still equal
+
+
+@pytest.mark.parametrize("case", ["darts", "gdas", "pc-darts", "p-darts-stage2"])
+def test_fast_supernet_equals_reference_in_eval_mode(case):
+    algo, overrides, prepare = CASES[case]
+    _, s = build(algo, *overrides)
+    if prepare:
+        prepare(s)
+    ref, fast, fmt = pair(s)
+    run_both(s, ref, fast, fmt)  # move the running statistics away from their initial values first
+    out = run_both(s, ref, fast, fmt, train=False, epoch_start=False)
+    assert rel(out["fast"][0], out["ref"][0]) <= TOL
+    assert_same_tensors(out["fast"][1], out["ref"][1], "gradient of")
+
+
+def test_every_registered_algorithm_is_covered():
+    from nasbench import registry
+
+    assert set(registry.names("algorithm")) <= {algo for algo, _, _ in CASES.values()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_second_order_darts_step_equals_reference(memory_efficient, dtype):
+    """The unrolled step runs the net under functional_call with virtual weights; recomputation must too.
+
+    Its finite-difference Hessian term divides a difference of two gradients by 2ε (ε = 0.01/‖v‖), which
+    magnifies fp32 rounding: the reference itself, run in channels_last instead of NCHW, moves by ~1e-5.
+    So the exact agreement is checked in float64 (1e-10), and fp32 within 1e-4.
+    """
+    cfg, s = build("darts", "darts.unrolled=true")
+    ref, fast, fmt = pair(s, memory_efficient)
+    if dtype == torch.float64:
+        ref.double()
+        fast.double()
+        s.arch = {k: v.detach().double().requires_grad_() for k, v in s.arch.items()}
+    torch.manual_seed(3)
+    train = (torch.randn(6, 3, 12, 12, dtype=dtype), torch.randint(0, 10, (6,)))
+    valid = (torch.randn(6, 3, 12, 12, dtype=dtype), torch.randint(0, 10, (6,)))
+    grads = {}
+    for name, net in (("ref", ref), ("fast", fast)):
+        f = fmt if name == "fast" else torch.contiguous_format
+        opt = torch.optim.SGD(net.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+        ctx = ArchStepContext(net, (train[0].contiguous(memory_format=f), train[1]),
+                              (valid[0].contiguous(memory_format=f), valid[1]), opt, 0.025, F.cross_entropy)
+        s.arch_backward(ctx)
+        grads[name] = {k: v.grad.clone() for k, v in s.arch.items()}
+        for v in s.arch.values():
+            v.grad = None
+    for k in grads["ref"]:
+        assert rel(grads["fast"][k], grads["ref"][k]) <= (1e-10 if dtype == torch.float64 else 1e-4), k
+    assert_same_buffers(fast, ref)
+
+
+@pytest.mark.parametrize("stride,k,d", [(1, 3, 2), (1, 5, 2), (1, 3, 3), (2, 3, 2), (2, 5, 2)])
+@pytest.mark.parametrize("size", [8, 7])
+def test_dilated_depthwise_by_phases_equals_the_dilated_conv(stride, k, d, size):
+    """The phase form against PyTorch's dilated conv, values and both gradients, odd and even sizes."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 4, k, stride=stride, padding=d * (k - 1) // 2, dilation=d, groups=4, bias=False)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(3, 4, size, size).contiguous(memory_format=fmt).requires_grad_()
+        ref = F.conv2d(x, conv.weight, None, stride, conv.padding, d, 4)
+        g = torch.randn_like(ref)
+        gx_ref, gw_ref = torch.autograd.grad(ref, (x, conv.weight), g)
+        out = _dilated_depthwise(conv, x)
+        gx, gw = torch.autograd.grad(out, (x, conv.weight), g)
+        assert out.shape == ref.shape
+        assert rel(out, ref) <= 1e-6 and rel(gx, gx_ref) <= 1e-6 and rel(gw, gw_ref) <= 1e-6
+
+
+def test_memory_efficient_recomputation_leaves_running_statistics_alone():
+    _, s = build("darts")
+    ref, fast, fmt = pair(s, memory_efficient=True)
+    before = [b.clone() for b in fast.buffers()]
+    x = torch.randn(6, 3, 12, 12).contiguous(memory_format=fmt)
+    fast(x, s.weights()).sum().backward()
+    after_forward_and_backward = [b.clone() for b in fast.buffers()]
+    ref(torch.randn(6, 3, 12, 12), s.weights())  # unrelated: the reference is another module
+    tracked = [int(b) for b, b0 in zip(after_forward_and_backward, before) if b.dtype == torch.int64]
+    assert tracked and all(t == 1 for t in tracked)  # one update per BN, not two
+
+
+def _tiny_search(tmp_path, nas_cmd, name, *extra):
+    import subprocess
+
+    out = tmp_path / name
+    cmd = [*nas_cmd, "search", "--algo", "darts", "--device", "cpu", "--epochs", "1", "--batch-size", "8",
+           "--channels", "4", "--layers", "3", "--out", str(out), "--no-progress", "data.dataset=synthetic",
+           "data.num_train=32", "data.image_size=8", "plots=false", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_search_with_reference_and_fast_supernets_gives_the_same_architecture(tmp_path, nas_cmd):
+    """Through the CLI: a search epoch on each execution (and on the memory-efficient one) ends at equal α."""
+    from nasbench.run import torch_load
+
+    arch = {}
+    for name, extra in (("ref", ["--supernet", "reference"]), ("fast", []), ("lean", ["--memory-efficient"])):
+        run = _tiny_search(tmp_path, nas_cmd, name, *extra)
+        arch[name] = torch_load(run / "arch" / "epoch_000.pt")["arch"]
+    for name in ("fast", "lean"):
+        for k, v in arch["ref"].items():
+            assert rel(arch[name][k], v) <= 1e-4, (name, k)
+            assert not torch.equal(v, torch.zeros_like(v))
+
+
+def test_amp_keeps_architecture_parameters_and_their_softmax_in_fp32(tmp_path):
+    """amp=bf16 (on CPU here; meant for CUDA): the supernet computes in bf16, α, its softmax and grads stay fp32."""
+    from nasbench.run import RunDir
+    from nasbench.trainer import Meter, SearchData, SearchTrainer
+
+    cfg = resolve_search_config("darts", overrides=["data.dataset=synthetic", "model.channels=4", "model.layers=3",
+                                                    "batch_size=4", "device=cpu", "amp=bf16"])
+    trainer = SearchTrainer(cfg, RunDir.create(tmp_path / "run"), show_progress=False)
+    trainer.data = SearchData(None, [], [], 10, 3, "synthetic")
+    trainer._build_stage(fresh_arch=True)
+    seen = {}
+    edge_weights = trainer.strategy.edge_weights
+
+    def recording(t):
+        w = edge_weights(t)
+        seen[t] = w.ops.dtype
+        return w
+
+    trainer.strategy.edge_weights = recording
+    batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = trainer.strategy.forward(trainer.net, batch[0])
+    assert logits.dtype == torch.bfloat16 and set(seen.values()) == {torch.float32}
+    trainer.train_step(batch, batch, 0.025, Meter(), Meter())
+    for p in trainer.strategy.arch_parameters():
+        assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+        assert torch.isfinite(p.grad).all()
+
+
+def test_amp_and_supernet_are_validated(nas_cmd):
+    import subprocess
+
+    for flags, word in ((["amp=fp16"], "amp must be off or bf16"), (["supernet=quick"], "supernet must be")):
+        proc = subprocess.run([*nas_cmd, "search", "--dry-run", *flags], capture_output=True, text=True)
+        assert proc.returncode == 2 and word in proc.stderr and "Traceback" not in proc.stderr
