@@ -145,7 +145,23 @@ def rel_diffs(fast: dict, ref: dict) -> float:
 
 
 def run_diff(case: str, variant: str, args: argparse.Namespace) -> dict:
-    """One forward/backward of the reference and of ``variant`` on equal weights, α, edge weights, batch."""
+    """One forward/backward of the reference and of ``variant`` on equal weights, α, edge weights, batch:
+    in fp32 at the benchmark's batch size, and in float64 at batch ``args.diff_batch_f64`` (where rounding
+    no longer hides what is computed)."""
+    import torch
+
+    result = {"kind": "diff", "case": case, "variant": variant}
+    for dtype, batch in ((torch.float32, args.batch_size), (torch.float64, min(args.batch_size, args.diff_batch_f64))):
+        if batch <= 0:
+            continue
+        d = _diff_once(case, variant, args, dtype, batch)
+        suffix = "" if dtype == torch.float32 else "_f64"
+        result.update({f"{k}{suffix}": v for k, v in d.items()})
+        result[f"batch{suffix}"] = batch
+    return result
+
+
+def _diff_once(case: str, variant: str, args: argparse.Namespace, dtype, batch: int) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -157,32 +173,40 @@ def run_diff(case: str, variant: str, args: argparse.Namespace) -> dict:
     s = create_strategy(algo, cfg)
     torch.manual_seed(0)
     spec = s.supernet_spec(10, 3)
-    ref = s.build_supernet(spec).set_execution("reference").to(dev)
+    ref = s.build_supernet(spec).set_execution("reference").to(dev, dtype)
     other = copy.deepcopy(ref).set_execution(cfg.supernet, cfg.memory_efficient)
     fmt = memory_format(cfg.memory_format, dev, other, impl=cfg.supernet)
     other = other.to(memory_format=fmt)
     s.init_arch_params(spec, dev)
-    x = torch.randn(args.batch_size, 3, 32, 32, device=dev)
-    y = torch.randint(0, 10, (args.batch_size,), device=dev)
+    s.arch = {k: v.detach().to(dtype).requires_grad_() for k, v in s.arch.items()}
+    x = torch.randn(batch, 3, 32, 32, device=dev, dtype=dtype)
+    y = torch.randint(0, 10, (batch,), device=dev)
     s.on_epoch_start(0, ref)
     s.on_epoch_start(0, other)
-    w = s.weights()
     out = {}
-    for name, net, xin, amp in (("ref", ref, x, False), ("other", other, x.contiguous(memory_format=fmt),
-                                                         cfg.amp != "off")):
-        torch.manual_seed(1)
+    for name, net, xin, amp in (("ref", ref, x, False),
+                                ("other", other, x.contiguous(memory_format=fmt), cfg.amp != "off")):
+        torch.manual_seed(1)  # the same Gumbel sample and dropout masks for both
+        w = s.weights()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             logits = net(xin, w)
             loss = F.cross_entropy(logits, y)
         params = dict(net.named_parameters())
-        grads = torch.autograd.grad(loss, [*s.arch.values(), *params.values()], allow_unused=True, retain_graph=True)
+        grads = torch.autograd.grad(loss, [*s.arch.values(), *params.values()], allow_unused=True)
         n = len(s.arch)
-        out[name] = (logits.float(), dict(zip(s.arch, grads[:n])), dict(zip(params, grads[n:])))
-        del loss
+        out[name] = (logits.detach().double(), dict(zip(s.arch, grads[:n])), dict(zip(params, grads[n:])))
+        del logits, loss, grads
     (l1, a1, w1), (l0, a0, w0) = out["other"], out["ref"]
-    return {"kind": "diff", "case": case, "variant": variant,
-            "logits": float((l1.double() - l0.double()).norm() / l0.double().norm()),
-            "arch_grads": rel_diffs(a1, a0), "weight_grads": rel_diffs(w1, w0)}
+    return {"logits": float((l1 - l0).norm() / l0.norm()), "arch_grads": rel_diffs(a1, a0),
+            "weight_grads": rel_diffs(w1, w0)}
+
+
+def _diff_cells(d: dict | None) -> tuple[str, str]:
+    if not d:
+        return "", ""
+    fp32 = f"{d['logits']:.1e}, {d['arch_grads']:.1e}, {d['weight_grads']:.1e}"
+    f64 = f"{max(d['logits_f64'], d['arch_grads_f64'], d['weight_grads_f64']):.0e}" if "logits_f64" in d else ""
+    return fp32, f64
 
 
 def table(rows: list[dict]) -> None:
@@ -195,7 +219,8 @@ def table(rows: list[dict]) -> None:
         return
     t = Table(title=f"search step, C={rows[0].get('channels')}, {rows[0].get('layers')} layers, "
                     f"batch {rows[0].get('batch_size')}: {next(iter(steps.values()))['device']}")
-    for col in ("case", "variant", "step", "× ref", "peak memory", "× ref", "max ‖Δ‖/‖ref‖ (logits, α, w)"):
+    for col in ("case", "variant", "step", "× ref", "peak memory", "× ref", "max ‖Δ‖/‖ref‖ fp32 (logits, α, w)",
+                "float64"):
         t.add_column(col, justify="left" if col in ("case", "variant") else "right")
     cases = list(dict.fromkeys(r["case"] for r in rows))
     keys = sorted(dict.fromkeys([*steps, *diffs]), key=lambda k: (cases.index(k[0]), list(VARIANTS).index(k[1])))
@@ -204,12 +229,12 @@ def table(rows: list[dict]) -> None:
         base = steps.get((case, "reference"))
         d = diffs.get((case, variant))
         if r is None:
-            t.add_row(case, variant, "", "", "", "", f"{d['logits']:.1e}, {d['arch_grads']:.1e}, {d['weight_grads']:.1e}")
+            t.add_row(case, variant, "", "", "", "", *_diff_cells(d))
             continue
         t.add_row(case, variant, f"{r['step_s_median']:.3f} s",
                   f"{r['step_s_median'] / base['step_s_median']:.2f}×" if base else "",
                   f"{r['peak_mem_mib'] / 1024:.2f} GiB", f"{r['peak_mem_mib'] / base['peak_mem_mib']:.2f}×" if base else "",
-                  f"{d['logits']:.1e}, {d['arch_grads']:.1e}, {d['weight_grads']:.1e}" if d else "")
+                  *_diff_cells(d))
     Console(stderr=True, width=160).print(t)
 
 
@@ -225,6 +250,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-diff", action="store_true", help="skip the equality check")
+    p.add_argument("--diff-batch-f64", type=int, default=16, help="batch of the float64 equality check (0: none)")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, timed
     p.add_argument("--diff", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, equality
     args = p.parse_args()
@@ -240,7 +266,8 @@ def main() -> None:
     variants = args.variants or (["reference", "fast", "memory-efficient"]
                                  + (["reference+amp", "fast+amp"] if cuda else []))
     passthrough = [f"--device={args.device}", f"--batch-size={args.batch_size}", f"--channels={args.channels}",
-                   f"--layers={args.layers}", f"--steps={args.steps}", f"--warmup={args.warmup}"]
+                   f"--layers={args.layers}", f"--steps={args.steps}", f"--warmup={args.warmup}",
+                   f"--diff-batch-f64={args.diff_batch_f64}"]
     rows, failed = [], False
     for case in args.cases or all_cases():
         jobs = [["--one", case, v] for v in variants]

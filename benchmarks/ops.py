@@ -1,0 +1,135 @@
+"""The measurements behind the fast supernet's choices: which rewrite of an op pays, on this device.
+
+    python benchmarks/ops.py                 # op-level comparisons (forward + backward, median of repeats)
+    python benchmarks/ops.py --compile       # also torch.compile of the fast supernet (slow to compile)
+
+At the paper configuration's first-cell shape (batch 64, C=16, 32×32) it times, forward + backward:
+
+* NCHW against channels_last for each kind of convolution of the DARTS space;
+* a dilated depthwise convolution against the same convolution over the d×d pixel phases
+  (``nasbench.supernet_fast._dilated_depthwise``);
+* the four edges that leave one source, each with its own depthwise conv, against one batched depthwise conv
+  with 4 outputs per channel (the "grouped convolutions across edges" idea);
+* with ``--compile``: a search step's forward + backward of the fast DARTS supernet, eager against
+  ``torch.compile`` (compile time reported separately).
+
+One JSON line per measurement goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def timed(fn, repeats: int, device: torch.device) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def fwd_bwd(module_or_fn, x: torch.Tensor):
+    def run():
+        out = module_or_fn(x)
+        out.backward(torch.ones_like(out))
+    return run
+
+
+def op_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
+    from nasbench.supernet_fast import _dilated_depthwise
+
+    B, C, H = args.batch_size, args.channels, args.size
+    rows = []
+    convs = {
+        "sep 3x3 depthwise": nn.Conv2d(C, C, 3, padding=1, groups=C, bias=False),
+        "sep 5x5 depthwise": nn.Conv2d(C, C, 5, padding=2, groups=C, bias=False),
+        "dil 3x3 depthwise (d=2)": nn.Conv2d(C, C, 3, padding=2, dilation=2, groups=C, bias=False),
+        "dil 5x5 depthwise (d=2)": nn.Conv2d(C, C, 5, padding=4, dilation=2, groups=C, bias=False),
+        "pointwise 1x1": nn.Conv2d(C, C, 1, bias=False),
+    }
+    for fmt_name, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        x = torch.randn(B, C, H, H, device=dev).contiguous(memory_format=fmt).requires_grad_()
+        for name, conv in convs.items():
+            conv = conv.to(dev, memory_format=fmt)
+            rows.append({"what": name, "layout": fmt_name, "ms": 1e3 * timed(fwd_bwd(conv, x), args.repeats, dev)})
+            if conv.dilation != (1, 1):
+                rows.append({"what": name + " by phases", "layout": fmt_name,
+                             "ms": 1e3 * timed(fwd_bwd(lambda t, c=conv: _dilated_depthwise(c, t), x), args.repeats, dev)})
+        separate = [nn.Conv2d(C, C, 3, padding=1, groups=C, bias=False).to(dev, memory_format=fmt) for _ in range(4)]
+        batched = nn.Conv2d(C, 4 * C, 3, padding=1, groups=C, bias=False).to(dev, memory_format=fmt)
+        rows.append({"what": "4 edges' depthwise 3x3, separate", "layout": fmt_name,
+                     "ms": 1e3 * timed(fwd_bwd(lambda t: sum(c(t).sum() for c in separate), x), args.repeats, dev)})
+        rows.append({"what": "4 edges' depthwise 3x3, one conv with 4 outputs per channel", "layout": fmt_name,
+                     "ms": 1e3 * timed(fwd_bwd(batched, x), args.repeats, dev)})
+    return rows
+
+
+def compile_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
+    from nasbench.algorithms.base import create_strategy
+    from nasbench.config import resolve_search_config
+    from nasbench.trainer import memory_format
+
+    cfg = resolve_search_config("darts", overrides=["data.dataset=synthetic", f"model.channels={args.channels}",
+                                                    f"model.layers={args.layers}"])
+    s = create_strategy("darts", cfg)
+    spec = s.supernet_spec(10, 3)
+    net = s.build_supernet(spec).set_execution("fast").to(dev)
+    fmt = memory_format("auto", dev, net, impl="fast")
+    net = net.to(memory_format=fmt)
+    s.init_arch_params(spec, dev)
+    x = torch.randn(args.batch_size, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (args.batch_size,), device=dev)
+
+    def step(model):
+        def run():
+            loss = F.cross_entropy(model(x, s.weights()), y)
+            loss.backward()
+        return run
+
+    rows = [{"what": f"fast DARTS supernet fwd+bwd, C={args.channels}, {args.layers} cells", "mode": "eager",
+             "ms": 1e3 * timed(step(net), args.repeats, dev)}]
+    compiled = torch.compile(net)
+    t = time.perf_counter()
+    step(compiled)()
+    compile_s = time.perf_counter() - t
+    rows.append({"what": rows[0]["what"], "mode": "torch.compile", "compile_s": compile_s,
+                 "ms": 1e3 * timed(step(compiled), args.repeats, dev)})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--channels", type=int, default=16)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--layers", type=int, default=8, help="cells of the supernet for --compile")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile of the fast supernet")
+    args = p.parse_args()
+    from nasbench.trainer import resolve_device
+
+    dev = resolve_device(args.device)
+    rows = op_rows(args, dev)
+    if args.compile:
+        rows += compile_rows(args, dev)
+    for r in rows:
+        print(json.dumps({**r, "device": str(dev), "torch": torch.__version__}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
