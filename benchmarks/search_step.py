@@ -184,9 +184,13 @@ def _diff_once(case: str, variant: str, args: argparse.Namespace, dtype, batch: 
     s.on_epoch_start(0, ref)
     s.on_epoch_start(0, other)
     out = {}
+    gen = getattr(s, "generator", None)  # GDAS's own Gumbel generator
+    gen_state = gen.get_state() if gen is not None else None
     for name, net, xin, amp in (("ref", ref, x, False),
                                 ("other", other, x.contiguous(memory_format=fmt), cfg.amp != "off")):
         torch.manual_seed(1)  # the same Gumbel sample and dropout masks for both
+        if gen is not None:
+            gen.set_state(gen_state)
         w = s.weights()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             logits = net(xin, w)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
@@ -118,6 +119,10 @@ def search(
                                                    "pass: far less memory, about a third more time.")] = False,
     supernet: Annotated[Optional[str], typer.Option("--supernet", help="fast (default) or reference: the per-edge "
                                                     "NCHW execution of the DARTS code (same numbers).")] = None,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help="Run N processes through torchrun (DDP; the "
+                                                 "batch size is split over them).")] = None,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Distributed on CUDA: BatchNorm statistics over all "
+                                          "processes.")] = False,
 ) -> None:
     """Search a cell: a bilevel search of the supernet; writes a run directory ending in best.json."""
     from nasbench import config as cfgmod
@@ -138,6 +143,12 @@ def search(
         overrides.append("memory_efficient=true")
     if supernet is not None:
         overrides.append(f"supernet={supernet}")
+    if sync_bn:
+        overrides.append("sync_bn=true")
+    if nproc is not None and "WORLD_SIZE" not in os.environ:
+        from nasbench import distributed
+
+        raise typer.Exit(distributed.launch(nproc, distributed.strip_nproc(sys.argv[1:])))
     flags = _shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
                        device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
                        download=download)
@@ -157,9 +168,15 @@ def search(
         from nasbench.reporting import check_tensorboard
 
         check_tensorboard()
-    run, genotype = trainer.search(cfg, resume=resume, console=err, show_progress=not no_progress)
-    err.print(_cells_table(genotype, f"derived genotype ({cfg.algo})"))
-    out.print(str(run.best_path), highlight=False, soft_wrap=True)
+    from nasbench import distributed
+
+    try:
+        run, genotype = trainer.search(cfg, resume=resume, console=err, show_progress=not no_progress)
+        if distributed.context().is_main:
+            err.print(_cells_table(genotype, f"derived genotype ({cfg.algo})"))
+            out.print(str(run.best_path), highlight=False, soft_wrap=True)
+    finally:
+        distributed.shutdown()
 
 
 def _resume_config(run_dir: Path, overrides: list[str], flags: dict[str, Any], *,

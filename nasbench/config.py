@@ -95,6 +95,7 @@ class SearchConfig:
     supernet: str = "fast"  # fast, or reference: the per-edge NCHW execution (same numbers, slower)
     memory_efficient: bool = False  # recompute each cell's activations in the backward pass (less memory)
     amp: str = "off"  # off, or bf16: autocast of the supernet (α and its softmax stay fp32)
+    sync_bn: bool = False  # distributed on CUDA: BatchNorm statistics over all processes (SyncBatchNorm)
     deterministic: bool = False  # torch.use_deterministic_algorithms (warn_only; nondeterministic ops reported)
     tensorboard: bool = False  # TensorBoard logs in RUN_DIR/tensorboard (needs the tensorboard extra)
     plots: bool = True  # RUN_DIR/plots/*.png at the end of the run (needs matplotlib: the plot extra)

@@ -699,10 +699,14 @@ def search_split(indices: Sequence[int], portion: float = 0.5) -> tuple[list[int
 class EpochSampler(Sampler[int]):
     """Yields ``indices`` in an order fixed by ``(seed, epoch)`` alone, skipping the first ``start``.
 
-    With ``shuffle=False`` the order is ``indices`` as given.
+    With ``shuffle=False`` the order is ``indices`` as given. With ``world > 1`` (distributed) rank ``rank``
+    takes positions ``start + rank, start + rank + world, ...`` of that order (DistributedSampler's
+    interleaving): the ranks' k-th batches of size b together are the single process's k-th batch of size
+    world·b, and what all ranks consumed is always a prefix of the order, whatever their number.
     """
 
-    def __init__(self, indices: Sequence[int], seed: int, epoch: int, start: int = 0, shuffle: bool = True):
+    def __init__(self, indices: Sequence[int], seed: int, epoch: int, start: int = 0, shuffle: bool = True,
+                 rank: int = 0, world: int = 1):
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
         self.indices = list(indices)
@@ -710,6 +714,7 @@ class EpochSampler(Sampler[int]):
         self.epoch = int(epoch)
         self.start = min(int(start), len(self.indices))
         self.shuffle = shuffle
+        self.rank, self.world = int(rank), int(world)
 
     def order(self) -> list[int]:
         """The whole epoch's order (before skipping ``start``)."""
@@ -720,10 +725,10 @@ class EpochSampler(Sampler[int]):
         return [self.indices[i] for i in perm]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start:])
+        return iter(self.order()[self.start + self.rank::self.world])
 
     def __len__(self) -> int:
-        return len(self.indices) - self.start
+        return len(range(self.start + self.rank, len(self.indices), self.world))
 
 
 def make_loader(
@@ -740,22 +745,28 @@ def make_loader(
     drop_last: bool = False,
     pin_memory: bool = False,
     what: str = "the training split",
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """A DataLoader over ``dataset[indices]`` in :class:`EpochSampler` order, starting at batch ``start_batch``
     (plus ``start_sample`` further samples, for positions counted in samples when batch sizes change).
 
     For a training loader (``shuffle=True``) a batch larger than the split raises :class:`ConfigError`.
+    ``rank``/``world`` shard the order over distributed processes (see :class:`EpochSampler`);
+    ``batch_size`` is then the per-rank batch and ``start_batch`` counts global batches.
     The loader gets its own generator (seeded from ``seed, epoch``), so creating iterators does not consume
     torch's global RNG and worker seeds are reproducible.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    if shuffle and batch_size > len(indices):
+    if shuffle and batch_size * world > len(indices):
         raise ConfigError(
-            f"batch size {batch_size} is larger than the {len(indices)} images of {what}; "
+            f"batch size {batch_size * world} is larger than the {len(indices)} images of {what}; "
             f"lower batch_size or use more data (data.subset, data.train_portion)"
         )
-    sampler = EpochSampler(indices, seed, epoch, start=start_batch * batch_size + start_sample, shuffle=shuffle)
+    # positions count global samples: a distributed batch is world × the per-rank ``batch_size``
+    sampler = EpochSampler(indices, seed, epoch, start=start_batch * batch_size * world + start_sample,
+                           shuffle=shuffle, rank=rank, world=world)
     gen = torch.Generator().manual_seed(_mix(seed + 7919, epoch))
     return DataLoader(
         dataset,

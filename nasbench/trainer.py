@@ -28,9 +28,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from nasbench import data as data_mod
+from nasbench import distributed
 from nasbench.algorithms.base import ArchStepContext, Strategy, create_strategy
 from nasbench.config import to_yaml
-from nasbench.errors import NasError, RunDirError
+from nasbench.errors import ConfigError, NasError, RunDirError
 from nasbench.genotype import Genotype, save_genotype
 from nasbench.run import RunDir, append_jsonl, atomic_torch_save, atomic_write_text, torch_load
 from nasbench.spaces.darts import PARAMETER_FREE
@@ -137,8 +138,10 @@ class ArchStream:
     position a pair (pass, offset) that a checkpoint can restore exactly.
     """
 
-    def __init__(self, dataset: Any, indices: list[int], seed: int, workers: int, pin: bool):
+    def __init__(self, dataset: Any, indices: list[int], seed: int, workers: int, pin: bool, rank: int = 0,
+                 world: int = 1):
         self.dataset, self.indices, self.seed = dataset, indices, seed
+        self.rank, self.world = rank, world
         self.workers, self.pin = workers, pin
         self.pass_, self.offset = 0, 0
         self._iter: Optional[Iterator] = None
@@ -153,14 +156,15 @@ class ArchStream:
             self.pass_, self.offset = self.pass_ + 1, 0
             self._start(batch_size)
             x, y = next(self._iter)  # type: ignore[arg-type]
-        self.offset += len(y)
+        self.offset += batch_size * self.world if self.world > 1 else len(y)  # global samples
         return x, y
 
     def _start(self, batch_size: int) -> None:
         self._bs = batch_size
         loader = data_mod.make_loader(self.dataset, self.indices, batch_size, seed=self.seed + 1, epoch=self.pass_,
                                       start_sample=self.offset, workers=self.workers, pin_memory=self.pin,
-                                      what="the architecture half of the search split")
+                                      what="the architecture half of the search split", rank=self.rank,
+                                      world=self.world, drop_last=self.world > 1)
         self._iter = iter(loader)
 
     def state(self) -> dict[str, int]:
@@ -241,9 +245,17 @@ class SearchTrainer:
                  show_progress: bool = True):
         self.cfg = cfg
         self.run = run
+        device = resolve_device(cfg.device)
+        self.dist = distributed.context(device.type)
+        self.device = self.dist.device(device)
+        if cfg.get("sync_bn", False) and self.device.type != "cuda":
+            raise ConfigError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU); without it each "
+                              "process keeps its own BatchNorm statistics, as single-GPU searches do")
+        # only rank 0 prints and writes the run directory
         self.console = console or Console(stderr=True)
-        self.show_progress = show_progress
-        self.device = resolve_device(cfg.device)
+        if not self.dist.is_main:
+            self.console = Console(stderr=True, quiet=True)
+        self.show_progress = show_progress and self.dist.is_main
         self.criterion = nn.CrossEntropyLoss()
         self.strategy = create_strategy(cfg.algo, cfg)
         self._interrupted = False
@@ -254,7 +266,16 @@ class SearchTrainer:
         self.spec = s.supernet_spec(self.data.num_classes, self.data.in_channels)
         net = s.build_supernet(self.spec).set_execution(cfg.supernet, cfg.memory_efficient)
         self.memory_format = memory_format(cfg.memory_format, self.device, net, impl=cfg.supernet)
+        if self.dist.enabled and cfg.get("sync_bn", False):
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         self.net = net.to(self.device, memory_format=self.memory_format)
+        # the weight step runs through DDP (gradients averaged over ranks; BN statistics stay per rank);
+        # architecture steps run on the module itself and average their gradients through ctx.reduce
+        self.ddp: nn.Module = self.net
+        if self.dist.enabled:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True, broadcast_buffers=False)
         if fresh_arch:
             s.init_arch_params(self.spec, self.device)
         else:
@@ -270,9 +291,13 @@ class SearchTrainer:
 
     def _checkpoint(self, epoch: int, step: int, meter: Meter, arch_meter: Meter) -> None:
         """Save everything to continue at stage-local ``epoch``, after ``step`` steps of it."""
+        meter, arch_meter = self._all_ranks(meter), self._all_ranks(arch_meter)  # every rank takes part
+        if not self.dist.is_main:
+            return
         state = {
             "version": CHECKPOINT_VERSION,
             "kind": "search",
+            "world": self.dist.world,
             "algo": self.cfg.algo,
             "epoch": epoch,
             "step": step,
@@ -306,6 +331,12 @@ class SearchTrainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         set_rng_state(state["rng"])
         m, a = Meter(**state["meters"]["train"]), Meter(**state["meters"]["arch"])
+        if not self.dist.is_main:  # the stored meters are the sums over all ranks: rank 0 carries them on
+            m, a = Meter(), Meter()
+        before = int(state.get("world", 1))
+        if before != self.dist.world:
+            self.console.print(f"re-sharded from {before} to {self.dist.world} process(es): the data position "
+                               f"(epoch {state['global_epoch']}, global batch {state['step']}) carries over")
         return int(state["epoch"]), int(state["step"]), m, a
 
     # ------------------------------------------------------------------ steps
@@ -316,7 +347,7 @@ class SearchTrainer:
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter, epoch: int, step: int) -> None:
         s, o = self.strategy, self.cfg.optim
         with arch_frozen(s), self._autocast():
-            logits = s.forward(self.net, x)
+            logits = s.forward(self.ddp, x)
             loss = self.criterion(logits, y)
         self._check_finite(loss, "training", epoch, step)
         self.w_optim.zero_grad(set_to_none=True)
@@ -328,7 +359,7 @@ class SearchTrainer:
     def _arch_step(self, train: tuple, valid: tuple, lr: float, meter: Meter, epoch: int, step: int) -> None:
         s = self.strategy
         self.alpha_optim.zero_grad(set_to_none=True)
-        ctx = ArchStepContext(self.net, train, valid, self.w_optim, lr, self.criterion)
+        ctx = ArchStepContext(self.net, train, valid, self.w_optim, lr, self.criterion, reduce=self.dist.reduce)
         with self._autocast():
             loss = s.arch_backward(ctx)
         self._check_finite(loss, "architecture", epoch, step)
@@ -340,7 +371,7 @@ class SearchTrainer:
         with torch.no_grad():
             for k, v in saved.items():
                 s.arch[k][frozen[k]] = v
-        meter.loss += float(loss) * valid[1].shape[0]
+        meter.loss += float(loss) * valid[1].shape[0]  # this rank's share; summed over ranks at the epoch end
         meter.n += valid[1].shape[0]
 
     def train_step(self, train: tuple, valid: Optional[tuple], lr: float, meter: Meter, arch_meter: Meter,
@@ -373,8 +404,10 @@ class SearchTrainer:
         """Loss and accuracy of the supernet on the architecture half, in eval mode (as DARTS's infer)."""
         self.net.eval()
         meter = Meter()
-        loader = data_mod.make_loader(self.data.dataset, self.data.arch_idx, self.strategy.batch_size(0),
-                                      seed=self.cfg.seed, epoch=0, shuffle=False, workers=self.cfg.data.workers)
+        w = self.dist.world
+        loader = data_mod.make_loader(self.data.dataset, self.data.arch_idx, -(-self.strategy.batch_size(0) // w),
+                                      seed=self.cfg.seed, epoch=0, shuffle=False, workers=self.cfg.data.workers,
+                                      rank=self.dist.rank, world=w)
         for x, y in loader:
             x, y = self._to_device(x, y)
             with self._autocast():
@@ -382,14 +415,22 @@ class SearchTrainer:
                 loss = self.criterion(logits, y)
             meter.add(loss, logits, y)
         self.net.train()
-        return meter
+        return self._all_ranks(meter)
+
+    def _all_ranks(self, meter: Meter) -> Meter:
+        """A meter summed over the ranks of a distributed run (each rank saw its shard)."""
+        if not self.dist.enabled:
+            return meter
+        loss, correct, n = self.dist.sum([meter.loss, meter.correct, meter.n])
+        return Meter(loss, int(correct), int(n))
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Genotype:
         cfg = self.cfg
         self.data = load_search_data(cfg)
         pin = self.device.type == "cuda"
-        self.arch_stream = ArchStream(self.data.dataset, self.data.arch_idx, cfg.seed, cfg.data.workers, pin)
+        self.arch_stream = ArchStream(self.data.dataset, self.data.arch_idx, cfg.seed, cfg.data.workers, pin,
+                                      rank=self.dist.rank, world=self.dist.world)
         self.global_epoch, self.elapsed = 0, 0.0
         self._t0 = time.time()
         start_epoch, start_step, meter, arch_meter = 0, 0, Meter(), Meter()
@@ -402,7 +443,7 @@ class SearchTrainer:
         self._announce()
         from nasbench import reporting
 
-        self.reporters = reporting.make_reporters(cfg, self.run, self.console)
+        self.reporters = reporting.make_reporters(cfg, self.run, self.console) if self.dist.is_main else []
         old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             with reporting.deterministic_mode(cfg.get("deterministic", False), self.device, self.console):
@@ -411,8 +452,9 @@ class SearchTrainer:
             signal.signal(signal.SIGINT, old_handler)
             reporting.close_all(self.reporters)
         genotype = self.strategy.derive().with_meta(algo=cfg.algo, run=str(self.run.path))
-        save_genotype(genotype, self.run.best_path)
-        reporting.run_end(self.reporters, self, genotype)
+        if self.dist.is_main:
+            save_genotype(genotype, self.run.best_path)
+            reporting.run_end(self.reporters, self, genotype)
         return genotype
 
     def _loop(self, start_epoch: int, start_step: int, meter: Meter, arch_meter: Meter) -> None:
@@ -437,6 +479,10 @@ class SearchTrainer:
             f"[bold]{self.cfg.algo}[/]{where}: supernet {self.spec.layers} cells, C={self.spec.C}, "
             f"{count_weights(self.net):,} weights, {sum(p.numel() for p in s.arch_parameters()):,} architecture "
             f"parameters; {len(self.data.weight_idx)} + {len(self.data.arch_idx)} images; device {self.device}")
+        if self.dist.enabled:
+            B = s.batch_size(0)
+            self.console.print(f"distributed: {self.dist.world} processes ({self.dist.backend}); global batch {B} = "
+                               f"{self.dist.world} × {B // self.dist.world} per process")
 
     def _progress(self) -> Progress:
         return Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -446,13 +492,17 @@ class SearchTrainer:
     def _run_epoch(self, epoch: int, start_step: int, meter: Meter, arch_meter: Meter) -> None:
         cfg, s = self.cfg, self.strategy
         s.on_epoch_start(epoch, self.net)
-        bs = s.batch_size(epoch)
+        global_bs = s.batch_size(epoch)
+        world = self.dist.world
+        bs = distributed.split_batch(global_bs, world)  # this rank's share of the global batch
         lr = self.scheduler.get_last_lr()[0]
         loader = data_mod.make_loader(self.data.dataset, self.data.weight_idx, bs, seed=cfg.seed,
                                       epoch=self.global_epoch, start_batch=start_step, workers=cfg.data.workers,
                                       pin_memory=self.device.type == "cuda",
-                                      what="the weight half of the search split")
-        n_steps = math.ceil(len(self.data.weight_idx) / bs)
+                                      what="the weight half of the search split", rank=self.dist.rank,
+                                      world=world, drop_last=world > 1)
+        # distributed: only whole global batches, so that every rank takes every step
+        n_steps = len(self.data.weight_idx) // global_bs if world > 1 else math.ceil(len(self.data.weight_idx) / bs)
         update_arch = s.updates_arch(epoch)
         t_epoch, n_img = time.time(), 0
         self.net.train()
@@ -464,13 +514,14 @@ class SearchTrainer:
                 x, y = self._to_device(x, y)
                 valid = self._to_device(*self.arch_stream.next(bs)) if update_arch else None
                 self.train_step((x, y), valid, lr, meter, arch_meter, epoch, step)
-                n_img += y.shape[0]
+                n_img += y.shape[0] * world
                 rate = n_img / max(time.time() - t_epoch, 1e-9)
                 progress.update(task, advance=1, stats=f"loss {meter.avg_loss:.3f} acc {meter.acc:5.1f}% "
                                                        f"lr {lr:.2e} {rate:6.0f} img/s")
                 done = step + 1
                 if self._interrupted:
-                    self._checkpoint(epoch, done, meter, arch_meter)
+                    if not self.dist.enabled:  # ranks stop at different steps: keep the last common checkpoint
+                        self._checkpoint(epoch, done, meter, arch_meter)
                     raise KeyboardInterrupt
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < n_steps:
                     self._checkpoint(epoch, done, meter, arch_meter)
@@ -478,13 +529,16 @@ class SearchTrainer:
 
     def _end_epoch(self, epoch: int, meter: Meter, arch_meter: Meter, lr: float, seconds: float, n_img: int) -> None:
         s = self.strategy
+        self.dist.check_same(s.arch)
+        meter, arch_meter = self._all_ranks(meter), self._all_ranks(arch_meter)
         val = self.validate()
         self.scheduler.step()
         events = s.on_epoch_end(epoch, self.net)
         genotype = s.derive()
         ge = self.global_epoch
-        save_genotype(genotype, self.run.genotype_path(ge))
-        atomic_torch_save(s.state_dict(), self.run.arch_path(ge))
+        if self.dist.is_main:
+            save_genotype(genotype, self.run.genotype_path(ge))
+            atomic_torch_save(s.state_dict(), self.run.arch_path(ge))
         for event in events:
             self._log_event(event)
         collapse = count_parameter_free(list(genotype.normal))
@@ -508,7 +562,8 @@ class SearchTrainer:
             "genotype": genotype.to_dict(),
             "time": _dt.datetime.now().isoformat(timespec="seconds"),
         }
-        append_jsonl(self.run.metrics_path, record)
+        if self.dist.is_main:
+            append_jsonl(self.run.metrics_path, record)
         for reporter in getattr(self, "reporters", ()):
             reporter.epoch_end(self, record, genotype)
         self.global_epoch += 1
@@ -524,7 +579,8 @@ class SearchTrainer:
 
     def _log_event(self, event: Any) -> None:
         self.console.print(event.message)
-        append_jsonl(self.run.events_path, {"epoch": self.global_epoch, **event.record})
+        if self.dist.is_main:
+            append_jsonl(self.run.events_path, {"epoch": self.global_epoch, **event.record})
 
 
 def _short(cell: Any) -> str:
@@ -539,12 +595,20 @@ def default_run_dir(cfg: DictConfig) -> Path:
 def search(cfg: DictConfig, *, resume: Optional[Path] = None, console: Optional[Console] = None,
            show_progress: bool = True) -> tuple[RunDir, Genotype]:
     """Run (or resume) a search; returns the run directory and the final genotype."""
+    d = distributed.context(resolve_device(cfg.device).type)
     if resume is not None:
         run = RunDir.open(resume)
         run.check_writable()
     else:
-        run = RunDir.create(cfg.out or default_run_dir(cfg))
-        atomic_write_text(run.config_path, to_yaml(cfg))
+        # rank 0 names and creates the run directory (its default name has a timestamp) and tells the others
+        path = [str(cfg.out or default_run_dir(cfg))]
+        if d.is_main:
+            run = RunDir.create(path[0])
+            atomic_write_text(run.config_path, to_yaml(cfg))
+        if d.enabled:
+            torch.distributed.broadcast_object_list(path, src=0)
+        if not d.is_main:
+            run = RunDir.open(path[0])
     trainer = SearchTrainer(cfg, run, console=console, show_progress=show_progress)
     genotype = trainer.fit()
     return run, genotype

@@ -43,7 +43,9 @@ class ArchStepContext:
     """What an architecture step may use.
 
     ``train``/``valid`` are (images, labels) batches from the weight half and the architecture half of
-    the search split; ``lr`` is the weights' current learning rate (ξ of the unrolled step).
+    the search split; ``lr`` is the weights' current learning rate (ξ of the unrolled step). ``reduce``
+    averages gradients over distributed ranks (the identity in one process): every gradient a strategy
+    computes for its architecture step goes through it, so that every rank takes the same step.
     """
 
     net: Supernet
@@ -52,6 +54,7 @@ class ArchStepContext:
     w_optim: torch.optim.Optimizer
     lr: float
     criterion: LossFn
+    reduce: Callable[[Sequence[Optional[torch.Tensor]]], list] = list
 
 
 @dataclass
@@ -166,7 +169,7 @@ class Strategy:
         x, y = ctx.valid
         loss = ctx.criterion(self.forward(ctx.net, x), y)
         params = self.trainable_arch_parameters()
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = ctx.reduce(torch.autograd.grad(loss, params, allow_unused=True))
         for p, g in zip(params, grads):
             p.grad = g  # None for a cell type the supernet does not use (e.g. 2 layers: no normal cell)
         return loss.detach()

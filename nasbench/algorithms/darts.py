@@ -52,7 +52,7 @@ class Darts(Strategy):
         # virtual step w' = w − ξ(μ·b + ∇_w L_train + λw)
         x_t, y_t = ctx.train
         loss_train = ctx.criterion(self.forward(net, x_t), y_t)
-        g_train = torch.autograd.grad(loss_train, w)
+        g_train = ctx.reduce(torch.autograd.grad(loss_train, w))
         w_virtual = []
         for p, g in zip(w, g_train):
             buf = ctx.w_optim.state.get(p, {}).get("momentum_buffer")
@@ -64,14 +64,15 @@ class Darts(Strategy):
         x_v, y_v = ctx.valid
         logits = functional_call(net, ({**dict(zip(names, w_virtual)), **buffers}), (x_v, self.weights()))
         loss_val = ctx.criterion(logits, y_v)
-        grads = torch.autograd.grad(loss_val, [*alphas, *w_virtual], allow_unused=True)
+        grads = ctx.reduce(torch.autograd.grad(loss_val, [*alphas, *w_virtual], allow_unused=True))
         d_alpha, v = grads[: len(alphas)], grads[len(alphas):]
 
         def train_loss(params: Sequence[torch.Tensor]) -> torch.Tensor:
             out = functional_call(net, dict(zip(names, params)), (x_t, self.weights()))
             return ctx.criterion(out, y_t)
 
-        hvp = finite_difference_hvp(train_loss, [p.detach() for p in w], v, alphas, r=self.section.hvp_r)
+        hvp = finite_difference_hvp(train_loss, [p.detach() for p in w], v, alphas, r=self.section.hvp_r,
+                                    reduce=ctx.reduce)
         for a, g, h in zip(alphas, d_alpha, hvp):
             a.grad = None if g is None else g - xi * h
         return loss_val.detach()
@@ -79,17 +80,17 @@ class Darts(Strategy):
 
 def finite_difference_hvp(loss_fn: Callable[[Sequence[torch.Tensor]], torch.Tensor], w: Sequence[torch.Tensor],
                           v: Sequence[torch.Tensor], alphas: Sequence[torch.Tensor],
-                          r: float = 0.01) -> list[torch.Tensor]:
+                          r: float = 0.01, reduce: Callable = list) -> list[torch.Tensor]:
     r"""∇²_{α,w} L(w, α) · v ≈ [∇_α L(w + εv, α) − ∇_α L(w − εv, α)] / (2ε), ε = r / ‖v‖.
 
     ``loss_fn(params)`` evaluates the loss at the weights ``params`` (α enters through closure). The
     difference is divided by 2ε — not multiplied by ε and halved, the bracket slip of a widely copied
-    implementation.
+    implementation. ``reduce`` averages the two gradients over distributed ranks.
     """
     norm = torch.sqrt(sum((t * t).sum() for t in v))
     eps = r / norm
     w_plus = [p + eps * t for p, t in zip(w, v)]
-    g_plus = torch.autograd.grad(loss_fn(w_plus), alphas, allow_unused=True)
+    g_plus = reduce(torch.autograd.grad(loss_fn(w_plus), alphas, allow_unused=True))
     w_minus = [p - eps * t for p, t in zip(w, v)]
-    g_minus = torch.autograd.grad(loss_fn(w_minus), alphas, allow_unused=True)
+    g_minus = reduce(torch.autograd.grad(loss_fn(w_minus), alphas, allow_unused=True))
     return [None if gp is None else (gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]

@@ -38,16 +38,22 @@ from nasbench.registry import register_algorithm
 from nasbench.supernet import CellWeights, MixedOp, Supernet, SupernetSpec
 
 
-def gumbel_straight_through(alpha: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gumbel_straight_through(alpha: torch.Tensor, tau: float,
+                            generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One hard Gumbel-softmax sample per row of ``alpha`` [edges, ops].
 
     Returns ``(weights, index)``: ``weights`` [edges, ops] is one-hot in value (the row's argmax of
     ``softmax((log_softmax(α) + g) / τ)``, g = −log(Exponential(1))) and carries the gradient of the soft
     probabilities (straight-through); ``index`` [edges] is the sampled op. Resamples on non-finite noise.
+    The noise comes from ``generator`` (a CPU generator) when given, else from torch's global generator.
     """
     log_p = alpha.log_softmax(dim=-1)
     while True:
-        gumbels = -torch.empty_like(alpha).exponential_().log()
+        if generator is None:
+            noise = torch.empty_like(alpha).exponential_()
+        else:
+            noise = torch.empty(alpha.shape, dtype=alpha.dtype).exponential_(generator=generator).to(alpha.device)
+        gumbels = -noise.log()
         probs = torch.softmax((log_p + gumbels) / tau, dim=-1)
         if torch.isinf(gumbels).any() or not torch.isfinite(probs).all():
             continue
@@ -124,6 +130,9 @@ class Gdas(Strategy):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.tau = float(self.section.tau_max)
+        # the noise has its own generator, seeded alike in every process of a distributed run: ranks that
+        # sampled different ops would train different parameters
+        self.generator = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + 17)
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -151,7 +160,7 @@ class Gdas(Strategy):
     # ----------------------------------------------------------------- forward
     def edge_weights(self, cell_type: str) -> CellWeights:
         """A fresh hard Gumbel sample per edge; every cell of this type shares it for this forward pass."""
-        weights, index = gumbel_straight_through(self.alpha(cell_type), self.tau)
+        weights, index = gumbel_straight_through(self.alpha(cell_type), self.tau, self.generator)
         return CellWeights([(weights[e], k) for e, k in enumerate(index.tolist())])
 
     # ----------------------------------------------------------------- schedule
@@ -170,10 +179,12 @@ class Gdas(Strategy):
         return {"tau": self.tau}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"tau": self.tau}
+        return {"tau": self.tau, "gumbel_rng": self.generator.get_state()}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.tau = float(state.get("tau", self.section.tau_max))
+        if "gumbel_rng" in state:
+            self.generator.set_state(state["gumbel_rng"])
 
     # ----------------------------------------------------------------- result
     def derive(self) -> Genotype:
