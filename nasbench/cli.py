@@ -129,22 +129,11 @@ def search(
     from nasbench import trainer
 
     overrides = list(overrides or [])
-    if unrolled:
-        overrides.append("darts.unrolled=true")
-    if checkpoint_every is not None:
-        overrides.append(f"checkpoint_every={checkpoint_every}")
-    if deterministic:
-        overrides.append("deterministic=true")
-    if tensorboard:
-        overrides.append("tensorboard=true")
-    if amp:
-        overrides.append("amp=bf16")
-    if memory_efficient:
-        overrides.append("memory_efficient=true")
-    if supernet is not None:
-        overrides.append(f"supernet={supernet}")
-    if sync_bn:
-        overrides.append("sync_bn=true")
+    switches = {"darts.unrolled": unrolled, "deterministic": deterministic, "tensorboard": tensorboard,
+                "memory_efficient": memory_efficient, "sync_bn": sync_bn}
+    overrides += [f"{key}=true" for key, on in switches.items() if on]
+    valued = {"checkpoint_every": checkpoint_every, "supernet": supernet, "amp": "bf16" if amp else None}
+    overrides += [f"{key}={value}" for key, value in valued.items() if value is not None]
     if nproc is not None and "WORLD_SIZE" not in os.environ:
         from nasbench import distributed
 
