@@ -250,6 +250,7 @@ class FinalTrainer:
         if self.run.checkpoint_path.exists():
             start_epoch, start_step, meter = self._restore(torch_load(self.run.checkpoint_path))
             self.console.print(f"resuming {self.run.path} at epoch {start_epoch + 1}, step {start_step}")
+        self.run.rewind(start_epoch)  # records of epochs after the checkpoint are written again
         info = self.data.info
         self.console.print(
             f"[bold]train-final[/] {cfg.genotype}: {'ImageNet' if is_imagenet_network(cfg, info) else 'CIFAR'}-style "

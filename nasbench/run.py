@@ -198,6 +198,22 @@ class RunDir:
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics_path)
 
+    def rewind(self, epoch: int) -> int:
+        """Before a resume from a checkpoint at ``epoch``: drop the metrics and events records of epochs
+        ``>= epoch`` (a process killed after logging an epoch but before its checkpoint wrote them, and the
+        resumed run writes them again) and any torn last line. Returns how many records were dropped."""
+        dropped = 0
+        for path in (self.metrics_path, self.events_path):
+            if not path.is_file():
+                continue
+            records = read_jsonl(path)
+            keep = [r for r in records if int(r.get("epoch", -1)) < epoch]
+            text = "".join(json.dumps(r, sort_keys=False) + "\n" for r in keep)
+            if text != path.read_text(encoding="utf-8"):
+                atomic_write_text(path, text)
+            dropped += len(records) - len(keep)
+        return dropped
+
     def events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.events_path)
 

@@ -440,6 +440,8 @@ class SearchTrainer:
         else:
             seed_everything(cfg.seed)
             self._build_stage(fresh_arch=True)
+        if self.dist.is_main:  # records of epochs after the checkpoint are written again
+            self.run.rewind(self.global_epoch)
         self._announce()
         from nasbench import reporting
 

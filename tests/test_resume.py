@@ -105,3 +105,64 @@ def test_sigkill_and_resume_is_bitwise_identical(algo: str, tmp_path: Path) -> N
         b = torch.load(cut / "arch" / name, weights_only=True)
         _assert_same_state(a, b, f"arch/{name}")
     assert _genotype(ref) == _genotype(cut)
+
+
+class Killed(Exception):
+    """Stands for SIGKILL at one exact point of a run."""
+
+
+def _kill_before_checkpoint(monkeypatch, cls, when) -> None:
+    """Make ``cls._checkpoint`` die (before writing) on the first call for which ``when(self, epoch, step)``."""
+    original = cls._checkpoint
+
+    def checkpoint(self, epoch, step, *args):
+        if when(self, epoch, step):
+            raise Killed
+        return original(self, epoch, step, *args)
+
+    monkeypatch.setattr(cls, "_checkpoint", checkpoint)
+
+
+def _epochs(path: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
+
+
+def test_a_kill_between_logging_an_epoch_and_its_checkpoint_logs_nothing_twice(tmp_path: Path, monkeypatch) -> None:
+    """Killed after an epoch's metrics and events lines but before its checkpoint (and with a torn line at the
+    end of metrics.jsonl), a resumed search writes each epoch's records exactly once."""
+    from nasbench.config import resolve_search_config
+    from nasbench.trainer import SearchTrainer, search
+
+    epochs, extra = ALGO_ARGS["sgas"]
+    cfg = resolve_search_config("sgas", overrides=["device=cpu", "data.dataset=synthetic", "model.channels=4",
+                                                   "model.layers=3", "data.subset=64", "batch_size=16",
+                                                   "data.image_size=16", "plots=false", f"epochs={epochs}",
+                                                   f"out={tmp_path / 'run'}", *extra])
+    _kill_before_checkpoint(monkeypatch, SearchTrainer, lambda self, epoch, step: self.global_epoch == 2 and not step)
+    with pytest.raises(Killed):
+        search(cfg, show_progress=False)
+    run = tmp_path / "run"
+    assert _epochs(run / "metrics.jsonl") == [0, 1] and _epochs(run / "events.jsonl") == [0, 0, 1, 1]
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "train_lo')  # torn by the kill
+    monkeypatch.undo()
+    _run([sys.executable, "-m", "nasbench", "search", "--resume", str(run), "--no-progress"])
+    assert _epochs(run / "metrics.jsonl") == list(range(epochs))
+    assert _epochs(run / "events.jsonl") == [e for e in range(8) for _ in (0, 1)]  # a decision per cell type
+
+
+def test_a_train_final_killed_before_its_checkpoint_logs_each_epoch_once(tmp_path: Path, monkeypatch) -> None:
+    from nasbench.config import resolve_final_config
+    from nasbench.final import FinalTrainer, train_final
+
+    cfg = resolve_final_config(overrides=["device=cpu", "data.dataset=synthetic", "data.image_size=8",
+                                          "data.num_train=32", "data.num_test=16", "model.channels=8",
+                                          "model.layers=3", "epochs=2", "batch_size=16", f"out={tmp_path / 'run'}"])
+    _kill_before_checkpoint(monkeypatch, FinalTrainer, lambda self, epoch, step: epoch == 1 and not step)
+    with pytest.raises(Killed):
+        train_final(cfg, show_progress=False)
+    run = tmp_path / "run"
+    assert _epochs(run / "metrics.jsonl") == [0] and not (run / "checkpoint.pt").exists()
+    monkeypatch.undo()
+    _run([sys.executable, "-m", "nasbench", "train-final", "--resume", str(run), "--no-progress"])
+    assert _epochs(run / "metrics.jsonl") == [0, 1]
