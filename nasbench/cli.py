@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nasbench.errors import NasError
+from nasbench.errors import ConfigError, NasError
 
 app = typer.Typer(
     name="nas",
@@ -46,13 +46,20 @@ def user_errors(fn: F) -> F:
         except NasError as exc:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error{_rank_tag()}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err.print("interrupted: the checkpoint was saved; continue with --resume")
+            if not _rank_tag():
+                err.print("interrupted: the checkpoint was saved; continue with --resume")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _rank_tag() -> str:
+    """' (rank N)' in the processes of a distributed run other than rank 0, else ''."""
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    return f" (rank {rank})" if rank else ""
 
 
 @app.callback()
@@ -81,8 +88,28 @@ Download = Annotated[Optional[bool], typer.Option("--download/--no-download", he
                                                                                    "(needs internet).", show_default=False)]
 
 
+Nproc = Annotated[Optional[int], typer.Option("--nproc", help="Run N processes on this machine through torchrun "
+                                              "(DDP; the batch size is split over them).")]
+SyncBn = Annotated[bool, typer.Option("--sync-bn", help="Distributed on CUDA: BatchNorm statistics over all "
+                                      "processes (SyncBatchNorm).")]
+
+
 def _shortcuts(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
+
+
+def _maybe_launch(nproc: Optional[int], check: Callable[[int], None]) -> None:
+    """With ``--nproc N`` (and not already under torchrun): ``check(N)`` (the settings N processes need,
+    so that a mistake is reported once, before any starts), then run this same command line in N processes
+    through torchrun and exit with their exit code."""
+    if nproc is None or "WORLD_SIZE" in os.environ:
+        return
+    from nasbench import distributed
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    check(nproc)
+    raise typer.Exit(distributed.launch(nproc, distributed.strip_nproc(sys.argv[1:])))
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -119,10 +146,8 @@ def search(
                                                    "pass: far less memory, about a third more time.")] = False,
     supernet: Annotated[Optional[str], typer.Option("--supernet", help="fast (default) or reference: the per-edge "
                                                     "NCHW execution of the DARTS code (same numbers).")] = None,
-    nproc: Annotated[Optional[int], typer.Option("--nproc", help="Run N processes through torchrun (DDP; the "
-                                                 "batch size is split over them).")] = None,
-    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Distributed on CUDA: BatchNorm statistics over all "
-                                          "processes.")] = False,
+    nproc: Nproc = None,
+    sync_bn: SyncBn = False,
 ) -> None:
     """Search a cell: a bilevel search of the supernet; writes a run directory ending in best.json."""
     from nasbench import config as cfgmod
@@ -134,10 +159,6 @@ def search(
     overrides += [f"{key}=true" for key, on in switches.items() if on]
     valued = {"checkpoint_every": checkpoint_every, "supernet": supernet, "amp": "bf16" if amp else None}
     overrides += [f"{key}={value}" for key, value in valued.items() if value is not None]
-    if nproc is not None and "WORLD_SIZE" not in os.environ:
-        from nasbench import distributed
-
-        raise typer.Exit(distributed.launch(nproc, distributed.strip_nproc(sys.argv[1:])))
     flags = _shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
                        device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
                        download=download)
@@ -157,6 +178,7 @@ def search(
         from nasbench.reporting import check_tensorboard
 
         check_tensorboard()
+    _maybe_launch(nproc, lambda n: trainer.check_distributed(cfg, n))
     from nasbench import distributed
 
     try:

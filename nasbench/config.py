@@ -351,6 +351,7 @@ class FinalConfig:
     out: Optional[str] = None
     amp: str = "off"  # off, auto (bf16 where supported, else fp16), bf16, fp16
     memory_format: str = "auto"  # auto (channels_last on CPU), channels_last, contiguous
+    sync_bn: bool = False  # distributed on CUDA: BatchNorm statistics over all processes (SyncBatchNorm)
     model: FinalModelConfig = field(default_factory=FinalModelConfig)
     data: FinalDataConfig = field(default_factory=FinalDataConfig)
     optim: FinalOptimConfig = field(default_factory=FinalOptimConfig)

@@ -627,10 +627,10 @@ def train_transform(info: DatasetInfo, cutout: int = 0, augment: bool = True) ->
     ``augment=False`` leaves only the test transform (and Cutout, if asked). Synthetic data are already
     normalised tensors: only Cutout applies (None without it).
     """
+    if info.name == "synthetic":  # (before importing torchvision: seconds per process)
+        return Cutout(cutout) if cutout > 0 else None
     from torchvision import transforms as T
 
-    if info.name == "synthetic":
-        return Cutout(cutout) if cutout > 0 else None
     if not augment:
         base = test_transform(info)
         return T.Compose([base, Cutout(cutout)]) if cutout > 0 else base
@@ -654,10 +654,10 @@ def train_transform(info: DatasetInfo, cutout: int = 0, augment: bool = True) ->
 
 def test_transform(info: DatasetInfo) -> Transform:
     """Evaluation transform: ToTensor + Normalize (after Resize + CenterCrop for large images)."""
-    from torchvision import transforms as T
-
     if info.name == "synthetic":
         return None
+    from torchvision import transforms as T
+
     steps: list[Any] = []
     if _large(info):
         size = 224 if info.name == "imagenet" else info.image_size
@@ -702,11 +702,13 @@ class EpochSampler(Sampler[int]):
     With ``shuffle=False`` the order is ``indices`` as given. With ``world > 1`` (distributed) rank ``rank``
     takes positions ``start + rank, start + rank + world, ...`` of that order (DistributedSampler's
     interleaving): the ranks' k-th batches of size b together are the single process's k-th batch of size
-    world·b, and what all ranks consumed is always a prefix of the order, whatever their number.
+    world·b, and what all ranks consumed is always a prefix of the order, whatever their number. ``even``
+    leaves out the last ``(len - start) % world`` positions, so that every rank yields as many indices (and
+    hence as many whole batches: the ranks of a training loader take their steps together).
     """
 
     def __init__(self, indices: Sequence[int], seed: int, epoch: int, start: int = 0, shuffle: bool = True,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, even: bool = False):
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
         self.indices = list(indices)
@@ -715,6 +717,8 @@ class EpochSampler(Sampler[int]):
         self.start = min(int(start), len(self.indices))
         self.shuffle = shuffle
         self.rank, self.world = int(rank), int(world)
+        n = len(self.indices)
+        self.end = self.start + (n - self.start) // self.world * self.world if even else n
 
     def order(self) -> list[int]:
         """The whole epoch's order (before skipping ``start``)."""
@@ -725,10 +729,10 @@ class EpochSampler(Sampler[int]):
         return [self.indices[i] for i in perm]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start + self.rank::self.world])
+        return iter(self.order()[self.start + self.rank:self.end:self.world])
 
     def __len__(self) -> int:
-        return len(range(self.start + self.rank, len(self.indices), self.world))
+        return len(range(self.start + self.rank, self.end, self.world))
 
 
 def make_loader(
@@ -753,7 +757,8 @@ def make_loader(
 
     For a training loader (``shuffle=True``) a batch larger than the split raises :class:`ConfigError`.
     ``rank``/``world`` shard the order over distributed processes (see :class:`EpochSampler`);
-    ``batch_size`` is then the per-rank batch and ``start_batch`` counts global batches.
+    ``batch_size`` is then the per-rank batch and ``start_batch`` counts global batches; with ``drop_last``
+    every rank gets the same number of batches (only whole global batches).
     The loader gets its own generator (seeded from ``seed, epoch``), so creating iterators does not consume
     torch's global RNG and worker seeds are reproducible.
     """
@@ -766,8 +771,9 @@ def make_loader(
         )
     # positions count global samples: a distributed batch is world × the per-rank ``batch_size``
     sampler = EpochSampler(indices, seed, epoch, start=start_batch * batch_size * world + start_sample,
-                           shuffle=shuffle, rank=rank, world=world)
-    gen = torch.Generator().manual_seed(_mix(seed + 7919, epoch))
+                           shuffle=shuffle, rank=rank, world=world, even=drop_last)
+    # (workers' random streams: each rank its own)
+    gen = torch.Generator().manual_seed(_mix(seed + 7919 + 104729 * rank, epoch))
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -19,14 +19,17 @@ parameters with rank 0's (:meth:`Dist.check_same`) and stops the run if they dif
 from __future__ import annotations
 
 import hashlib
+import inspect
+import logging
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from nasbench.errors import ConfigError, NasError
 
@@ -37,6 +40,11 @@ class RanksDiverged(NasError):
 
 @dataclass
 class Dist:
+    """This process's place in the run: ``rank`` of ``world`` processes (``local_rank`` on its machine).
+
+    One process without torchrun: rank 0 of 1, and every collective below is the identity.
+    """
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -50,48 +58,134 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def comm_device(self) -> torch.device:
+        """Where small tensors for collectives live: nccl moves CUDA tensors only."""
+        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
     def device(self, requested: torch.device) -> torch.device:
         """CUDA runs use the local rank's GPU."""
         if self.enabled and requested.type == "cuda":
             return torch.device("cuda", self.local_rank)
         return requested
 
+    def data_parallel(self, module: nn.Module, *, find_unused: bool, sync_buffers: bool) -> nn.Module:
+        """``module`` under DistributedDataParallel (itself in one process).
+
+        ``find_unused``: a forward may leave parameters without gradient. ``sync_buffers``: rank 0's buffers
+        (BN running statistics) are copied to every rank at each forward; without it each rank keeps its own
+        (the buffers are still made equal once, at the start). PyTorch 2.14 renamed ``broadcast_buffers``
+        to ``forward_sync_buffers``; both spellings are served.
+        """
+        if not self.enabled:
+            return module
+        ddp = nn.parallel.DistributedDataParallel
+        kw = {"forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
+              else "broadcast_buffers": sync_buffers}
+        cuda = next(module.parameters()).device.type == "cuda"
+        return ddp(module, device_ids=[torch.cuda.current_device()] if cuda else None,
+                   find_unused_parameters=find_unused, **kw)
+
     def reduce(self, grads: Sequence[Optional[torch.Tensor]]) -> list[Optional[torch.Tensor]]:
-        """The average over ranks of each gradient (None stays None); the identity in one process."""
+        """The average over ranks of each gradient (None stays None); the identity in one process.
+
+        The gradients travel flattened, one all-reduce per dtype and device (DARTS's second order averages
+        a gradient for every weight tensor).
+        """
         out = list(grads)
         if not self.enabled:
             return out
+        groups: dict[tuple, list[int]] = {}
         for i, g in enumerate(out):
             if g is not None:
-                g = g.detach().clone()
-                dist.all_reduce(g, op=dist.ReduceOp.SUM)
-                out[i] = g / self.world
+                groups.setdefault((g.dtype, g.device), []).append(i)
+        for idx in groups.values():
+            flat = torch.cat([out[i].detach().reshape(-1) for i in idx])  # type: ignore[union-attr]
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= self.world
+            offset = 0
+            for i in idx:
+                g = out[i]
+                n = g.numel()  # type: ignore[union-attr]
+                out[i] = flat[offset:offset + n].view_as(g)
+                offset += n
         return out
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """Element-wise sum over ranks (meters)."""
         if not self.enabled:
             return list(values)
-        t = torch.tensor(list(values), dtype=torch.float64)
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.comm_device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t.tolist()
+        return t.cpu().tolist()
 
-    def check_same(self, tensors: dict[str, torch.Tensor], what: str = "architecture parameters") -> None:
-        """Raise :class:`RanksDiverged` on every rank if any rank's ``tensors`` differ from rank 0's (bitwise)."""
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
+        if not self.enabled:
+            return bool(flag)
+        t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self.comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Overwrite ``tensors`` in place with rank 0's."""
+        if not self.enabled:
+            return
+        with torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t.data, src=0)
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (picklable)."""
+        if not self.enabled:
+            return obj
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, device=self.comm_device)
+        return box[0]
+
+    def gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def check_same(self, tensors: dict[str, torch.Tensor], what: str = "architecture parameter") -> None:
+        """Raise :class:`RanksDiverged` on every rank if any rank's ``tensors`` differ from rank 0's (bitwise).
+
+        Two all-gathers: first a digest of the names and shapes (the tensors themselves can be compared
+        only where those agree), then per tensor a 64-bit digest of its bytes and its float64 sum (shown).
+        """
         if not self.enabled:
             return
         names = sorted(tensors)
-        digest = hashlib.sha256()
-        for n in names:
-            digest.update(n.encode())
-            digest.update(tensors[n].detach().cpu().contiguous().numpy().tobytes())
-        mine = torch.tensor(list(digest.digest()[:16]), dtype=torch.int64)
-        gathered = [torch.zeros_like(mine) for _ in range(self.world)]
-        dist.all_gather(gathered, mine)
-        bad = [r for r, g in enumerate(gathered) if not torch.equal(g, gathered[0])]
+        layout = _digest64("|".join(f"{n}{tuple(tensors[n].shape)}" for n in names).encode())
+        mine = torch.tensor([layout], dtype=torch.int64, device=self.comm_device)
+        got = [torch.zeros_like(mine) for _ in range(self.world)]
+        dist.all_gather(got, mine)
+        bad = [r for r, g in enumerate(got) if not torch.equal(g, got[0])]
         if bad:
-            raise RanksDiverged(f"the {what} of rank(s) {', '.join(map(str, bad))} differ from rank 0's "
-                                f"({', '.join(names)}): the processes no longer run the same search; stopping")
+            raise RanksDiverged(f"the {what}s of rank {bad[0]} are not those of rank 0 (names or shapes "
+                                f"differ: {', '.join(names)}); the processes no longer run the same search")
+        rows = []
+        for n in names:
+            t = tensors[n].detach().cpu().contiguous()
+            total = t.double().sum().reshape(1)
+            rows.append(torch.tensor([_digest64(t.numpy().tobytes()), int(total.view(torch.int64))],
+                                     dtype=torch.int64))
+        mine = torch.stack(rows).to(self.comm_device) if rows else torch.zeros(0, 2, dtype=torch.int64,
+                                                                                device=self.comm_device)
+        got = [torch.zeros_like(mine) for _ in range(self.world)]
+        dist.all_gather(got, mine)
+        for r in range(1, self.world):
+            for i, n in enumerate(names):
+                if not torch.equal(got[r][i], got[0][i]):
+                    s0 = got[0][i, 1:].cpu().view(torch.float64).item()
+                    sr = got[r][i, 1:].cpu().view(torch.float64).item()
+                    raise RanksDiverged(
+                        f"the {what} {n} of rank {r} differs from rank 0's (sum {sr!r} vs {s0!r}): the processes "
+                        "no longer run the same search; stopping")
 
     def barrier(self) -> None:
         if self.enabled:
@@ -100,6 +194,11 @@ class Dist:
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _digest64(data: bytes) -> int:
+    """A signed 64-bit digest of ``data`` (sha256's first 8 bytes)."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little", signed=True)
 
 
 _CONTEXT: Optional[Dist] = None
@@ -131,6 +230,18 @@ def shutdown() -> None:
     _CONTEXT = None
 
 
+def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
+    """``--sync-bn`` needs CUDA: PyTorch's SyncBatchNorm has no CPU implementation."""
+    if sync_bn and device.type != "cuda":
+        raise ConfigError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU); without it each "
+                          "process keeps its own BatchNorm statistics, as single-GPU searches do")
+
+
+def rank_seed(seed: int, rank: int, salt: int = 0) -> int:
+    """A seed for ``rank``'s own random stream, distinct per rank (and per ``salt``)."""
+    return (int(seed) * 1_000_003 + 7_919 * (int(rank) + 1) + 104_729 * int(salt)) % (2**63)
+
+
 def split_batch(global_batch: int, world: int, what: str = "batch_size") -> int:
     """The per-rank batch of a global batch; the global batch must divide evenly."""
     if global_batch % world:
@@ -138,18 +249,64 @@ def split_batch(global_batch: int, world: int, what: str = "batch_size") -> int:
     return global_batch // world
 
 
-def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``python -m nasbench <argv>`` under torchrun with ``nproc`` local processes; its exit code.
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
-    Each process gets ``OMP_NUM_THREADS`` = cores / nproc (at least 1) unless the user set it.
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Run ``python -m nasbench <argv>`` under torchrun with ``nproc`` local processes; their exit code.
+
+    torchrun runs in a child process (:func:`torchrun_main`, which passes on the workers' own exit code,
+    e.g. 2 for a user error, where torchrun itself would say 1). Each process gets ``OMP_NUM_THREADS`` =
+    cores / nproc (at least 1) unless the user set it. Ctrl-C reaches the workers directly (they share the
+    terminal), which checkpoint and stop; this process just waits for them.
     """
-    if nproc < 1:
-        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores() // nproc)))
+    cmd = [sys.executable, "-m", "nasbench.distributed", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "nasbench", *argv]
-    return subprocess.call(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the workers got it too: wait for their checkpoint
+            continue
+
+
+class _QuietAgent(logging.Filter):
+    """Drops torchrun's own lines about stopping the workers when a worker already explained why: a user
+    error (exit code 2, one ``error:`` line per rank) or Ctrl-C (the workers checkpoint and say so). A
+    worker that dies otherwise (a crash, a signal, an exit code other than 2) is still reported."""
+
+    _NOISE = ("closing signal", "death signal", "termination signal", "(exitcode: 2)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(n in message for n in self._NOISE)
+
+
+def torchrun_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``torchrun`` (same arguments) whose exit code is the first failed worker's own (128+N for signal N)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    quiet = _QuietAgent()
+    for name in ("torch.distributed.elastic.multiprocessing.api", "torch.distributed.elastic.agent.server.api"):
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        run(parse_args(list(sys.argv[1:] if argv is None else argv)))
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        code = int(failure.exitcode)
+        return code if code > 0 else 128 + (-code or 1)
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    return 0
 
 
 def strip_nproc(argv: Sequence[str]) -> list[str]:
@@ -166,3 +323,7 @@ def strip_nproc(argv: Sequence[str]) -> list[str]:
             continue
         out.append(a)
     return out
+
+
+if __name__ == "__main__":  # python -m nasbench.distributed TORCHRUN_ARGS (what `--nproc` starts)
+    sys.exit(torchrun_main())

@@ -34,14 +34,15 @@ from rich.console import Console
 from torch import nn
 
 from nasbench import data as data_mod
+from nasbench import distributed
 from nasbench.config import to_yaml
 from nasbench.errors import ConfigError, NasError, RunDirError
 from nasbench.genotype import Genotype, load_genotype, save_genotype, validate
 from nasbench.network import build_eval_network, count_macs, count_params
 from nasbench.run import RunDir, append_jsonl, atomic_torch_save, atomic_write_text, torch_load
 from nasbench.spaces.darts import PRIMITIVES, STEPS
-from nasbench.trainer import (Meter, TrainingDiverged, data_options, memory_format, resolve_device, rng_state,
-                              seed_everything, set_rng_state)
+from nasbench.trainer import (Meter, TrainingDiverged, data_options, memory_format, resolve_device,
+                              restore_rank_rng, rng_state, seed_everything, seed_rank, sum_meter)
 
 CHECKPOINT_VERSION = 1
 GENOTYPE_FILE = "genotype.json"
@@ -172,9 +173,14 @@ class FinalTrainer:
     def __init__(self, cfg: DictConfig, run: RunDir, genotype: Genotype, *, console: Optional[Console] = None,
                  show_progress: bool = True):
         self.cfg, self.run, self.genotype = cfg, run, genotype
+        device = resolve_device(cfg.device)
+        self.dist = distributed.context(device.type)
+        self.device = self.dist.device(device)
+        # only rank 0 prints and writes the run directory
         self.console = console or Console(stderr=True)
-        self.show_progress = show_progress
-        self.device = resolve_device(cfg.device)
+        if not self.dist.is_main:
+            self.console = Console(stderr=True, quiet=True)
+        self.show_progress = show_progress and self.dist.is_main
         self.amp = amp_dtype(cfg.amp, self.device)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.eval_criterion = nn.CrossEntropyLoss()
@@ -184,7 +190,13 @@ class FinalTrainer:
         cfg, o = self.cfg, self.cfg.optim
         net = build_model(cfg, self.genotype, self.data.info)
         self.memory_format = memory_format(cfg.memory_format, self.device, net)
+        if self.dist.enabled and cfg.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         self.net = net.to(self.device, memory_format=self.memory_format)
+        # training runs through DDP (rank 0's weights to start with, gradients averaged over the ranks, rank
+        # 0's BN running statistics broadcast at every step); evaluation on the module itself
+        self.ddp = self.dist.data_parallel(self.net, find_unused=has_unused_parameters(self.genotype),
+                                           sync_buffers=True)
         self.optim = torch.optim.SGD(self.net.parameters(), lr=o.lr, momentum=o.momentum,
                                      weight_decay=o.weight_decay, nesterov=o.nesterov)
         if o.schedule == "cosine":
@@ -204,9 +216,15 @@ class FinalTrainer:
         return x, y.to(self.device, non_blocking=True)
 
     def _checkpoint(self, epoch: int, step: int, meter: Meter) -> None:
+        """Every rank takes part (meters and random states are gathered); rank 0 writes."""
+        meter = sum_meter(meter, self.dist)
+        rngs = self.dist.gather_object(rng_state()) if self.dist.enabled else None
+        if not self.dist.is_main:
+            return
         atomic_torch_save({
             "version": CHECKPOINT_VERSION,
             "kind": "train-final",
+            "world": self.dist.world,
             "epoch": epoch,
             "step": step,
             "net": self.net.state_dict(),
@@ -218,6 +236,7 @@ class FinalTrainer:
             "best_epoch": self.best_epoch,
             "elapsed": self.elapsed + (time.time() - self._t0),
             "rng": rng_state(),
+            "rng_ranks": rngs,
         }, self.run.checkpoint_path)
 
     def _restore(self, state: dict[str, Any]) -> tuple[int, int, Meter]:
@@ -231,13 +250,24 @@ class FinalTrainer:
         self.best_val_acc = float(state.get("best_val_acc", -1.0))
         self.best_epoch = int(state.get("best_epoch", -1))
         self.elapsed = float(state.get("elapsed", 0.0))
-        set_rng_state(state["rng"])
-        return int(state["epoch"]), int(state["step"]), Meter(**state["meter"])
+        restore_rank_rng(state, self.dist, self.cfg.seed)
+        before = int(state.get("world", 1))
+        if before != self.dist.world:
+            self.console.print(f"re-sharded from {before} to {self.dist.world} process(es): the data position "
+                               f"(epoch {int(state['epoch']) + 1}, global batch {state['step']}) carries over")
+        # the stored meter is the sum over all ranks: rank 0 carries it on
+        meter = Meter(**state["meter"]) if self.dist.is_main else Meter()
+        return int(state["epoch"]), int(state["step"]), meter
 
     @torch.no_grad()
     def evaluate(self, dataset: Any, indices: list[int]) -> Meter:
-        return evaluate_model(self.net, dataset, indices, self.cfg.eval_batch_size, self.device,
-                              self.memory_format, self.eval_criterion, self.cfg.data.workers, self.amp)
+        """Distributed: each rank evaluates its shard with rank 0's BN statistics; the meters are summed."""
+        self.dist.broadcast_(list(self.net.buffers()))
+        w = self.dist.world
+        meter = evaluate_model(self.net, dataset, indices, -(-self.cfg.eval_batch_size // w), self.device,
+                               self.memory_format, self.eval_criterion, self.cfg.data.workers, self.amp,
+                               rank=self.dist.rank, world=w)
+        return sum_meter(meter, self.dist)
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -246,11 +276,13 @@ class FinalTrainer:
         self._t0 = time.time()
         seed_everything(cfg.seed)
         self._build()
+        seed_rank(cfg.seed, self.dist)
         start_epoch, start_step, meter = 0, 0, Meter()
-        if self.run.checkpoint_path.exists():
+        if self.dist.broadcast_object(self.run.checkpoint_path.exists()):  # rank 0's run directory decides
             start_epoch, start_step, meter = self._restore(torch_load(self.run.checkpoint_path))
             self.console.print(f"resuming {self.run.path} at epoch {start_epoch + 1}, step {start_step}")
-        self.run.rewind(start_epoch)  # records of epochs after the checkpoint are written again
+        if self.dist.is_main:  # records of epochs after the checkpoint are written again
+            self.run.rewind(start_epoch)
         info = self.data.info
         self.console.print(
             f"[bold]train-final[/] {cfg.genotype}: {'ImageNet' if is_imagenet_network(cfg, info) else 'CIFAR'}-style "
@@ -258,6 +290,10 @@ class FinalTrainer:
             f"{' (+ auxiliary head)' if cfg.model.auxiliary else ''}; {len(self.data.train_idx)} training images"
             f"{f', {len(self.data.val_idx)} validation' if self.data.val_idx else ''}, "
             f"{len(self.data.test_idx)} test; device {self.device}")
+        if self.dist.enabled:
+            w, B = self.dist.world, cfg.batch_size
+            self.console.print(f"distributed: {w} processes ({self.dist.backend}); global batch {B} = {w} × {B // w} "
+                               "per process")
         old = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             for epoch in range(start_epoch, cfg.epochs):
@@ -275,10 +311,14 @@ class FinalTrainer:
         lr = self.scheduler.get_last_lr()[0]
         drop = m.drop_path_prob * epoch / cfg.epochs
         self.net.drop_path_prob = drop
-        loader = data_mod.make_loader(self.data.train, self.data.train_idx, cfg.batch_size, seed=cfg.seed,
+        world = self.dist.world
+        loader = data_mod.make_loader(self.data.train, self.data.train_idx, cfg.batch_size // world, seed=cfg.seed,
                                       epoch=epoch, start_batch=start_step, workers=cfg.data.workers,
-                                      pin_memory=self.device.type == "cuda", what="the training set")
-        n_steps = math.ceil(len(self.data.train_idx) / cfg.batch_size)
+                                      pin_memory=self.device.type == "cuda", what="the training set",
+                                      rank=self.dist.rank, world=world, drop_last=world > 1)
+        # distributed: only whole global batches, so that every rank takes every step
+        n_steps = (len(self.data.train_idx) // cfg.batch_size if world > 1
+                   else math.ceil(len(self.data.train_idx) / cfg.batch_size))
         self.net.train()
         t0, n_img = time.time(), 0
         with _progress(self.console, self.show_progress) as progress:
@@ -286,7 +326,7 @@ class FinalTrainer:
             for step, (x, y) in enumerate(loader, start=start_step):
                 x, y = self._to_device(x, y)
                 with self._autocast():
-                    logits, logits_aux = self.net(x)
+                    logits, logits_aux = self.ddp(x)
                     loss = self.criterion(logits, y)
                     if logits_aux is not None:
                         loss = loss + m.auxiliary_weight * self.criterion(logits_aux, y)
@@ -301,39 +341,45 @@ class FinalTrainer:
                 self.scaler.step(self.optim)
                 self.scaler.update()
                 meter.add(loss.detach().float(), logits.detach().float(), y)
-                n_img += y.shape[0]
+                n_img += y.shape[0] * world
                 rate = n_img / max(time.time() - t0, 1e-9)
                 progress.update(task, advance=1, stats=f"loss {meter.avg_loss:.3f} acc {meter.acc:5.1f}% "
                                                        f"{rate:5.0f} img/s")
-                if self._interrupted:
+                if self.dist.any(self._interrupted):  # all ranks agree on the step at which they stop
                     self._checkpoint(epoch, step + 1, meter)
                     raise KeyboardInterrupt
         train_seconds = time.time() - t0
+        train = sum_meter(meter, self.dist)
         self.scheduler.step()
         test = self.evaluate(self.data.test, self.data.test_idx)
         val = self.evaluate(self.data.val, self.data.val_idx) if self.data.val_idx else None
         seconds = time.time() - t0
         record: dict[str, Any] = {
             "epoch": epoch, "lr": lr, "drop_path_prob": drop,
-            "train_loss": meter.avg_loss, "train_acc": meter.acc,
+            "train_loss": train.avg_loss, "train_acc": train.acc,
             "test_loss": test.avg_loss, "test_acc": test.acc,
         }
-        line = (f"epoch {epoch + 1:3d}/{cfg.epochs}  train {meter.acc:5.2f}% (loss {meter.avg_loss:.3f})  "
+        line = (f"epoch {epoch + 1:3d}/{cfg.epochs}  train {train.acc:5.2f}% (loss {train.avg_loss:.3f})  "
                 f"test {test.acc:5.2f}% (loss {test.avg_loss:.3f})")
         if val is not None:
             record.update(val_loss=val.avg_loss, val_acc=val.acc)
             line += f"  val {val.acc:5.2f}%"
             if val.acc > self.best_val_acc:
                 self.best_val_acc, self.best_epoch = val.acc, epoch
-                atomic_torch_save({"kind": "train-final-best", "epoch": epoch, "val_acc": val.acc,
-                                   "net": self.net.state_dict()}, self.run.path / BEST_FILE)
+                if self.dist.is_main:
+                    atomic_torch_save({"kind": "train-final-best", "epoch": epoch, "val_acc": val.acc,
+                                       "net": self.net.state_dict()}, self.run.path / BEST_FILE)
         record.update(seconds=seconds, train_seconds=train_seconds, images_per_s=n_img / max(train_seconds, 1e-9),
                       time=_dt.datetime.now().isoformat(timespec="seconds"))
-        append_jsonl(self.run.metrics_path, record)
+        if self.dist.is_main:
+            append_jsonl(self.run.metrics_path, record)
         self.console.print(f"{line}  lr {lr:.2e}  drop-path {drop:.3f}  {seconds:5.1f}s", highlight=False)
         self._checkpoint(epoch + 1, 0, Meter())
 
     def _result(self) -> dict[str, Any]:
+        """result.json's content, written by rank 0 (the other ranks of a distributed run return {})."""
+        if not self.dist.is_main:
+            return {}
         cfg, info = self.cfg, self.data.info
         records = self.run.metrics()
         last = records[-1]
@@ -358,6 +404,25 @@ class FinalTrainer:
         return result
 
 
+def check_distributed(cfg: DictConfig, world: int) -> None:
+    """What a train-final in ``world`` processes needs: checked before the run directory is made, and with
+    ``--nproc`` before any process is started."""
+    distributed.check_sync_bn(cfg.sync_bn, resolve_device(cfg.device))
+    distributed.split_batch(int(cfg.batch_size), world)
+
+
+def has_unused_parameters(genotype: Genotype) -> bool:
+    """Whether a cell of ``genotype`` leaves an input or a node unread (its parameters then get no gradient,
+    which DDP must be told about)."""
+    for cell, concat in ((genotype.normal, genotype.normal_concat), (genotype.reduce, genotype.reduce_concat)):
+        if cell is None:
+            continue
+        read = {j for _, j in cell} | set(concat)
+        if any(k not in read for k in range(2 + len(cell) // 2)):
+            return True
+    return False
+
+
 def _progress(console: Console, show: bool) -> Any:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -370,12 +435,14 @@ def _progress(console: Console, show: bool) -> Any:
 @torch.no_grad()
 def evaluate_model(net: nn.Module, dataset: Any, indices: list[int], batch_size: int, device: torch.device,
                    mem_format: torch.memory_format, criterion: nn.Module, workers: int = 0,
-                   amp: Optional[torch.dtype] = None) -> Meter:
-    """Loss and accuracy of ``net`` (eval mode: no auxiliary head, no drop-path) on ``dataset[indices]``."""
+                   amp: Optional[torch.dtype] = None, rank: int = 0, world: int = 1) -> Meter:
+    """Loss and accuracy of ``net`` (eval mode: no auxiliary head, no drop-path) on ``dataset[indices]``
+    (on rank ``rank``'s shard of them, every ``world``-th image)."""
     was = net.training
     net.eval()
     meter = Meter()
-    loader = data_mod.make_loader(dataset, indices, batch_size, seed=0, epoch=0, shuffle=False, workers=workers)
+    loader = data_mod.make_loader(dataset, indices, batch_size, seed=0, epoch=0, shuffle=False, workers=workers,
+                                  rank=rank, world=world)
     ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
     for x, y in loader:
         x = x.to(device).contiguous(memory_format=mem_format)
@@ -397,17 +464,23 @@ def default_run_dir(cfg: DictConfig) -> Path:
 def train_final(cfg: DictConfig, *, resume: Optional[Path] = None, console: Optional[Console] = None,
                 show_progress: bool = True) -> tuple[RunDir, dict[str, Any]]:
     """Train (or resume) the evaluation network of ``cfg``; returns the run directory and result.json's content."""
+    d = distributed.context(resolve_device(cfg.device).type)
+    check_distributed(cfg, d.world)
     if resume is not None:
-        run = RunDir.open(resume)
+        run = RunDir.open(resume)  # every rank reads the stored genotype and checkpoint
         genotype = load_genotype(run.path / GENOTYPE_FILE)
     else:
         genotype = load_final_genotype(str(cfg.genotype))
-        run = RunDir.create(cfg.out or default_run_dir(cfg))
-        for sub in ("genotypes", "arch"):  # search-run folders RunDir.create makes; unused here
-            with contextlib.suppress(OSError):
-                (run.path / sub).rmdir()
-        atomic_write_text(run.config_path, to_yaml(cfg))
-        save_genotype(genotype, run.path / GENOTYPE_FILE)
+        # rank 0 names and creates the run directory and tells the others, which never touch it
+        path = str(cfg.out or default_run_dir(cfg))
+        if d.is_main:
+            run = RunDir.create(path)
+            for sub in ("genotypes", "arch"):  # search-run folders RunDir.create makes; unused here
+                with contextlib.suppress(OSError):
+                    (run.path / sub).rmdir()
+            atomic_write_text(run.config_path, to_yaml(cfg))
+            save_genotype(genotype, run.path / GENOTYPE_FILE)
+        run = RunDir(d.broadcast_object(path))
     trainer = FinalTrainer(cfg, run, genotype, console=console, show_progress=show_progress)
     return run, trainer.fit()
 

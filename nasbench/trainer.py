@@ -108,6 +108,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def seed_rank(seed: int, d: distributed.Dist, salt: int = 0) -> None:
+    """Distributed: give each rank its own random stream (augmentation, dropout, drop-path) once the
+    weights and architecture parameters are drawn (DDP and the trainer take those from rank 0)."""
+    if d.enabled:
+        seed_everything(distributed.rank_seed(seed, d.rank, salt))
+
+
+def restore_rank_rng(state: dict[str, Any], d: distributed.Dist, seed: int) -> None:
+    """The random state of a checkpoint: each rank's own when the number of processes is unchanged,
+    otherwise rank 0's for one process and fresh per-rank streams for several."""
+    rngs = state.get("rng_ranks")
+    if not d.enabled:
+        set_rng_state(state["rng"])
+    elif rngs and len(rngs) == d.world:
+        set_rng_state(rngs[d.rank])
+    else:
+        seed_rank(seed, d, salt=1 + int(state.get("global_epoch", state.get("epoch", 0))))
+
+
 def _python_state_to_plain(st: tuple) -> dict[str, Any]:
     version, internal, gauss = st
     return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
@@ -208,6 +227,31 @@ class SearchData:
     name: str
 
 
+def sum_meter(meter: Meter, d: distributed.Dist) -> Meter:
+    """``meter`` summed over the ranks of a distributed run (each rank saw its shard); itself otherwise."""
+    if not d.enabled:
+        return meter
+    loss, correct, n = d.sum([meter.loss, meter.correct, meter.n])
+    return Meter(loss, int(correct), int(n))
+
+
+def check_batch_split(strategy: Strategy, world: int) -> None:
+    """Every epoch's global batch of this stage splits evenly over ``world`` processes (SGAS grows it)."""
+    distributed.split_batch(int(strategy.cfg.batch_size), world)
+    for epoch in range(strategy.stage_epochs()):
+        b = strategy.batch_size(epoch)
+        if b % world:
+            raise ConfigError(f"{strategy.name} grows the batch to {b} at epoch {epoch + 1}, which does not split "
+                              f"over {world} processes; make the batch size and its growth multiples of {world}")
+
+
+def check_distributed(cfg: DictConfig, world: int) -> None:
+    """What a search in ``world`` processes needs: checked before the run directory is made, and with
+    ``--nproc`` before any process is started."""
+    distributed.check_sync_bn(cfg.get("sync_bn", False), resolve_device(cfg.device))
+    check_batch_split(create_strategy(cfg.algo, cfg), world)
+
+
 def load_search_data(cfg: DictConfig) -> SearchData:
     """The training set, a subset of it if asked, split into a weight half and an architecture half."""
     d = cfg.data
@@ -248,9 +292,6 @@ class SearchTrainer:
         device = resolve_device(cfg.device)
         self.dist = distributed.context(device.type)
         self.device = self.dist.device(device)
-        if cfg.get("sync_bn", False) and self.device.type != "cuda":
-            raise ConfigError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU); without it each "
-                              "process keeps its own BatchNorm statistics, as single-GPU searches do")
         # only rank 0 prints and writes the run directory
         self.console = console or Console(stderr=True)
         if not self.dist.is_main:
@@ -271,13 +312,10 @@ class SearchTrainer:
         self.net = net.to(self.device, memory_format=self.memory_format)
         # the weight step runs through DDP (gradients averaged over ranks; BN statistics stay per rank);
         # architecture steps run on the module itself and average their gradients through ctx.reduce
-        self.ddp: nn.Module = self.net
-        if self.dist.enabled:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True, broadcast_buffers=False)
+        self.ddp = self.dist.data_parallel(self.net, find_unused=s.unused_weights, sync_buffers=False)
         if fresh_arch:
             s.init_arch_params(self.spec, self.device)
+            self.dist.broadcast_(s.arch_parameters())  # rank 0's α: the ranks' random streams differ
         else:
             s.spec = self.spec
         o = cfg.optim
@@ -292,6 +330,7 @@ class SearchTrainer:
     def _checkpoint(self, epoch: int, step: int, meter: Meter, arch_meter: Meter) -> None:
         """Save everything to continue at stage-local ``epoch``, after ``step`` steps of it."""
         meter, arch_meter = self._all_ranks(meter), self._all_ranks(arch_meter)  # every rank takes part
+        rngs = self.dist.gather_object(rng_state()) if self.dist.enabled else None  # each rank's own stream
         if not self.dist.is_main:
             return
         state = {
@@ -311,6 +350,7 @@ class SearchTrainer:
             "meters": {"train": meter.state(), "arch": arch_meter.state()},
             "elapsed": self.elapsed + (time.time() - self._t0),
             "rng": rng_state(),
+            "rng_ranks": rngs,
         }
         atomic_torch_save(state, self.run.checkpoint_path)
 
@@ -329,7 +369,7 @@ class SearchTrainer:
         self.arch_stream.load(state["arch_stream"])
         self.global_epoch = int(state["global_epoch"])
         self.elapsed = float(state.get("elapsed", 0.0))
-        set_rng_state(state["rng"])
+        restore_rank_rng(state, self.dist, self.cfg.seed)
         m, a = Meter(**state["meters"]["train"]), Meter(**state["meters"]["arch"])
         if not self.dist.is_main:  # the stored meters are the sums over all ranks: rank 0 carries them on
             m, a = Meter(), Meter()
@@ -401,9 +441,14 @@ class SearchTrainer:
 
     @torch.no_grad()
     def validate(self) -> Meter:
-        """Loss and accuracy of the supernet on the architecture half, in eval mode (as DARTS's infer)."""
+        """Loss and accuracy of the supernet on the architecture half, in eval mode (as DARTS's infer).
+
+        Distributed: each rank evaluates its shard of the half with rank 0's BN running statistics (those
+        the checkpoint keeps; training itself uses batch statistics), and the meters are summed.
+        """
         self.net.eval()
         meter = Meter()
+        self.dist.broadcast_(list(self.net.buffers()))
         w = self.dist.world
         loader = data_mod.make_loader(self.data.dataset, self.data.arch_idx, -(-self.strategy.batch_size(0) // w),
                                       seed=self.cfg.seed, epoch=0, shuffle=False, workers=self.cfg.data.workers,
@@ -418,11 +463,7 @@ class SearchTrainer:
         return self._all_ranks(meter)
 
     def _all_ranks(self, meter: Meter) -> Meter:
-        """A meter summed over the ranks of a distributed run (each rank saw its shard)."""
-        if not self.dist.enabled:
-            return meter
-        loss, correct, n = self.dist.sum([meter.loss, meter.correct, meter.n])
-        return Meter(loss, int(correct), int(n))
+        return sum_meter(meter, self.dist)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Genotype:
@@ -434,12 +475,13 @@ class SearchTrainer:
         self.global_epoch, self.elapsed = 0, 0.0
         self._t0 = time.time()
         start_epoch, start_step, meter, arch_meter = 0, 0, Meter(), Meter()
-        if self.run.checkpoint_path.exists():
+        if self.dist.broadcast_object(self.run.checkpoint_path.exists()):  # rank 0's run directory decides
             start_epoch, start_step, meter, arch_meter = self._restore(torch_load(self.run.checkpoint_path))
             self.console.print(f"resuming {self.run.path} at epoch {self.global_epoch}, step {start_step}")
         else:
             seed_everything(cfg.seed)
             self._build_stage(fresh_arch=True)
+            seed_rank(cfg.seed, self.dist)
         if self.dist.is_main:  # records of epochs after the checkpoint are written again
             self.run.rewind(self.global_epoch)
         self._announce()
@@ -467,7 +509,11 @@ class SearchTrainer:
             start_epoch = 0
             if not self.strategy.next_stage():
                 break
-            self._build_stage(fresh_arch=True)
+            # a new stage's weights and α come from a stream of their own (seed, stage): the same whatever the
+            # number of processes, and the ranks' own streams continue afterwards
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(distributed.rank_seed(self.cfg.seed, -1, salt=self.strategy.stage))
+                self._build_stage(fresh_arch=True)
             self._checkpoint(0, 0, Meter(), Meter())
             self._announce()
 
@@ -521,9 +567,8 @@ class SearchTrainer:
                 progress.update(task, advance=1, stats=f"loss {meter.avg_loss:.3f} acc {meter.acc:5.1f}% "
                                                        f"lr {lr:.2e} {rate:6.0f} img/s")
                 done = step + 1
-                if self._interrupted:
-                    if not self.dist.enabled:  # ranks stop at different steps: keep the last common checkpoint
-                        self._checkpoint(epoch, done, meter, arch_meter)
+                if self.dist.any(self._interrupted):  # all ranks agree on the step at which they stop
+                    self._checkpoint(epoch, done, meter, arch_meter)
                     raise KeyboardInterrupt
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < n_steps:
                     self._checkpoint(epoch, done, meter, arch_meter)
@@ -598,19 +643,19 @@ def search(cfg: DictConfig, *, resume: Optional[Path] = None, console: Optional[
            show_progress: bool = True) -> tuple[RunDir, Genotype]:
     """Run (or resume) a search; returns the run directory and the final genotype."""
     d = distributed.context(resolve_device(cfg.device).type)
+    check_distributed(cfg, d.world)
     if resume is not None:
-        run = RunDir.open(resume)
-        run.check_writable()
-    else:
-        # rank 0 names and creates the run directory (its default name has a timestamp) and tells the others
-        path = [str(cfg.out or default_run_dir(cfg))]
+        run = RunDir.open(resume)  # every rank reads the stored config and checkpoint
         if d.is_main:
-            run = RunDir.create(path[0])
+            run.check_writable()
+    else:
+        # rank 0 names and creates the run directory (its default name has a timestamp) and tells the others,
+        # which never touch it (on other machines it need not exist)
+        path = str(cfg.out or default_run_dir(cfg))
+        if d.is_main:
+            run = RunDir.create(path)
             atomic_write_text(run.config_path, to_yaml(cfg))
-        if d.enabled:
-            torch.distributed.broadcast_object_list(path, src=0)
-        if not d.is_main:
-            run = RunDir.open(path[0])
+        run = RunDir(d.broadcast_object(path))
     trainer = SearchTrainer(cfg, run, console=console, show_progress=show_progress)
     genotype = trainer.fit()
     return run, genotype

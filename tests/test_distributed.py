@@ -8,6 +8,7 @@ global batch's mean loss.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,11 @@ import pytest
 import torch
 from torch import nn
 
-from nasbench.config import resolve_search_config
+from nasbench import distributed
+from nasbench.config import resolve_final_config, resolve_search_config
+from nasbench.data import EpochSampler
+from nasbench.final import FinalTrainer, has_unused_parameters, load_final_genotype
+from nasbench.genotype import Genotype
 from nasbench.run import RunDir, torch_load
 from nasbench.trainer import SearchTrainer
 
@@ -34,15 +39,24 @@ CASES = {
     "pc-darts": ("pc-darts", ["epochs=1", "model.channels=8", "pc_darts.k=2", "pc_darts.warmup_epochs=0"]),
     "p-darts": ("p-darts", ["epochs=3", "p_darts.layers=3", "p_darts.add_layers=[0,1,2]",
                             "p_darts.dropout_rate=[0.0,0.0,0.0]"]),
-    # the growing batch leaves partial last batches, which a distributed epoch drops (see test_nproc_...)
-    "sgas": ("sgas", ["epochs=8", "sgas.batch_increase=0"]),
+    # a decision at the end of every epoch of one step (the decided rows then frozen). 16×16 images: at 8×8
+    # the last cell's 2×2 maps make this run chaotic (a 1e-7 change of the initial weights grows to 3e-2 in
+    # α by the 8th step, in one process as in two). The growing batch leaves partial last batches, which a
+    # distributed epoch drops (see test_nproc_...)
+    "sgas": ("sgas", ["epochs=8", "data.num_train=16", "data.image_size=16", "scale_schedules=false",
+                      "sgas.warmup_epochs=0", "sgas.decision_freq=1", "sgas.post_train=0", "sgas.batch_increase=0"]),
 }
+FINAL_TINY = ["device=cpu", "epochs=1", "batch_size=8", "eval_batch_size=16", "model.channels=8", "model.layers=3",
+              "model.auxiliary=false", "model.drop_path_prob=0", "data.dataset=synthetic", "data.num_train=48",
+              "data.num_test=20", "data.image_size=8", "data.cutout=0", "optim.lr=0.1"]
 
 
-def torchrun(args: list[str], nproc: int = 2, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kw)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def torchrun(args: list[str], nproc: int = 2, launcher: str = "torch.distributed.run") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", launcher, "--standalone", f"--nproc-per-node={nproc}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
 
 
 class Sliced(nn.Module):
@@ -64,6 +78,29 @@ class SlicedTrainer(SearchTrainer):
     def _build_stage(self, fresh_arch: bool) -> None:
         super()._build_stage(fresh_arch)
         self.net = self.ddp = Sliced(self.net, 2)
+
+
+class SlicedEvalNet(nn.Module):
+    """The evaluation network run on each rank's share of the batch separately (training mode)."""
+
+    def __init__(self, net: nn.Module, ranks: int):
+        super().__init__()
+        self.net, self.ranks = net, ranks
+
+    def forward(self, x: torch.Tensor):
+        if not self.training:
+            return self.net(x)
+        outs = [self.net(x[r::self.ranks])[0] for r in range(self.ranks)]
+        out = x.new_empty(x.shape[0], outs[0].shape[1])
+        for r, o in enumerate(outs):
+            out[r::self.ranks] = o
+        return out, None
+
+
+class SlicedFinalTrainer(FinalTrainer):
+    def _build(self) -> None:
+        super()._build()
+        self.net = self.ddp = SlicedEvalNet(self.net, 2)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -90,20 +127,21 @@ def test_two_processes_take_the_steps_of_one_process_with_per_rank_batchnorm(cas
 
 
 def test_a_desynchronized_rank_stops_the_run(tmp_path):
+    """Rank 1 nudges its α after its first step; the per-epoch check stops both ranks with exit code 2
+    (passed on by `python -m nasbench.distributed`, the torchrun that `--nproc` starts)."""
     script = Path(__file__).with_name("distributed_desync.py")
     proc = torchrun([str(script), "search", "--algo", "darts", "--out", str(tmp_path / "run"), "--no-progress",
-                     *TINY, "epochs=2"])
-    assert proc.returncode != 0
-    assert "architecture parameters of rank(s) 1 differ from rank 0's" in proc.stderr
+                     *TINY, "epochs=2"], launcher="nasbench.distributed")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: the architecture parameter alpha_normal of rank 1 differs from rank 0's" in proc.stderr
+    assert "error (rank 1): the architecture parameter alpha_normal of rank 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "arch" / "epoch_000.pt").exists()
 
 
-def test_resume_a_two_process_run_with_one_process(tmp_path, nas_cmd):
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "nasbench",
-           "search", "--out", str(out), "--no-progress", *TINY, "epochs=3"]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+def kill_at_first_checkpoint(cmd: list[str], out: Path) -> None:
+    """Start ``cmd`` and SIGKILL its whole process group once ``out/checkpoint.pt`` exists."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
     try:
         deadline = time.time() + 240
         while not (out / "checkpoint.pt").exists() and p.poll() is None and time.time() < deadline:
@@ -111,21 +149,85 @@ def test_resume_a_two_process_run_with_one_process(tmp_path, nas_cmd):
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+
+
+def test_resume_a_two_process_run_with_one_process(tmp_path, nas_cmd):
+    out = tmp_path / "run"
+    kill_at_first_checkpoint([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                              "-m", "nasbench", "search", "--out", str(out), "--no-progress", *TINY, "epochs=3"], out)
     state = torch_load(out / "checkpoint.pt")
     assert state["world"] == 2
     proc = subprocess.run([*nas_cmd, "search", "--resume", str(out), "--no-progress"], capture_output=True,
-                          text=True, env=env, timeout=300)
+                          text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "re-sharded from 2 to 1 process(es)" in proc.stderr
     assert {m["epoch"] for m in RunDir.open(out).metrics()} == {0, 1, 2}
     assert (out / "best.json").exists()
 
 
-def test_sync_bn_on_cpu_is_a_clear_error(nas_cmd, tmp_path):
-    proc = subprocess.run([*nas_cmd, "search", "--sync-bn", "--out", str(tmp_path / "r"), *TINY, "epochs=1"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert "--sync-bn needs CUDA" in proc.stderr and "Traceback" not in proc.stderr
+def test_resume_a_one_process_train_final_with_two(tmp_path, nas_cmd):
+    """train-final: killed after its first epoch in one process, finished by two (the position re-sharded)."""
+    out = tmp_path / "run"
+    kill_at_first_checkpoint([*nas_cmd, "train-final", "--genotype", "darts-v2", "--out", str(out), "--no-progress",
+                              *FINAL_TINY, "epochs=3"], out)
+    assert torch_load(out / "checkpoint.pt")["world"] == 1
+    proc = subprocess.run([*nas_cmd, "train-final", "--resume", str(out), "--nproc", "2", "--no-progress"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "re-sharded from 1 to 2 process(es)" in proc.stderr
+    assert [m["epoch"] for m in RunDir.open(out).metrics()] == [0, 1, 2]
+    state = torch_load(out / "checkpoint.pt")
+    assert state["world"] == 2 and state["epoch"] == 3
+    assert json.loads((out / "result.json").read_text())["test_images"] == 20
+
+
+def test_ctrl_c_stops_every_process_at_one_step_after_a_checkpoint(tmp_path, nas_cmd):
+    """SIGINT to the terminal's process group (what Ctrl-C does) mid-epoch: all ranks checkpoint the same
+    step, `nas` exits 130 with one line, and `--resume --nproc 2` finishes the run."""
+    out = tmp_path / "run"
+    cmd = [*nas_cmd, "search", "--nproc", "2", "--out", str(out), "--no-progress", *TINY, "epochs=2",
+           "data.num_train=384"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not (out / "metrics.jsonl").exists() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the second epoch
+        os.killpg(p.pid, signal.SIGINT)
+        _, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, stderr[-3000:]
+    assert stderr.count("interrupted: the checkpoint was saved") == 1
+    assert "Traceback" not in stderr and "closing signal" not in stderr
+    state = torch_load(out / "checkpoint.pt")
+    assert state["world"] == 2 and state["epoch"] == 1 and 0 < state["step"] < 24
+    proc = subprocess.run([*nas_cmd, "search", "--resume", str(out), "--nproc", "2", "--no-progress"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"epoch 1, step {state['step']}" in proc.stderr.replace("\n", " ")
+    assert [m["epoch"] for m in RunDir.open(out).metrics()] == [0, 1]
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("search", ["--sync-bn"], "--sync-bn needs CUDA"),
+    ("search", ["--nproc", "2", "--sync-bn"], "--sync-bn needs CUDA"),
+    ("search", ["--nproc", "2", "batch_size=7"], "batch_size=7 does not split over 2 processes"),
+    ("search", ["--nproc", "2", "--algo", "sgas", "sgas.batch_increase=3"],
+     "sgas grows the batch to 67 at epoch 11, which does not split over 2 processes"),
+    ("search", ["--nproc", "0"], "--nproc must be at least 1"),
+    ("train-final", ["--nproc", "2", "--genotype", "darts-v2", "batch_size=7"],
+     "batch_size=7 does not split over 2 processes"),
+])
+def test_distributed_mistakes_are_one_line_before_any_process_starts(nas_cmd, tmp_path, command, args, message):
+    proc = subprocess.run([*nas_cmd, command, "--out", str(tmp_path / "r"), *args, "data.dataset=synthetic"],
+                          capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (tmp_path / "r").exists()
 
 
 def test_nproc_starts_torchrun(nas_cmd, tmp_path):
@@ -141,8 +243,65 @@ def test_nproc_starts_torchrun(nas_cmd, tmp_path):
     assert sizes[0] == 8 and sizes[-1] > 8
 
 
-def test_a_global_batch_that_does_not_split_is_refused(tmp_path):
+def test_a_global_batch_that_does_not_split_under_torchrun_stops_every_rank(tmp_path):
+    """Started by torchrun directly (no `--nproc` check first): each rank says it in one line, exit code 2
+    through `python -m nasbench.distributed`."""
+    assert distributed.split_batch(8, 2) == 4 and distributed.split_batch(7, 1) == 7
     proc = torchrun(["-m", "nasbench", "search", "--out", str(tmp_path / "r"), "--no-progress", *TINY, "epochs=1",
-                     "batch_size=7"])
-    assert proc.returncode != 0
-    assert "batch_size=7 does not split over 2 processes" in proc.stderr
+                     "batch_size=7"], launcher="nasbench.distributed")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: batch_size=7 does not split over 2 processes" in proc.stderr
+    assert "error (rank 1): batch_size=7 does not split" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("n, start, world", [(50, 0, 2), (50, 17, 2), (49, 3, 3), (10, 0, 4)])
+def test_ranks_share_every_global_batch_and_consume_a_prefix(n, start, world):
+    """Rank r takes positions r, r+N, ... of the epoch order; `even` gives every rank as many indices."""
+    idx = list(range(100, 100 + n))
+    order = EpochSampler(idx, seed=1, epoch=3).order()
+    shards = [list(EpochSampler(idx, 1, 3, start=start, rank=r, world=world, even=True)) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1 and all(len(s) == len(EpochSampler(idx, 1, 3, start=start, rank=r,
+                                                                                    world=world, even=True))
+                                                      for r, s in enumerate(shards))
+    merged = [s[k] for k in range(len(shards[0])) for s in shards]
+    assert merged == order[start:start + len(merged)] and len(merged) > n - start - world
+    uneven = [list(EpochSampler(idx, 1, 3, start=start, rank=r, world=world)) for r in range(world)]
+    assert sorted(sum(uneven, [])) == sorted(order[start:])  # validation: every image once
+
+
+def test_the_command_line_without_nproc():
+    assert distributed.strip_nproc(["search", "--nproc", "2", "--algo", "gdas", "--nproc=3", "x=1"]) == \
+        ["search", "--algo", "gdas", "x=1"]
+
+
+def test_cells_that_leave_parameters_unused_are_told_to_ddp():
+    g = load_final_genotype("darts-v2")
+    assert not has_unused_parameters(g)
+    # node 3 (state 5) read by nothing and not concatenated: its ops' parameters get no gradient
+    assert has_unused_parameters(Genotype(g.normal, [2, 3, 4], g.reduce, g.reduce_concat))
+
+
+def test_train_final_with_nproc_takes_the_steps_of_one_process_with_per_rank_batchnorm(nas_cmd, tmp_path):
+    """`nas train-final --nproc 2`: DDP's weights after an epoch equal a 1-process run with BN per rank's share."""
+    out = tmp_path / "ddp"
+    proc = subprocess.run([*nas_cmd, "train-final", "--genotype", "darts-v2", "--nproc", "2", "--out", str(out),
+                           "--no-progress", *FINAL_TINY], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "global batch 8 = 2 × 4 per process" in proc.stderr
+    assert proc.stderr.count("epoch   1/1") == 1 and proc.stdout.strip().endswith("result.json")
+    result = json.loads((out / "result.json").read_text())
+    cfg = resolve_final_config(overrides=FINAL_TINY)
+    trainer = SlicedFinalTrainer(cfg, RunDir.create(tmp_path / "ref"), load_final_genotype("darts-v2"),
+                                 show_progress=False)
+    ref_result = trainer.fit()
+    ddp = torch_load(out / "checkpoint.pt")
+    assert ddp["world"] == 2 and len(ddp["rng_ranks"]) == 2
+    ref = dict(trainer.net.net.named_parameters())
+    assert set(ref) <= set(ddp["net"])
+    for k, v in ref.items():
+        v = v.detach()
+        assert float((v - ddp["net"][k]).norm()) <= 1e-5 * float(v.norm()) + 1e-12, (k, rel(ddp["net"][k], v))
+    # the test set is sharded and the meters summed: every image counted once
+    assert result["test_images"] == 20 and ref_result["test_images"] == 20
+    loss, ref_loss = RunDir(out).metrics()[0]["train_loss"], trainer.run.metrics()[0]["train_loss"]
+    assert abs(loss - ref_loss) <= 1e-5 * abs(ref_loss)  # the ranks' summed meters: the whole epoch's mean

@@ -13,6 +13,7 @@ hook                       what it decides
 ``arch_backward``          how the architecture gradient is obtained (first or second order)
 ``updates_arch``           whether an epoch updates the architecture (warm-up)
 ``step_order``             architecture step first (DARTS) or weight step first (GDAS)
+``unused_weights``         whether a weight step may leave weights without gradient (GDAS, SGAS)
 ``batch_size``             the batch size of an epoch (SGAS grows it)
 ``frozen_rows``            α rows that must not move at all (SGAS's decided edges)
 ``on_epoch_start/_end``    temperature and dropout schedules; greedy decisions
@@ -84,6 +85,10 @@ class Strategy:
     """Epochs of the paper's search; epoch-counted schedules scale with ``epochs / paper_epochs``."""
     step_order: ClassVar[str] = "arch_first"
     """``arch_first`` (DARTS: architecture step, then weight step) or ``weights_first`` (GDAS)."""
+    unused_weights: ClassVar[bool] = False
+    """Whether a forward may leave some of the supernet's weights out (GDAS runs one sampled op per edge,
+    SGAS's decided and pruned edges one op or none): distributed data parallelism must then look for the
+    parameters without gradient at every step, which costs a graph traversal the others are spared."""
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg

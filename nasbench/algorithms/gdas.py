@@ -126,13 +126,18 @@ class Gdas(Strategy):
     }
     paper_epochs = 250
     step_order = "weights_first"
+    unused_weights = True  # only the sampled op of an edge runs
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.tau = float(self.section.tau_max)
         # the noise has its own generator, seeded alike in every process of a distributed run: ranks that
-        # sampled different ops would train different parameters
-        self.generator = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + 17)
+        # sampled different ops would train different parameters. Training draws from ``train_generator``
+        # (the same number of samples on every rank: one per forward of a step); the validation pass, whose
+        # number of batches may differ between ranks, from ``eval_generator``, reseeded every epoch
+        self.train_generator = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + 17)
+        self.eval_generator = torch.Generator()
+        self.generator = self.train_generator
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -174,17 +179,26 @@ class Gdas(Strategy):
 
     def on_epoch_start(self, epoch: int, net: Supernet) -> None:
         self.tau = self.tau_at(epoch)
+        self.eval_generator.manual_seed(int(self.cfg.seed) * 1_000_003 + 7_919 * (self.stage * 10_007 + epoch + 1))
+
+    def forward(self, net: Supernet, x: torch.Tensor) -> torch.Tensor:
+        """Samples from the training noise in training mode, from the validation noise in eval mode."""
+        self.generator = self.train_generator if net.training else self.eval_generator
+        try:
+            return super().forward(net, x)
+        finally:
+            self.generator = self.train_generator
 
     def epoch_metrics(self) -> dict[str, Any]:
         return {"tau": self.tau}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"tau": self.tau, "gumbel_rng": self.generator.get_state()}
+        return {"tau": self.tau, "gumbel_rng": self.train_generator.get_state()}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.tau = float(state.get("tau", self.section.tau_max))
         if "gumbel_rng" in state:
-            self.generator.set_state(state["gumbel_rng"])
+            self.train_generator.set_state(state["gumbel_rng"])
 
     # ----------------------------------------------------------------- result
     def derive(self) -> Genotype:

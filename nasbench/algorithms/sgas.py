@@ -78,6 +78,7 @@ class Sgas(Strategy):
     paper = ("Li, Qian, Delgadillo, Müller, Thabet, Ghanem. SGAS: Sequential Greedy Architecture Search. "
              "CVPR 2020.")
     summary = "decides one edge per cell greedily every few epochs (importance × certainty [× stability])"
+    unused_weights = True  # a decided edge runs its op only, a pruned one nothing
 
     @dataclass
     class Config:

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nasbench.cli import (app, BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs,
-                          err, Layers, out, OutDir, Overrides, Preset, Seed, Subset, user_errors,
-                          _cells_table, _print_mapping, _resume_config, _shortcuts)
+                          err, Layers, Nproc, out, OutDir, Overrides, Preset, Seed, Subset, SyncBn, user_errors,
+                          _cells_table, _maybe_launch, _print_mapping, _resume_config, _shortcuts)
 
 Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built-in name (see `nas list`), a search "
                                                  "run dir, a JSON file from `nas derive` or a Genotype(...) text file.")]
@@ -53,6 +53,8 @@ def train_final(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Build the network, report its size, touch no data.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (log lines only).")] = False,
+    nproc: Nproc = None,
+    sync_bn: SyncBn = False,
 ) -> None:
     """Train a cell from scratch with the papers' recipe; writes a run directory ending in result.json."""
     from nasbench import config as cfgmod
@@ -63,6 +65,8 @@ def train_final(
         overrides.append(f"model.auxiliary={str(auxiliary).lower()}")
     if channels_last:
         overrides.append("memory_format=channels_last")
+    if sync_bn:
+        overrides.append("sync_bn=true")
     flags = _shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
                        device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
                        genotype=genotype, val_split=val_split, amp="auto" if amp else None)
@@ -79,12 +83,20 @@ def train_final(
             err.print(_cells_table(g, f"genotype {cfg.genotype}"))
             _print_mapping("evaluation network", report)
         return
-    run, result = final.train_final(cfg, resume=resume, console=err, show_progress=not no_progress)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        err.print(f"test accuracy (last epoch): [bold]{result['test_acc']:.2f}%[/]")
-        out.print(str(run.path / final.RESULT_FILE), highlight=False, soft_wrap=True)
+    _maybe_launch(nproc, lambda n: final.check_distributed(cfg, n))
+    from nasbench import distributed
+
+    try:
+        run, result = final.train_final(cfg, resume=resume, console=err, show_progress=not no_progress)
+        if not distributed.context().is_main:
+            return
+        if as_json:
+            print(json.dumps(result))
+        else:
+            err.print(f"test accuracy (last epoch): [bold]{result['test_acc']:.2f}%[/]")
+            out.print(str(run.path / final.RESULT_FILE), highlight=False, soft_wrap=True)
+    finally:
+        distributed.shutdown()
 
 
 @app.command(name="eval")
