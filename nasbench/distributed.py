@@ -63,6 +63,11 @@ class Dist:
         """Where small tensors for collectives live: nccl moves CUDA tensors only."""
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
+    def describe(self, global_batch: int) -> str:
+        """The log line of a distributed run: processes, backend and the split of the global batch."""
+        return (f"distributed: {self.world} processes ({self.backend}); global batch {global_batch} = "
+                f"{self.world} × {global_batch // self.world} per process")
+
     def device(self, requested: torch.device) -> torch.device:
         """CUDA runs use the local rank's GPU."""
         if self.enabled and requested.type == "cuda":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import math
 import random
 import signal
 import time
@@ -291,9 +290,7 @@ class FinalTrainer:
             f"{f', {len(self.data.val_idx)} validation' if self.data.val_idx else ''}, "
             f"{len(self.data.test_idx)} test; device {self.device}")
         if self.dist.enabled:
-            w, B = self.dist.world, cfg.batch_size
-            self.console.print(f"distributed: {w} processes ({self.dist.backend}); global batch {B} = {w} × {B // w} "
-                               "per process")
+            self.console.print(self.dist.describe(cfg.batch_size))
         old = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             for epoch in range(start_epoch, cfg.epochs):
@@ -317,8 +314,7 @@ class FinalTrainer:
                                       pin_memory=self.device.type == "cuda", what="the training set",
                                       rank=self.dist.rank, world=world, drop_last=world > 1)
         # distributed: only whole global batches, so that every rank takes every step
-        n_steps = (len(self.data.train_idx) // cfg.batch_size if world > 1
-                   else math.ceil(len(self.data.train_idx) / cfg.batch_size))
+        n_steps = data_mod.batches_per_epoch(len(self.data.train_idx), cfg.batch_size, drop_last=world > 1)
         self.net.train()
         t0, n_img = time.time(), 0
         with _progress(self.console, self.show_progress) as progress:

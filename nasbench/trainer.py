@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import math
 import random
 import signal
 import time
@@ -329,7 +328,7 @@ class SearchTrainer:
 
     def _checkpoint(self, epoch: int, step: int, meter: Meter, arch_meter: Meter) -> None:
         """Save everything to continue at stage-local ``epoch``, after ``step`` steps of it."""
-        meter, arch_meter = self._all_ranks(meter), self._all_ranks(arch_meter)  # every rank takes part
+        meter, arch_meter = sum_meter(meter, self.dist), sum_meter(arch_meter, self.dist)  # every rank takes part
         rngs = self.dist.gather_object(rng_state()) if self.dist.enabled else None  # each rank's own stream
         if not self.dist.is_main:
             return
@@ -460,9 +459,6 @@ class SearchTrainer:
                 loss = self.criterion(logits, y)
             meter.add(loss, logits, y)
         self.net.train()
-        return self._all_ranks(meter)
-
-    def _all_ranks(self, meter: Meter) -> Meter:
         return sum_meter(meter, self.dist)
 
     # ------------------------------------------------------------------ loop
@@ -528,9 +524,7 @@ class SearchTrainer:
             f"{count_weights(self.net):,} weights, {sum(p.numel() for p in s.arch_parameters()):,} architecture "
             f"parameters; {len(self.data.weight_idx)} + {len(self.data.arch_idx)} images; device {self.device}")
         if self.dist.enabled:
-            B = s.batch_size(0)
-            self.console.print(f"distributed: {self.dist.world} processes ({self.dist.backend}); global batch {B} = "
-                               f"{self.dist.world} × {B // self.dist.world} per process")
+            self.console.print(self.dist.describe(s.batch_size(0)))
 
     def _progress(self) -> Progress:
         return Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -550,7 +544,7 @@ class SearchTrainer:
                                       what="the weight half of the search split", rank=self.dist.rank,
                                       world=world, drop_last=world > 1)
         # distributed: only whole global batches, so that every rank takes every step
-        n_steps = len(self.data.weight_idx) // global_bs if world > 1 else math.ceil(len(self.data.weight_idx) / bs)
+        n_steps = data_mod.batches_per_epoch(len(self.data.weight_idx), global_bs, drop_last=world > 1)
         update_arch = s.updates_arch(epoch)
         t_epoch, n_img = time.time(), 0
         self.net.train()
@@ -577,7 +571,7 @@ class SearchTrainer:
     def _end_epoch(self, epoch: int, meter: Meter, arch_meter: Meter, lr: float, seconds: float, n_img: int) -> None:
         s = self.strategy
         self.dist.check_same(s.arch)
-        meter, arch_meter = self._all_ranks(meter), self._all_ranks(arch_meter)
+        meter, arch_meter = sum_meter(meter, self.dist), sum_meter(arch_meter, self.dist)
         val = self.validate()
         self.scheduler.step()
         events = s.on_epoch_end(epoch, self.net)
