@@ -90,8 +90,8 @@ def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
     """Time and peak memory of ``args.warmup + args.steps`` search steps of one variant."""
     import torch
 
-    from nasbench.run import RunDir
-    from nasbench.trainer import Meter, SearchData, SearchTrainer
+    from nasbench.engine.rundir import RunDir
+    from nasbench.search.trainer import Meter, SearchData, SearchTrainer
 
     algo, cfg = make_config(case, variant, args)
     torch.manual_seed(0)
@@ -166,7 +166,7 @@ def _diff_once(case: str, variant: str, args: argparse.Namespace, dtype, batch: 
     import torch.nn.functional as F
 
     from nasbench.algorithms.base import create_strategy
-    from nasbench.trainer import memory_format, resolve_device
+    from nasbench.search.trainer import memory_format, resolve_device
 
     algo, cfg = make_config(case, variant, args)
     dev = resolve_device(cfg.device)

@@ -43,8 +43,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from nasbench import registry
-    from nasbench.final import random_genotype
-    from nasbench.genotype import save_genotype
+    from nasbench.final.train import random_genotype
+    from nasbench.spaces.darts.genotype import save_genotype
 
     algo = a.algo
     if algo not in registry.names("algorithm"):

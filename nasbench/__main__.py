@@ -1,4 +1,4 @@
-from nasbench.cli import main
+from nasbench.cli.app import main
 
 if __name__ == "__main__":
     main()

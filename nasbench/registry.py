@@ -18,10 +18,10 @@ T = TypeVar("T")
 _REGISTRIES: dict[str, dict[str, Any]] = {"algorithm": {}, "space": {}, "dataset": {}, "genotype": {}}
 
 _BUILTIN_MODULES = (
-    "nasbench.spaces.darts",
+    "nasbench.spaces.darts.ops",
     "nasbench.algorithms",
     "nasbench.data",
-    "nasbench.genotype",
+    "nasbench.spaces.darts.genotype",
 )
 _loaded = False
 

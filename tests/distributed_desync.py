@@ -7,8 +7,8 @@ import os
 
 import torch
 
-from nasbench import trainer
-from nasbench.cli import main
+from nasbench.search import trainer
+from nasbench.cli.app import main
 
 _arch_step = trainer.SearchTrainer._arch_step
 

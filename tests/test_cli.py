@@ -7,8 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nasbench.cli import app
-from nasbench.genotype import load_genotype, validate
+from nasbench.cli.app import app
+from nasbench.spaces.darts.genotype import load_genotype, validate
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ from torch.func import functional_call
 from nasbench.algorithms.base import ArchStepContext, create_strategy, derive_cell
 from nasbench.algorithms.darts import finite_difference_hvp
 from nasbench.config import resolve_search_config
-from nasbench.spaces.darts import PRIMITIVES
+from nasbench.spaces.darts.ops import PRIMITIVES
 
 
 def tiny(algo="darts", *overrides):
@@ -142,7 +142,7 @@ def test_derive_with_edge_scale_reorders_edges():
 
 
 def test_strategy_derive_gives_a_valid_genotype():
-    from nasbench.genotype import validate
+    from nasbench.spaces.darts.genotype import validate
 
     _, s, _ = tiny()
     g = s.derive()

@@ -20,13 +20,13 @@ import pytest
 import torch
 from torch import nn
 
-from nasbench import distributed
+from nasbench.engine import distributed
 from nasbench.config import resolve_final_config, resolve_search_config
 from nasbench.data import EpochSampler
-from nasbench.final import FinalTrainer, has_unused_parameters, load_final_genotype
-from nasbench.genotype import Genotype
-from nasbench.run import RunDir, torch_load
-from nasbench.trainer import SearchTrainer
+from nasbench.final.train import FinalTrainer, has_unused_parameters, load_final_genotype
+from nasbench.spaces.darts.genotype import Genotype
+from nasbench.engine.rundir import RunDir, torch_load
+from nasbench.search.trainer import SearchTrainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -128,10 +128,10 @@ def test_two_processes_take_the_steps_of_one_process_with_per_rank_batchnorm(cas
 
 def test_a_desynchronized_rank_stops_the_run(tmp_path):
     """Rank 1 nudges its α after its first step; the per-epoch check stops both ranks with exit code 2
-    (passed on by `python -m nasbench.distributed`, the torchrun that `--nproc` starts)."""
+    (passed on by `python -m nasbench.engine.distributed`, the torchrun that `--nproc` starts)."""
     script = Path(__file__).with_name("distributed_desync.py")
     proc = torchrun([str(script), "search", "--algo", "darts", "--out", str(tmp_path / "run"), "--no-progress",
-                     *TINY, "epochs=2"], launcher="nasbench.distributed")
+                     *TINY, "epochs=2"], launcher="nasbench.engine.distributed")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "error: the architecture parameter alpha_normal of rank 1 differs from rank 0's" in proc.stderr
     assert "error (rank 1): the architecture parameter alpha_normal of rank 1" in proc.stderr
@@ -245,10 +245,10 @@ def test_nproc_starts_torchrun(nas_cmd, tmp_path):
 
 def test_a_global_batch_that_does_not_split_under_torchrun_stops_every_rank(tmp_path):
     """Started by torchrun directly (no `--nproc` check first): each rank says it in one line, exit code 2
-    through `python -m nasbench.distributed`."""
+    through `python -m nasbench.engine.distributed`."""
     assert distributed.split_batch(8, 2) == 4 and distributed.split_batch(7, 1) == 7
     proc = torchrun(["-m", "nasbench", "search", "--out", str(tmp_path / "r"), "--no-progress", *TINY, "epochs=1",
-                     "batch_size=7"], launcher="nasbench.distributed")
+                     "batch_size=7"], launcher="nasbench.engine.distributed")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "error: batch_size=7 does not split over 2 processes" in proc.stderr
     assert "error (rank 1): batch_size=7 does not split" in proc.stderr and "Traceback" not in proc.stderr

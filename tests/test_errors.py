@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nasbench.cli import app
+from nasbench.cli.app import app
 
 TINY = ["--dataset", "synthetic", "--channels", "4", "--layers", "3", "--subset", "32", "--batch-size", "16",
         "--epochs", "1", "--device", "cpu", "--no-progress", "data.image_size=16", "plots=false"]

@@ -10,10 +10,10 @@ import torch
 from nasbench.config import resolve_final_config
 from nasbench.data import Cutout
 from nasbench.errors import ConfigError
-from nasbench.final import random_genotype
-from nasbench.genotype import load_genotype
-from nasbench.network import EvalCell, build_eval_network
-from nasbench.spaces.darts import Identity
+from nasbench.final.train import random_genotype
+from nasbench.spaces.darts.genotype import load_genotype
+from nasbench.spaces.darts.network import EvalCell, build_eval_network
+from nasbench.spaces.darts.ops import Identity
 
 TINY = ["--dataset", "synthetic", "data.image_size=16", "data.num_train=48", "data.num_test=24",
         "--channels", "8", "--layers", "3", "--epochs", "2", "--batch-size", "16", "--no-progress"]
@@ -30,7 +30,7 @@ def cli(*args):
 
     from typer.testing import CliRunner
 
-    from nasbench.cli import app
+    from nasbench.cli.app import app
 
     r = CliRunner().invoke(app, [str(a) for a in args])
     if r.exception is not None and not isinstance(r.exception, SystemExit):

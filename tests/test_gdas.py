@@ -11,10 +11,10 @@ from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.gdas import GumbelEdge, derive_cell_pairs, gumbel_straight_through
 from nasbench.config import resolve_search_config
 from nasbench.errors import ConfigError
-from nasbench.genotype import validate
-from nasbench.network import FixedReductionCell
-from nasbench.spaces.darts import PRIMITIVES
-from nasbench.trainer import dry_run
+from nasbench.spaces.darts.genotype import validate
+from nasbench.spaces.darts.network import FixedReductionCell
+from nasbench.spaces.darts.ops import PRIMITIVES
+from nasbench.search.trainer import dry_run
 
 
 def tiny(*overrides, seed=0):

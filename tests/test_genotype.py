@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nasbench.errors import GenotypeError, NasError
-from nasbench.genotype import (
+from nasbench.spaces.darts.genotype import (
     Genotype,
     cell_pairs,
     describe_cell,

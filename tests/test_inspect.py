@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nasbench.cli import app
-from nasbench.genotype import load_genotype
+from nasbench.cli.app import app
+from nasbench.spaces.darts.genotype import load_genotype
 
 TINY = ["--dataset", "synthetic", "--channels", "4", "--layers", "3", "--subset", "32", "--batch-size", "16",
         "--epochs", "2", "--device", "cpu", "--no-progress", "data.image_size=16"]
@@ -87,8 +87,8 @@ def test_run_writes_plots(run_dir: Path):
 
 def test_edge_history_has_every_edge_and_epoch(run_dir: Path):
     from nasbench.config import load_run_config
-    from nasbench.plots import edge_history
-    from nasbench.run import RunDir
+    from nasbench.report.plots import edge_history
+    from nasbench.engine.rundir import RunDir
 
     run = RunDir(run_dir)
     hist = edge_history(run, load_run_config(run.config_path))
@@ -99,9 +99,9 @@ def test_edge_history_has_every_edge_and_epoch(run_dir: Path):
 
 
 def test_without_matplotlib_plots_are_skipped_with_a_hint(run_dir: Path, monkeypatch, capsys):
-    from nasbench import plots
+    from nasbench.report import plots
     from nasbench.config import load_run_config
-    from nasbench.run import RunDir
+    from nasbench.engine.rundir import RunDir
 
     monkeypatch.setattr(plots, "matplotlib_available", lambda: False)
     monkeypatch.setattr(plots, "_warned", False)
@@ -228,7 +228,7 @@ def test_deterministic_mode_reports_each_nondeterministic_op_once():
 
     from rich.console import Console
 
-    from nasbench.reporting import deterministic_mode
+    from nasbench.report.reporters import deterministic_mode
 
     console = Console(record=True, width=200)
     msg = ("upsample_bilinear2d_backward_out_cuda does not have a deterministic implementation, but you set "

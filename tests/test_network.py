@@ -1,4 +1,4 @@
-"""Tests for nasbench.network: the DARTS evaluation network, GDAS-FRC's reduction cell, counters."""
+"""Tests for nasbench.spaces.darts.network: the DARTS evaluation network, GDAS-FRC's reduction cell, counters."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nasbench.errors import ConfigError, GenotypeError
-from nasbench.network import (
+from nasbench.spaces.darts.network import (
     AuxiliaryHeadCIFAR,
     AuxiliaryHeadImageNet,
     EvalCell,
@@ -21,7 +21,7 @@ from nasbench.network import (
     count_params,
     drop_path,
 )
-from nasbench.spaces.darts import FactorizedReduce, Identity
+from nasbench.spaces.darts.ops import FactorizedReduce, Identity
 
 Genotype = collections.namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 

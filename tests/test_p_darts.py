@@ -12,7 +12,7 @@ import torch
 from nasbench.algorithms.base import create_strategy
 from nasbench.algorithms.p_darts import SkipDropout, final_cell
 from nasbench.config import resolve_search_config
-from nasbench.spaces.darts import PRIMITIVES
+from nasbench.spaces.darts.ops import PRIMITIVES
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -248,8 +248,8 @@ def test_search_and_derive_end_to_end(tmp_path, nas_cmd):
 
 def test_resume_mid_stage_gives_the_same_search(tmp_path, monkeypatch):
     """Interrupted in the middle of stage 2 and resumed: same ops, same α, same genotype as in one go."""
-    from nasbench.run import RunDir
-    from nasbench.trainer import SearchTrainer, search
+    from nasbench.engine.rundir import RunDir
+    from nasbench.search.trainer import SearchTrainer, search
 
     def cfg_for(out):
         return resolve_search_config("p-darts", overrides=[

@@ -11,10 +11,10 @@ from nasbench.algorithms.base import create_strategy
 from nasbench.algorithms.pc_darts import PartialChannelEdge, channel_shuffle, edge_normalization
 from nasbench.config import resolve_search_config
 from nasbench.errors import ConfigError
-from nasbench.run import RunDir, torch_load
-from nasbench.spaces.darts import PRIMITIVES
-from nasbench.supernet import CellWeights, MixedOp, count_weights
-from nasbench.trainer import SearchTrainer, dry_run
+from nasbench.engine.rundir import RunDir, torch_load
+from nasbench.spaces.darts.ops import PRIMITIVES
+from nasbench.spaces.darts.supernet import CellWeights, MixedOp, count_weights
+from nasbench.search.trainer import SearchTrainer, dry_run
 
 
 def tiny(algo="pc-darts", *overrides):

@@ -131,7 +131,7 @@ def test_a_kill_between_logging_an_epoch_and_its_checkpoint_logs_nothing_twice(t
     """Killed after an epoch's metrics and events lines but before its checkpoint (and with a torn line at the
     end of metrics.jsonl), a resumed search writes each epoch's records exactly once."""
     from nasbench.config import resolve_search_config
-    from nasbench.trainer import SearchTrainer, search
+    from nasbench.search.trainer import SearchTrainer, search
 
     epochs, extra = ALGO_ARGS["sgas"]
     cfg = resolve_search_config("sgas", overrides=["device=cpu", "data.dataset=synthetic", "model.channels=4",
@@ -153,7 +153,7 @@ def test_a_kill_between_logging_an_epoch_and_its_checkpoint_logs_nothing_twice(t
 
 def test_a_train_final_killed_before_its_checkpoint_logs_each_epoch_once(tmp_path: Path, monkeypatch) -> None:
     from nasbench.config import resolve_final_config
-    from nasbench.final import FinalTrainer, train_final
+    from nasbench.final.train import FinalTrainer, train_final
 
     cfg = resolve_final_config(overrides=["device=cpu", "data.dataset=synthetic", "data.image_size=8",
                                           "data.num_train=32", "data.num_test=16", "model.channels=8",

@@ -15,10 +15,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from nasbench.algorithms.base import create_strategy
 from nasbench.algorithms.sgas import UNDECIDED, edge_scores
 from nasbench.config import resolve_search_config
-from nasbench.genotype import validate
-from nasbench.run import RunDir
-from nasbench.spaces.darts import PRIMITIVES
-from nasbench.trainer import Meter, SearchTrainer
+from nasbench.spaces.darts.genotype import validate
+from nasbench.engine.rundir import RunDir
+from nasbench.spaces.darts.ops import PRIMITIVES
+from nasbench.search.trainer import Meter, SearchTrainer
 
 NONE = PRIMITIVES.index("none")
 

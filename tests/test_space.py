@@ -6,8 +6,8 @@ from torch import nn
 
 from nasbench.algorithms.base import create_strategy
 from nasbench.config import resolve_search_config
-from nasbench.spaces.darts import OPS, PRIMITIVES, FactorizedReduce, Identity, Zero, edge_index, num_edges, search_op
-from nasbench.supernet import CellWeights, MixedOp, Supernet, SupernetSpec, count_weights
+from nasbench.spaces.darts.ops import OPS, PRIMITIVES, FactorizedReduce, Identity, Zero, edge_index, num_edges, search_op
+from nasbench.spaces.darts.supernet import CellWeights, MixedOp, Supernet, SupernetSpec, count_weights
 
 
 def test_primitives_in_the_darts_order():
@@ -110,7 +110,7 @@ def test_cell_node_is_the_sum_over_all_earlier_states():
         def forward(self, x, w):
             return x * w
 
-    from nasbench.supernet import SearchCell
+    from nasbench.spaces.darts.supernet import SearchCell
 
     cell = SearchCell(4, 4, 4, False, False, spec.normal_ops, Recorder, steps=4, multiplier=4)
     s0, s1 = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
@@ -124,7 +124,7 @@ def test_cell_node_is_the_sum_over_all_earlier_states():
 
 
 def test_auto_memory_format_avoids_channels_last_where_pytorch_cpu_convs_crash():
-    from nasbench.trainer import channels_last_unsafe, memory_format
+    from nasbench.search.trainer import channels_last_unsafe, memory_format
 
     wide = Supernet(_tiny_spec(C=16), MixedOp)
     narrow = Supernet(_tiny_spec(C=2), MixedOp)  # skip_connect at stride 2: 1×1 stride-2 convs on 4 channels

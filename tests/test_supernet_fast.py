@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.sgas import UNDECIDED
 from nasbench.config import resolve_search_config
-from nasbench.supernet_fast import _dilated_depthwise
-from nasbench.trainer import memory_format
+from nasbench.spaces.darts.ops.fast import _dilated_depthwise
+from nasbench.search.trainer import memory_format
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -244,7 +244,7 @@ def _tiny_search(tmp_path, nas_cmd, name, *extra):
 
 def test_search_with_reference_and_fast_supernets_gives_the_same_architecture(tmp_path, nas_cmd):
     """Through the CLI: a search epoch on each execution (and on the memory-efficient one) ends at equal α."""
-    from nasbench.run import torch_load
+    from nasbench.engine.rundir import torch_load
 
     arch = {}
     for name, extra in (("ref", ["--supernet", "reference"]), ("fast", []), ("lean", ["--memory-efficient"])):
@@ -258,8 +258,8 @@ def test_search_with_reference_and_fast_supernets_gives_the_same_architecture(tm
 
 def test_amp_keeps_architecture_parameters_and_their_softmax_in_fp32(tmp_path):
     """amp=bf16 (on CPU here; meant for CUDA): the supernet computes in bf16, α, its softmax and grads stay fp32."""
-    from nasbench.run import RunDir
-    from nasbench.trainer import Meter, SearchData, SearchTrainer
+    from nasbench.engine.rundir import RunDir
+    from nasbench.search.trainer import Meter, SearchData, SearchTrainer
 
     cfg = resolve_search_config("darts", overrides=["data.dataset=synthetic", "model.channels=4", "model.layers=3",
                                                     "batch_size=4", "device=cpu", "amp=bf16"])

@@ -1,6 +1,6 @@
 """The strategy interface: everything that makes one differentiable NAS algorithm differ from another.
 
-The trainer (:mod:`nasbench.trainer`) and the supernet (:mod:`nasbench.supernet`) never ask which
+The trainer (:mod:`nasbench.search.trainer`) and the supernet (:mod:`nasbench.spaces.darts.supernet`) never ask which
 algorithm runs; they call these hooks. Each hook has a default that is DARTS's behaviour, so an
 algorithm overrides only what it changes:
 
@@ -33,8 +33,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from nasbench import registry
-from nasbench.genotype import Genotype
-from nasbench.supernet import CellWeights, MixedOp, Supernet, SupernetSpec
+from nasbench.spaces.darts.genotype import Genotype
+from nasbench.spaces.darts.supernet import CellWeights, MixedOp, Supernet, SupernetSpec
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

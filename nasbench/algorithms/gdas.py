@@ -29,13 +29,13 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from nasbench import supernet_fast
+from nasbench.spaces.darts import fast as supernet_fast
 from nasbench.algorithms.base import Strategy, derive_cell
 from nasbench.errors import ConfigError
-from nasbench.genotype import Genotype
-from nasbench.network import FixedReductionCell
+from nasbench.spaces.darts.genotype import Genotype
+from nasbench.spaces.darts.network import FixedReductionCell
 from nasbench.registry import register_algorithm
-from nasbench.supernet import CellWeights, MixedOp, Supernet, SupernetSpec
+from nasbench.spaces.darts.supernet import CellWeights, MixedOp, Supernet, SupernetSpec
 
 
 def gumbel_straight_through(alpha: torch.Tensor, tau: float,
@@ -68,7 +68,7 @@ class GumbelEdge(MixedOp):
     ``forward(x, w)`` with ``w = (weights [ops], index)`` returns ``Σ_k (w_k·o_k(x) if k == index else w_k)``:
     the sampled op's output times its (unit) weight; the other weights enter as scalars, zero in value but
     passing the straight-through gradient to α (the official ``forward_gdas``). ``w`` may also be an
-    ``int`` (that op, unweighted) or ``None`` (nothing), as for :class:`~nasbench.supernet.MixedOp`.
+    ``int`` (that op, unweighted) or ``None`` (nothing), as for :class:`~nasbench.spaces.darts.supernet.MixedOp`.
     """
 
     def forward(self, x: torch.Tensor, w: Any) -> Optional[torch.Tensor]:

@@ -37,9 +37,9 @@ from torch import nn
 
 from nasbench.algorithms.base import Decision, Strategy, derive_cell
 from nasbench.errors import ConfigError
-from nasbench.genotype import Genotype
+from nasbench.spaces.darts.genotype import Genotype
 from nasbench.registry import register_algorithm
-from nasbench.supernet import MixedOp, Supernet, SupernetSpec
+from nasbench.spaces.darts.supernet import MixedOp, Supernet, SupernetSpec
 
 PAPER_STAGE_EPOCHS = 25
 

@@ -23,12 +23,12 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from nasbench import supernet_fast
+from nasbench.spaces.darts import fast as supernet_fast
 from nasbench.algorithms.base import Strategy, derive_cell
 from nasbench.errors import ConfigError
-from nasbench.genotype import Genotype
+from nasbench.spaces.darts.genotype import Genotype
 from nasbench.registry import register_algorithm
-from nasbench.supernet import CellWeights, MixedOp, SupernetSpec
+from nasbench.spaces.darts.supernet import CellWeights, MixedOp, SupernetSpec
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -35,9 +35,9 @@ from omegaconf import DictConfig
 
 from nasbench.algorithms.base import Decision, Strategy
 from nasbench.errors import ConfigError
-from nasbench.genotype import Genotype
+from nasbench.spaces.darts.genotype import Genotype
 from nasbench.registry import register_algorithm
-from nasbench.supernet import CellWeights, Supernet
+from nasbench.spaces.darts.supernet import CellWeights, Supernet
 
 UNDECIDED = -1
 

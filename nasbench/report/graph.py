@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from nasbench.errors import NasError
-from nasbench.genotype import Genotype
+from nasbench.spaces.darts.genotype import Genotype
 
 FORMATS = ("dot", "svg", "png", "pdf")
 
@@ -79,7 +79,7 @@ def render(dot_text: str, target: Path, fmt: str) -> Path:
     if r.returncode != 0:
         msg = r.stderr.decode(errors="replace").strip().splitlines()
         raise NasError(f"Graphviz's dot failed for {target}: {msg[0] if msg else 'exit ' + str(r.returncode)}")
-    from nasbench.run import atomic_write_bytes
+    from nasbench.engine.rundir import atomic_write_bytes
 
     atomic_write_bytes(target, r.stdout)
     return target
@@ -87,7 +87,7 @@ def render(dot_text: str, target: Path, fmt: str) -> Path:
 
 def write_genotype_plots(g: Genotype, out_dir: Path, fmt: str = "png", stem: str = "") -> list[Path]:
     """``normal.dot``/``reduce.dot`` always, plus ``normal.FMT``/``reduce.FMT`` unless ``fmt`` is ``dot``."""
-    from nasbench.run import atomic_write_text
+    from nasbench.engine.rundir import atomic_write_text
 
     if fmt not in FORMATS:
         raise NasError(f"unknown plot format {fmt!r}; choose one of: {', '.join(FORMATS)}")

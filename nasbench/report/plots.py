@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from nasbench.run import RunDir, torch_load
+from nasbench.engine.rundir import RunDir, torch_load
 
 INSTALL_HINT = "pip install 'nasbench[plot]' (or: pip install matplotlib)"
 _warned = False
@@ -73,7 +73,7 @@ def plot_edges(run: RunDir, cfg: Any, out_dir: Path) -> list[Path]:
                                  squeeze=False)
         for ax in axes.flat[n:]:
             ax.axis("off")
-        from nasbench.genotype import state_name
+        from nasbench.spaces.darts.genotype import state_name
 
         start, node, idx = 0, 0, 0
         for e in sorted(edges):

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 from nasbench.errors import GenotypeError
 from nasbench.registry import register
-from nasbench.spaces.darts import PRIMITIVES, STEPS
+from nasbench.spaces.darts.ops import PRIMITIVES, STEPS
 
 Pair = tuple[str, int]
 Cell = tuple[Pair, ...]
@@ -394,7 +394,7 @@ def parse_genotype_text(text: str, name: str | None = None) -> Genotype:
 
 def save_genotype(g: Genotype, path: str | os.PathLike) -> Path:
     """Write ``g`` as JSON (indent 2, trailing newline) atomically: temp file, fsync, ``os.replace``."""
-    from nasbench.run import atomic_write_text
+    from nasbench.engine.rundir import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, json.dumps(g.to_dict(), indent=2) + "\n")

@@ -33,14 +33,14 @@ from rich.console import Console
 from torch import nn
 
 from nasbench import data as data_mod
-from nasbench import distributed
+from nasbench.engine import distributed
 from nasbench.config import to_yaml
 from nasbench.errors import ConfigError, NasError, RunDirError
-from nasbench.genotype import Genotype, load_genotype, save_genotype, validate
-from nasbench.network import build_eval_network, count_macs, count_params
-from nasbench.run import RunDir, append_jsonl, atomic_torch_save, atomic_write_text, torch_load
-from nasbench.spaces.darts import PRIMITIVES, STEPS
-from nasbench.trainer import (Meter, TrainingDiverged, data_options, memory_format, resolve_device,
+from nasbench.spaces.darts.genotype import Genotype, load_genotype, save_genotype, validate
+from nasbench.spaces.darts.network import build_eval_network, count_macs, count_params
+from nasbench.engine.rundir import RunDir, append_jsonl, atomic_torch_save, atomic_write_text, torch_load
+from nasbench.spaces.darts.ops import PRIMITIVES, STEPS
+from nasbench.search.trainer import (Meter, TrainingDiverged, data_options, memory_format, resolve_device,
                               restore_rank_rng, rng_state, seed_everything, seed_rank, sum_meter)
 
 CHECKPOINT_VERSION = 1

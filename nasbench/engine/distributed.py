@@ -272,7 +272,7 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     """
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cores() // nproc)))
-    cmd = [sys.executable, "-m", "nasbench.distributed", "--standalone", f"--nproc-per-node={nproc}",
+    cmd = [sys.executable, "-m", "nasbench.engine.distributed", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "nasbench", *argv]
     proc = subprocess.Popen(cmd, env=env)
     while True:
@@ -330,5 +330,5 @@ def strip_nproc(argv: Sequence[str]) -> list[str]:
     return out
 
 
-if __name__ == "__main__":  # python -m nasbench.distributed TORCHRUN_ARGS (what `--nproc` starts)
+if __name__ == "__main__":  # python -m nasbench.engine.distributed TORCHRUN_ARGS (what `--nproc` starts)
     sys.exit(torchrun_main())

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nasbench.cli import (app, BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs,
-                          err, Layers, Nproc, out, OutDir, Overrides, Preset, Seed, Subset, SyncBn, user_errors,
-                          _cells_table, _maybe_launch, _print_mapping, _resume_config, _shortcuts)
+from nasbench.cli.app import (BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs, Layers, Nproc,
+                              OutDir, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err, maybe_launch,
+                              out, print_mapping, resume_config, shortcuts, user_errors)
 
 Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built-in name (see `nas list`), a search "
                                                  "run dir, a JSON file from `nas derive` or a Genotype(...) text file.")]
@@ -21,7 +21,7 @@ def _resume_final_config(run_dir: Path, overrides: list[str], flags: dict[str, A
     """The stored config of a train-final run; flags given again must agree with it."""
     from nasbench import config as cfgmod
 
-    return _resume_config(run_dir, overrides, flags, load=cfgmod.load_final_config,
+    return resume_config(run_dir, overrides, flags, load=cfgmod.load_final_config,
                           shortcuts=cfgmod.FINAL_SHORTCUTS)
 
 
@@ -58,7 +58,7 @@ def train_final(
 ) -> None:
     """Train a cell from scratch with the papers' recipe; writes a run directory ending in result.json."""
     from nasbench import config as cfgmod
-    from nasbench import final
+    from nasbench.final import train as final
 
     overrides = list(overrides or [])
     if auxiliary is not None:
@@ -67,7 +67,7 @@ def train_final(
         overrides.append("memory_format=channels_last")
     if sync_bn:
         overrides.append("sync_bn=true")
-    flags = _shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
+    flags = shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
                        device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
                        genotype=genotype, val_split=val_split, amp="auto" if amp else None)
     if resume is not None:
@@ -80,11 +80,11 @@ def train_final(
         if as_json:
             print(json.dumps(report))
         else:
-            err.print(_cells_table(g, f"genotype {cfg.genotype}"))
-            _print_mapping("evaluation network", report)
+            err.print(cells_table(g, f"genotype {cfg.genotype}"))
+            print_mapping("evaluation network", report)
         return
-    _maybe_launch(nproc, lambda n: final.check_distributed(cfg, n))
-    from nasbench import distributed
+    maybe_launch(nproc, lambda n: final.check_distributed(cfg, n))
+    from nasbench.engine import distributed
 
     try:
         run, result = final.train_final(cfg, resume=resume, console=err, show_progress=not no_progress)
@@ -109,13 +109,13 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Re-compute the test accuracy of a train-final run from its saved weights."""
-    from nasbench.final import evaluate_run
+    from nasbench.final.train import evaluate_run
 
     report = evaluate_run(run_dir, which=checkpoint, device=device or "auto", batch_size=batch_size)
     if as_json:
         print(json.dumps(report))
     else:
-        _print_mapping("evaluation", {**report, "test_acc": f"{report['test_acc']:.2f}%"})
+        print_mapping("evaluation", {**report, "test_acc": f"{report['test_acc']:.2f}%"})
 
 
 @app.command(name="export")
@@ -128,11 +128,11 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Export the trained model (eval mode, no auxiliary head) and check its outputs against PyTorch."""
-    from nasbench.final import export_run
+    from nasbench.final.train import export_run
 
     report = export_run(run_dir, fmt, output, which=checkpoint)
     if as_json:
         print(json.dumps(report))
     else:
-        _print_mapping("export", report)
+        print_mapping("export", report)
         out.print(report["path"], highlight=False, soft_wrap=True)

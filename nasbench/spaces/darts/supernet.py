@@ -11,7 +11,7 @@ each edge module and passes each edge whatever the strategy's ``edge_weights`` p
 
 Two executions of the same modules (:meth:`Supernet.set_execution`): ``reference`` runs every op of every
 edge on its own, as the DARTS code does (the tests' oracle and the benchmark's baseline); ``fast`` (the
-default of a search) computes the same numbers with less work (:mod:`nasbench.supernet_fast`). Either can
+default of a search) computes the same numbers with less work (:mod:`nasbench.spaces.darts.ops.fast`). Either can
 recompute each search cell's activations in the backward pass instead of storing them
 (``memory_efficient``).
 """
@@ -27,8 +27,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from nasbench import supernet_fast
-from nasbench.spaces.darts import FactorizedReduce, ReLUConvBN, search_op
+from nasbench.spaces.darts import fast as supernet_fast
+from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN, search_op
 
 IMPLS = ("fast", "reference")
 
@@ -100,7 +100,7 @@ class MixedOp(nn.Module):
 
     def contribute(self, node: supernet_fast.NodeSum, src: supernet_fast.SourceCache, w: Any,
                    scale: Optional[torch.Tensor], part: str = "out") -> None:
-        """The fast execution's equivalent of ``node += scale · forward(x, w)`` (see :mod:`nasbench.supernet_fast`)."""
+        """The fast execution's equivalent of ``node += scale · forward(x, w)`` (see :mod:`nasbench.spaces.darts.ops.fast`)."""
         if w is None:
             return
         if isinstance(w, int):

@@ -30,13 +30,13 @@ class Reporter:
 
 
 class PlotReporter(Reporter):
-    """RUN_DIR/plots/*.png at the end of the run (see :mod:`nasbench.plots`)."""
+    """RUN_DIR/plots/*.png at the end of the run (see :mod:`nasbench.report.plots`)."""
 
     def __init__(self, console: Any):
         self.console = console
 
     def run_end(self, trainer: Any, genotype: Any) -> None:
-        from nasbench import plots
+        from nasbench.report import plots
 
         written = plots.write_run_plots(trainer.run, trainer.cfg, say=lambda m: self.console.print(m))
         if written:
@@ -71,7 +71,7 @@ class TensorBoardReporter(Reporter):
         for t in s.spec.cell_types:
             self.writer.add_histogram(f"arch/{t}_alpha", s.alpha(t).detach().cpu(), step)
             self.writer.add_histogram(f"arch/{t}_op_weights", s.op_probabilities(t).cpu(), step)
-        from nasbench.genotype import format_genotype_text
+        from nasbench.spaces.darts.genotype import format_genotype_text
 
         self.writer.add_text("genotype", f"epoch {step}: `{format_genotype_text(genotype)}`", step)
         self.writer.flush()

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from nasbench.cli import _cells_table, app, err, out, user_errors
+from nasbench.cli.app import cells_table, app, err, out, user_errors
 from nasbench.errors import GenotypeError, NasError, RunDirError
 
 FINAL_RESULT_FILES = ("final.json", "result.json", "final/result.json", "final/final.json")
@@ -28,7 +28,7 @@ def _is_run_dir(p: Path) -> bool:
 
 def latest_genotype(run_dir: Path) -> tuple[Any, str]:
     """The run's best.json, else its latest per-epoch genotype; with where it came from."""
-    from nasbench.genotype import load_genotype
+    from nasbench.spaces.darts.genotype import load_genotype
 
     best = run_dir / "best.json"
     if best.is_file():
@@ -42,7 +42,7 @@ def latest_genotype(run_dir: Path) -> tuple[Any, str]:
 def genotype_params(g: Any, C: int = 36, layers: int = 20, num_classes: int = 10) -> Optional[int]:
     """Weights of the CIFAR-10 evaluation network of ``g`` (DARTS: C=36, 20 cells), auxiliary head excluded,
     as the papers count them. None where the genotype cannot be built."""
-    from nasbench.network import NetworkCIFAR
+    from nasbench.spaces.darts.network import NetworkCIFAR
 
     try:
         net = NetworkCIFAR(C, num_classes, layers, False, g)
@@ -93,7 +93,7 @@ def _fmt_op_cell(cell: Any) -> str:
 def _run_summary(run_dir: Path) -> dict[str, Any]:
     """Everything compare and show need from a run directory (no checkpoint loading)."""
     from nasbench.config import load_run_config
-    from nasbench.run import RunDir
+    from nasbench.engine.rundir import RunDir
 
     run = RunDir.open(run_dir)
     cfg = load_run_config(run.config_path)
@@ -127,8 +127,8 @@ def plot(
                                             "the edge-weight, curve and SGAS plots (matplotlib).")] = True,
 ) -> None:
     """Draw the normal and reduction cells as graphs (DOT always; PNG/SVG/PDF with Graphviz's dot)."""
-    from nasbench import graph
-    from nasbench.genotype import load_genotype, validate
+    from nasbench.report import graph
+    from nasbench.spaces.darts.genotype import load_genotype, validate
 
     if fmt not in graph.FORMATS:
         raise NasError(f"unknown plot format {fmt!r}; choose one of: {', '.join(graph.FORMATS)}")
@@ -154,9 +154,9 @@ def plot(
         for cell, text in graph.genotype_dots(g).items():
             written.append(graph.render(text, target / f"{stem}{cell}.{fmt}", fmt))
     if is_run and run_plots:
-        from nasbench import plots
+        from nasbench.report import plots
         from nasbench.config import load_run_config
-        from nasbench.run import RunDir
+        from nasbench.engine.rundir import RunDir
 
         run = RunDir.open(p)
         written += plots.write_run_plots(run, load_run_config(run.config_path), say=lambda m: err.print(m))
@@ -207,7 +207,7 @@ def show(run_dir: Annotated[Path, typer.Argument(help="A search run directory (f
         t.add_row("train-final", f"{s['final']['value']:.2f}% ({s['final']['key']}, {s['final']['file']})")
     out.print(t)
     if s["genotype"] is not None:
-        out.print(_cells_table(s["genotype"], f"current genotype ({s['genotype_source']})"))
+        out.print(cells_table(s["genotype"], f"current genotype ({s['genotype_source']})"))
 
 
 # ---------------------------------------------------------------------------------------------- compare

@@ -27,14 +27,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from nasbench import data as data_mod
-from nasbench import distributed
+from nasbench.engine import distributed
 from nasbench.algorithms.base import ArchStepContext, Strategy, create_strategy
 from nasbench.config import to_yaml
 from nasbench.errors import ConfigError, NasError, RunDirError
-from nasbench.genotype import Genotype, save_genotype
-from nasbench.run import RunDir, append_jsonl, atomic_torch_save, atomic_write_text, torch_load
-from nasbench.spaces.darts import PARAMETER_FREE
-from nasbench.supernet import Supernet, count_weights
+from nasbench.spaces.darts.genotype import Genotype, save_genotype
+from nasbench.engine.rundir import RunDir, append_jsonl, atomic_torch_save, atomic_write_text, torch_load
+from nasbench.spaces.darts.ops import PARAMETER_FREE
+from nasbench.spaces.darts.supernet import Supernet, count_weights
 
 CHECKPOINT_VERSION = 1
 
@@ -481,7 +481,7 @@ class SearchTrainer:
         if self.dist.is_main:  # records of epochs after the checkpoint are written again
             self.run.rewind(self.global_epoch)
         self._announce()
-        from nasbench import reporting
+        from nasbench.report import reporters as reporting
 
         self.reporters = reporting.make_reporters(cfg, self.run, self.console) if self.dist.is_main else []
         old_handler = signal.signal(signal.SIGINT, self._on_sigint)

@@ -1,6 +1,6 @@
 """The fast execution of a search cell: the same modules and parameters as the reference, less work.
 
-The reference forward (:meth:`nasbench.supernet.SearchCell.forward`) runs every op of every edge on its
+The reference forward (:meth:`nasbench.spaces.darts.supernet.SearchCell.forward`) runs every op of every edge on its
 own, as the DARTS code does. This forward computes the same sums with these savings:
 
 * what depends only on a source state is computed once per state, not once per edge: the ReLU that
@@ -15,7 +15,7 @@ own, as the DARTS code does. This forward computes the same sums with these savi
   convolutions are several times slower than for undilated ones;
 
 Edges take part through ``contribute(node, source, w, scale, part)`` (see :class:`NodeSum` and
-:class:`SourceCache`); :class:`~nasbench.supernet.MixedOp` implements it for every edge that is a weighted
+:class:`SourceCache`); :class:`~nasbench.spaces.darts.supernet.MixedOp` implements it for every edge that is a weighted
 sum of ops, and an algorithm whose edge does something else implements it in its own file.
 """
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasbench.spaces.darts import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
+from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 
 
 def _format_of(x: torch.Tensor) -> torch.memory_format:
@@ -237,7 +237,7 @@ def _accumulates(cur: torch.Tensor, t: torch.Tensor) -> bool:
 
 # ---------------------------------------------------------------------------------------------- the cell
 def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, w: Any) -> torch.Tensor:
-    """The fast forward of a :class:`~nasbench.supernet.SearchCell` (same result as its reference forward).
+    """The fast forward of a :class:`~nasbench.spaces.darts.supernet.SearchCell` (same result as its reference forward).
 
     Nodes are computed in the reference's order (node by node, inputs in order, ops in order), so ops that
     draw random numbers (P-DARTS's skip dropout) draw the same ones.

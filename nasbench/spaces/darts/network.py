@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nasbench.errors import ConfigError, GenotypeError
-from nasbench.spaces.darts import OPS, FactorizedReduce, Identity, ReLUConvBN
+from nasbench.spaces.darts.ops import OPS, FactorizedReduce, Identity, ReLUConvBN
 
 __all__ = [
     "drop_path",

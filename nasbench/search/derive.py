@@ -8,8 +8,8 @@ from typing import Optional
 from nasbench.algorithms.base import create_strategy
 from nasbench.config import load_run_config
 from nasbench.errors import RunDirError
-from nasbench.genotype import Genotype
-from nasbench.run import RunDir, torch_load
+from nasbench.spaces.darts.genotype import Genotype
+from nasbench.engine.rundir import RunDir, torch_load
 
 
 def derive_run(run_dir: str | Path, epoch: Optional[int] = None) -> tuple[Genotype, int]:

@@ -1,0 +1,184 @@
+"""The ``nas`` command line: each command turns flags into a config and calls one function.
+
+User mistakes (:class:`~nasbench.errors.NasError`) print one line on stderr and exit with code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from nasbench.errors import ConfigError, NasError
+
+app = typer.Typer(
+    name="nas",
+    help="Differentiable neural architecture search: DARTS, GDAS, P-DARTS, PC-DARTS and SGAS on one supernet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn NasErrors into one line on stderr and exit code 2 (a traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NasError as exc:
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]error{_rank_tag()}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            if not _rank_tag():
+                err.print("interrupted: the checkpoint was saved; continue with --resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _rank_tag() -> str:
+    """' (rank N)' in the processes of a distributed run other than rank 0, else ''."""
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    return f" (rank {rank})" if rank else ""
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+# ---------------------------------------------------------------------------------------------- options
+Algo = Annotated[str, typer.Option("--algo", "-a", help="Search algorithm (see `nas list`).")]
+Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (see `nas list`).")]
+Preset = Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or quick (a CPU-sized run).")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of config overrides.")]
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides as key=value (e.g. optim.lr=0.05).",
+                                                          show_default=False)]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Epochs (epoch-counted schedules scale with it).")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Batch size.")]
+Channels = Annotated[Optional[int], typer.Option("--channels", help="Initial channels C.")]
+Layers = Annotated[Optional[int], typer.Option("--layers", help="Number of cells.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
+Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.")]
+DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Where datasets are (default $NASBENCH_DATA or "
+                                                                    "~/.cache/nasbench/data).")]
+Subset = Annotated[Optional[int], typer.Option("--subset", help="Use only N training images.")]
+OutDir = Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default runs/<algo>-<dataset>-<time>).")]
+Download = Annotated[Optional[bool], typer.Option("--download/--no-download", help="Let torchvision fetch the data "
+                                                                                   "(needs internet).", show_default=False)]
+
+
+Nproc = Annotated[Optional[int], typer.Option("--nproc", help="Run N processes on this machine through torchrun "
+                                              "(DDP; the batch size is split over them).")]
+SyncBn = Annotated[bool, typer.Option("--sync-bn", help="Distributed on CUDA: BatchNorm statistics over all "
+                                      "processes (SyncBatchNorm).")]
+
+
+def shortcuts(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def maybe_launch(nproc: Optional[int], check: Callable[[int], None]) -> None:
+    """With ``--nproc N`` (and not already under torchrun): ``check(N)`` (the settings N processes need,
+    so that a mistake is reported once, before any starts), then run this same command line in N processes
+    through torchrun and exit with their exit code."""
+    if nproc is None or "WORLD_SIZE" in os.environ:
+        return
+    from nasbench.engine import distributed
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    check(nproc)
+    raise typer.Exit(distributed.launch(nproc, distributed.strip_nproc(sys.argv[1:])))
+
+
+
+# ---------------------------------------------------------------------------------------------- shared
+def resume_config(run_dir: Path, overrides: list[str], flags: dict[str, Any], *,
+                   load: Optional[Callable[[Path], Any]] = None, shortcuts: Optional[dict[str, str]] = None) -> Any:
+    """The stored config of a run (read by ``load``, default a search config); flags given again must agree
+    with it (refuse, naming the keys). ``shortcuts`` maps the command's flags to config keys."""
+    from omegaconf import OmegaConf
+
+    from nasbench import config as cfgmod
+    from nasbench.engine.rundir import RunDir
+
+    run = RunDir.open(run_dir)
+    stored = (load or cfgmod.load_run_config)(run.config_path)
+    asked = cfgmod.parse_dotlist(overrides)
+    asked.update({(shortcuts or cfgmod.SHORTCUTS)[k]: v for k, v in flags.items()})
+    asked.pop("out", None)
+    differing = [k for k, v in asked.items() if OmegaConf.select(stored, k, default=object()) != v]
+    if differing:
+        detail = ", ".join(f"{k} (stored {OmegaConf.select(stored, k, default='?')!r}, given {asked[k]!r})"
+                           for k in differing)
+        raise NasError(f"--resume continues with the run's stored config; these flags differ from it: {detail}")
+    stored.out = str(run_dir)
+    return stored
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def cells_table(genotype: Any, title: str) -> Table:
+    from nasbench.spaces.darts.genotype import state_name
+
+    t = Table(title=title)
+    t.add_column("node", justify="right")
+    t.add_column("normal cell")
+    t.add_column("reduction cell")
+    n_nodes = len(genotype.normal) // 2
+    for i in range(n_nodes):
+        row = [str(i)]
+        for cell in (genotype.normal, genotype.reduce):
+            if cell is None:
+                row.append("(fixed)" if i == 0 else "")
+            else:
+                pairs = cell[2 * i: 2 * i + 2]
+                row.append(", ".join(f"{op} ← {state_name(j)}" for op, j in pairs))
+        t.add_row(*row)
+    return t
+
+
+def print_mapping(title: str, mapping: dict[str, Any]) -> None:
+    t = Table(title=title, show_header=False)
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    for k, v in mapping.items():
+        t.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+    out.print(t)
+
+
+def load_command_modules() -> None:
+    """Import every command module of this package: a new command group is one new file."""
+    import importlib
+    import pkgutil
+
+    import nasbench.cli as package
+
+    for mod in pkgutil.iter_modules(package.__path__):
+        if mod.name != "app":
+            importlib.import_module(f"{package.__name__}.{mod.name}")
+
+
+def main() -> None:
+    load_command_modules()
+    app(prog_name="nas")

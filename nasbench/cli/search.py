@@ -1,0 +1,112 @@
+"""``nas search`` and ``nas derive``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nasbench.cli.app import (Algo, BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Download, Epochs,
+                              Layers, Nproc, OutDir, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err,
+                              maybe_launch, out, print_mapping, resume_config, shortcuts, user_errors)
+
+
+# ---------------------------------------------------------------------------------------------- search
+@app.command()
+@user_errors
+def search(
+    overrides: Overrides = None,
+    algo: Algo = "darts",
+    dataset: Dataset = None,
+    preset: Preset = "paper",
+    config: ConfigFile = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    channels: Channels = None,
+    layers: Layers = None,
+    seed: Seed = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    subset: Subset = None,
+    out_dir: OutDir = None,
+    download: Download = None,
+    unrolled: Annotated[bool, typer.Option("--unrolled", help="DARTS second order (same as darts.unrolled=true).")] = False,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Also checkpoint every N steps.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Build the supernet, report its size, touch no data.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (with --dry-run).")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (log lines only).")] = False,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="PyTorch's deterministic algorithms "
+                                                "(reports ops that have none).")] = False,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="TensorBoard logs in RUN_DIR/tensorboard "
+                                              "(needs the tensorboard extra).")] = False,
+    amp: Annotated[bool, typer.Option("--amp", help="bf16 autocast of the supernet (α stays fp32); for CUDA.")] = False,
+    memory_efficient: Annotated[bool, typer.Option("--memory-efficient", help="Recompute each cell in the backward "
+                                                   "pass: far less memory, about a third more time.")] = False,
+    supernet: Annotated[Optional[str], typer.Option("--supernet", help="fast (default) or reference: the per-edge "
+                                                    "NCHW execution of the DARTS code (same numbers).")] = None,
+    nproc: Nproc = None,
+    sync_bn: SyncBn = False,
+) -> None:
+    """Search a cell: a bilevel search of the supernet; writes a run directory ending in best.json."""
+    from nasbench import config as cfgmod
+    from nasbench.search import trainer
+
+    overrides = list(overrides or [])
+    switches = {"darts.unrolled": unrolled, "deterministic": deterministic, "tensorboard": tensorboard,
+                "memory_efficient": memory_efficient, "sync_bn": sync_bn}
+    overrides += [f"{key}=true" for key, on in switches.items() if on]
+    valued = {"checkpoint_every": checkpoint_every, "supernet": supernet, "amp": "bf16" if amp else None}
+    overrides += [f"{key}={value}" for key, value in valued.items() if value is not None]
+    flags = shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
+                       device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
+                       download=download)
+    if resume is not None:
+        cfg = resume_config(resume, overrides, flags)
+    else:
+        cfg = cfgmod.resolve_search_config(algo, preset=preset, config_file=config, overrides=overrides,
+                                           shortcuts=flags)
+    if dry_run:
+        report = trainer.dry_run(cfg)
+        if as_json:
+            print(json.dumps(report))
+        else:
+            print_mapping("supernet", report)
+        return
+    if cfg.get("tensorboard", False):
+        from nasbench.report.reporters import check_tensorboard
+
+        check_tensorboard()
+    maybe_launch(nproc, lambda n: trainer.check_distributed(cfg, n))
+    from nasbench.engine import distributed
+
+    try:
+        run, genotype = trainer.search(cfg, resume=resume, console=err, show_progress=not no_progress)
+        if distributed.context().is_main:
+            err.print(cells_table(genotype, f"derived genotype ({cfg.algo})"))
+            out.print(str(run.best_path), highlight=False, soft_wrap=True)
+    finally:
+        distributed.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- derive
+@app.command()
+@user_errors
+def derive(
+    run_dir: Annotated[Path, typer.Argument(help="A search run directory.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the genotype "
+                                                                            "(default RUN_DIR/best.json).")] = None,
+    epoch: Annotated[Optional[int], typer.Option("--epoch", help="Derive from this epoch's architecture "
+                                                                 "(0-based; default the last).")] = None,
+) -> None:
+    """Derive the genotype from a run's architecture parameters by its algorithm's rule."""
+    from nasbench.search.derive import derive_run
+    from nasbench.spaces.darts.genotype import save_genotype
+
+    genotype, used_epoch = derive_run(run_dir, epoch)
+    target = output or (Path(run_dir) / "best.json")
+    save_genotype(genotype, target)
+    out.print(cells_table(genotype, f"{genotype.meta.get('algo', '')} genotype, epoch {used_epoch}"))
+    out.print(str(target), highlight=False, soft_wrap=True)
