@@ -7,7 +7,7 @@ At the paper configuration's first-cell shape (batch 64, C=16, 32×32) it times,
 
 * NCHW against channels_last for each kind of convolution of the DARTS space;
 * a dilated depthwise convolution against the same convolution over the d×d pixel phases
-  (``nasbench.spaces.darts.ops.fast._dilated_depthwise``);
+  (``nasbench.spaces.darts.fast._dilated_depthwise``);
 * the four edges that leave one source, each with its own depthwise conv, against one batched depthwise conv
   with 4 outputs per channel (the "grouped convolutions across edges" idea);
 * with ``--compile``: a search step's forward + backward of the fast DARTS supernet, eager against
@@ -50,7 +50,7 @@ def fwd_bwd(module_or_fn, x: torch.Tensor):
 
 
 def op_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
-    from nasbench.spaces.darts.ops.fast import _dilated_depthwise
+    from nasbench.spaces.darts.fast import _dilated_depthwise
 
     B, C, H = args.batch_size, args.channels, args.size
     rows = []
@@ -81,7 +81,7 @@ def op_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
 def compile_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
     from nasbench.algorithms.base import create_strategy
     from nasbench.config import resolve_search_config
-    from nasbench.search.trainer import memory_format
+    from nasbench.engine.device import memory_format
 
     cfg = resolve_search_config("darts", overrides=["data.dataset=synthetic", f"model.channels={args.channels}",
                                                     f"model.layers={args.layers}"])
@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="also measure torch.compile of the fast supernet")
     args = p.parse_args()
-    from nasbench.search.trainer import resolve_device
+    from nasbench.engine.device import resolve_device
 
     dev = resolve_device(args.device)
     rows = op_rows(args, dev)

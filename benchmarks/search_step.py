@@ -91,14 +91,15 @@ def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
     import torch
 
     from nasbench.engine.rundir import RunDir
-    from nasbench.search.trainer import Meter, SearchData, SearchTrainer
+    from nasbench.engine.meters import Meter
+    from nasbench.search.data import SearchData
+    from nasbench.search.trainer import SearchTrainer
 
     algo, cfg = make_config(case, variant, args)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = SearchTrainer(cfg, RunDir.create(Path(tmp) / "run"), show_progress=False)
-        trainer.data = SearchData(None, [], [], 10, 3, "synthetic")
-        trainer._build_stage(fresh_arch=True)
+        trainer.build(SearchData(None, [], [], 10, 3))
         dev = trainer.device
         B = args.batch_size
 
@@ -166,7 +167,7 @@ def _diff_once(case: str, variant: str, args: argparse.Namespace, dtype, batch: 
     import torch.nn.functional as F
 
     from nasbench.algorithms.base import create_strategy
-    from nasbench.search.trainer import memory_format, resolve_device
+    from nasbench.engine.device import memory_format, resolve_device
 
     algo, cfg = make_config(case, variant, args)
     dev = resolve_device(cfg.device)

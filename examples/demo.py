@@ -43,8 +43,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from nasbench import registry
-    from nasbench.final.train import random_genotype
-    from nasbench.spaces.darts.genotype import save_genotype
+    from nasbench.spaces.darts.genotype import random_genotype
+    from nasbench.spaces.genotypes import save_genotype
 
     algo = a.algo
     if algo not in registry.names("algorithm"):

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nasbench import registry
 from nasbench.errors import ConfigError
+from nasbench.spaces.base import check_supported
 
 
 @dataclass
@@ -42,20 +43,28 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfigBase:
+    """The ``data`` keys shared by the search (:class:`DataConfig`) and train-final (:class:`FinalDataConfig`)."""
+
     dataset: str = "cifar10"
     data_dir: Optional[str] = None  # default: $NASBENCH_DATA or ~/.cache/nasbench/data
     download: bool = False
-    subset: Optional[int] = None  # use only this many training images
-    train_portion: float = 0.5  # share of the training set that trains the weights
+    subset: Optional[int] = None  # use (train on) only this many training images
     workers: int = 0
     cutout: int = 0
-    # synthetic dataset only
+    # synthetic dataset only (image_size also sets the size of imagefolder images)
     image_size: int = 32
     channels: int = 3
     num_classes: int = 10
     num_train: int = 512
     num_test: int = 128
+
+
+@dataclass
+class DataConfig(DataConfigBase):
+    """The search's ``data`` section."""
+
+    train_portion: float = 0.5  # share of the training set that trains the weights
 
 
 @dataclass
@@ -257,11 +266,9 @@ def check_search_config(cfg: DictConfig) -> None:
         raise ConfigError(f"model.layers must be at least 1, got {cfg.model.layers}")
     if cfg.model.channels < 1:
         raise ConfigError(f"model.channels must be at least 1, got {cfg.model.channels}")
-    if cfg.model.steps != 4 or cfg.model.multiplier != 4:
-        raise ConfigError("the darts space has 4 intermediate nodes, all concatenated: model.steps and "
-                          f"model.multiplier must be 4, got {cfg.model.steps} and {cfg.model.multiplier}")
-    if cfg.model.channels % 2:
-        raise ConfigError(f"model.channels must be even (factorized reduce halves it), got {cfg.model.channels}")
+    space = registry.get("space", cfg.model.space)
+    check_supported(registry.get("algorithm", cfg.algo), cfg.model.space)
+    space.check_config(cfg)
     if not 0.0 < cfg.data.train_portion < 1.0:
         raise ConfigError(f"data.train_portion must lie strictly between 0 and 1, got {cfg.data.train_portion}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
@@ -307,22 +314,13 @@ class FinalModelConfig:
 
 
 @dataclass
-class FinalDataConfig:
-    dataset: str = "cifar10"
-    data_dir: Optional[str] = None
-    download: bool = False
-    subset: Optional[int] = None  # train on only this many training images
+class FinalDataConfig(DataConfigBase):
+    """train-final's ``data`` section."""
+
+    cutout: int = 16
     test_subset: Optional[int] = None  # test on only this many test images (quick checks; the papers use all)
     val_split: float = 0.0  # share of the training images held out for validation (and the best checkpoint)
-    workers: int = 0
-    cutout: int = 16
     augment: bool = True  # random crop (padding 4) and flip; false: none (short runs converge faster)
-    # synthetic dataset only (image_size also sets the size of imagefolder images)
-    image_size: int = 32
-    channels: int = 3
-    num_classes: int = 10
-    num_train: int = 512
-    num_test: int = 128
 
 
 @dataclass
@@ -455,3 +453,15 @@ def load_final_config(path: str | Path) -> DictConfig:
     if file_cfg.get("kind") != "train-final":
         raise ConfigError(f"{path} is not a train-final config (no 'kind: train-final')")
     return _merge(OmegaConf.structured(FinalConfig), file_cfg, str(path))
+
+
+def data_options(cfg: DictConfig) -> dict[str, Any]:
+    """The dataset options of ``cfg`` beyond name and folder (synthetic sizes and seed, image size), as
+    keyword arguments of the data functions; shared by search and train-final."""
+    d = cfg.data
+    if d.dataset == "synthetic":
+        return {"image_size": d.image_size, "channels": d.channels, "num_classes": d.num_classes,
+                "num_train": d.num_train, "num_test": d.num_test, "seed": cfg.seed}
+    if d.dataset == "imagefolder":
+        return {"image_size": d.image_size}
+    return {}

@@ -18,10 +18,9 @@ T = TypeVar("T")
 _REGISTRIES: dict[str, dict[str, Any]] = {"algorithm": {}, "space": {}, "dataset": {}, "genotype": {}}
 
 _BUILTIN_MODULES = (
-    "nasbench.spaces.darts.ops",
+    "nasbench.spaces",  # every space, and the published genotypes of each
     "nasbench.algorithms",
     "nasbench.data",
-    "nasbench.spaces.darts.genotype",
 )
 _loaded = False
 
@@ -49,6 +48,11 @@ def _register(kind: str, name: str) -> Callable[[T], T]:
 def register(kind: str, name: str, obj: Any) -> Any:
     """Register ``obj`` under ``name`` (the non-decorator form, for data such as genotypes)."""
     return _register(kind, name)(obj)
+
+
+def unregister(kind: str, name: str) -> None:
+    """Remove ``name`` (a plugin registered for a while, e.g. by a test)."""
+    _REGISTRIES[kind].pop(name, None)
 
 
 def register_algorithm(name: str) -> Callable[[T], T]:

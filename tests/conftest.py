@@ -11,6 +11,45 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
+# ---------------------------------------------------------------------------------------------- shared helpers
+# (plain functions: test modules import them with ``from conftest import ...``)
+def tiny_strategy(algo: str, *overrides: str, channels: int = 4, layers: int = 3, seed: int = 0, build: bool = True):
+    """(cfg, strategy, supernet) of a tiny search on synthetic data: 3 classes, 3 input channels, α drawn
+    after the supernet's weights from ``seed``; ``build=False`` skips the supernet (``None``)."""
+    from nasbench.algorithms.base import create_strategy
+    from nasbench.config import resolve_search_config
+
+    cfg = resolve_search_config(algo, overrides=["data.dataset=synthetic", f"model.channels={channels}",
+                                                 f"model.layers={layers}", *overrides])
+    s = create_strategy(algo, cfg)
+    spec = s.supernet_spec(num_classes=3, in_channels=3)
+    torch.manual_seed(seed)
+    net = s.build_supernet(spec) if build else None
+    s.init_arch_params(spec, torch.device("cpu"))
+    return cfg, s, net
+
+
+def set_alpha(s, cell_type: str, values: torch.Tensor) -> None:
+    """Overwrite a strategy's α of ``cell_type`` in place (it stays the optimizer's tensor)."""
+    with torch.no_grad():
+        s.arch[f"alpha_{cell_type}"].copy_(values)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖a − b‖ / ‖b‖ in float64."""
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def invoke(*args):
+    """The ``nas`` app in-process (typer's CliRunner), arguments as strings."""
+    from typer.testing import CliRunner
+
+    from nasbench.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 @pytest.fixture
 def nas_cmd():
     """The real console entry point, as a user runs it (``python -m nasbench`` is the same)."""
@@ -31,3 +70,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run only where PyTorch sees a CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -1,22 +1,18 @@
 """The `nas` command line: dry runs, error paths (in-process) and search → derive end to end (real processes)."""
 
 import json
+import math
 import subprocess
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from nasbench.cli.app import app
-from nasbench.spaces.darts.genotype import load_genotype, validate
+from nasbench.spaces.darts.genotype import validate
+from nasbench.spaces.genotypes import load_genotype
+from conftest import invoke
 
-runner = CliRunner()
 
 TINY = ["--channels", "4", "--layers", "3", "--batch-size", "16", "--subset", "64", "--no-progress"]
-
-
-def invoke(*args):
-    return runner.invoke(app, list(args))
 
 
 def test_dry_run_json_reports_the_darts_weight_count():
@@ -115,8 +111,11 @@ def test_search_on_real_fashion_mnist_subset(tmp_path, nas_cmd, fashion_availabl
     out = tmp_path / "fm"
     _search(nas_cmd, out, "--dataset", "fashion-mnist", "--epochs", "1", "--subset", "96")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert records[0]["train_acc"] > 0
-    validate(load_genotype(out / "best.json"))
+    assert len(records) == 1 and 0.0 < records[0]["valid_loss"] < 3 * math.log(10)  # finite, no blow-up
+    best = validate(load_genotype(out / "best.json"))
+    # best.json is the genotype the last epoch derived and logged
+    assert best.to_dict()["normal"] == records[-1]["genotype"]["normal"]
+    assert best.to_dict()["reduce"] == records[-1]["genotype"]["reduce"]
 
 
 def test_second_order_search_runs(tmp_path, nas_cmd):
@@ -126,6 +125,13 @@ def test_second_order_search_runs(tmp_path, nas_cmd):
     from nasbench.config import load_run_config
 
     assert load_run_config(out / "config.yaml").darts.unrolled is True
+    # the same run in first order takes other architecture steps: the unrolled term is really there
+    first = tmp_path / "first"
+    _search(nas_cmd, first, "--dataset", "synthetic", "--epochs", "1", "data.num_train=32", "data.image_size=8",
+            "--subset", "32")
+    a2 = torch.load(out / "arch/epoch_000.pt", weights_only=True)["arch"]["alpha_normal"]
+    a1 = torch.load(first / "arch/epoch_000.pt", weights_only=True)["arch"]["alpha_normal"]
+    assert a1.shape == a2.shape and not torch.allclose(a1, a2)
 
 
 def test_python_dash_m_is_the_same_command(nas_cmd):

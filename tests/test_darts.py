@@ -1,26 +1,20 @@
 """DARTS itself: softmax edge weights, the second-order step and its Hessian-vector product, derive."""
 
-import math
 
-import pytest
 import torch
 from torch.func import functional_call
 
-from nasbench.algorithms.base import ArchStepContext, create_strategy, derive_cell
+from nasbench.algorithms.base import ArchStepContext
+from nasbench.spaces.base import Topology, derive_top_edges
 from nasbench.algorithms.darts import finite_difference_hvp
-from nasbench.config import resolve_search_config
 from nasbench.spaces.darts.ops import PRIMITIVES
+from conftest import tiny_strategy
+
+DARTS_CELL = Topology.dense(n_inputs=2, nodes=4, keep=2, output=(2, 3, 4, 5))
 
 
 def tiny(algo="darts", *overrides):
-    cfg = resolve_search_config(algo, overrides=["data.dataset=synthetic", "model.channels=4", "model.layers=3",
-                                                 *overrides])
-    s = create_strategy(algo, cfg)
-    spec = s.supernet_spec(num_classes=3, in_channels=3)
-    torch.manual_seed(0)
-    net = s.build_supernet(spec)
-    s.init_arch_params(spec, torch.device("cpu"))
-    return cfg, s, net
+    return tiny_strategy(algo, *overrides)
 
 
 def test_alpha_init_and_softmax_weights():
@@ -123,7 +117,7 @@ def test_derive_keeps_two_strongest_edges_and_never_none():
     W[4, 7] = 0.6
     # node 2 (edges 5..8), node 3 (edges 9..13): ties resolve to the lower input index
     W[8, 5] = 0.4
-    gene = derive_cell(W, ops, steps=4)
+    gene = derive_top_edges(W, ops, DARTS_CELL)
     assert gene[0:2] == [("dil_conv_3x3", 1), ("sep_conv_3x3", 0)]
     assert gene[2:4] == [("dil_conv_5x5", 2), ("skip_connect", 0)]
     assert gene[4:6] == [("sep_conv_5x5", 3), ("max_pool_3x3", 0)]
@@ -137,7 +131,7 @@ def test_derive_with_edge_scale_reorders_edges():
     W[0, 4], W[1, 5] = 0.5, 0.4
     scale = torch.ones(14)
     scale[0] = 0.1
-    gene = derive_cell(W, ops, steps=4, edge_scale=scale)
+    gene = derive_top_edges(W, ops, DARTS_CELL, edge_scale=scale)
     assert gene[0] == ("sep_conv_5x5", 1)
 
 

@@ -377,29 +377,6 @@ def test_make_loader_resume_and_batch_error() -> None:
     assert len(list(D.make_loader(ds, idx, 64, seed=0, epoch=0, shuffle=False))) == 1  # eval: allowed
 
 
-def test_infinite_loader_position_and_restart() -> None:
-    ds = D.load_dataset("synthetic", None, True, None, num_train=30, image_size=4, num_classes=3)
-    idx = list(range(10, 20))
-    it = D.InfiniteLoader(ds, idx, 4, seed=5)
-    seen, positions = [], []
-    for _ in range(7):
-        positions.append(it.position)
-        seen.append(next(it)[1])
-    assert positions == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0)]
-    assert it.position == (2, 1)
-    e0 = torch.cat(seen[:3]).tolist()
-    assert e0 == [int(ds.targets[i]) for i in D.EpochSampler(idx, 5, 0).order()]
-    # resume in the middle of epoch 1
-    other = D.InfiniteLoader(ds, idx, 4, seed=5, epoch=1, batch=1)
-    assert all(torch.equal(next(other)[1], seen[k]) for k in (4, 5, 6))
-    other.load_state_dict({"epoch": 0, "batch": 2})
-    assert torch.equal(next(other)[1], seen[2]) and other.position == (1, 0)
-    other.restart(0, 3)  # past the end of epoch 0 → start of epoch 1
-    assert other.position == (1, 0)
-    with pytest.raises(ConfigError):
-        D.InfiniteLoader(ds, idx, 11, seed=0)
-
-
 def test_train_transform_without_augmentation_is_deterministic() -> None:
     from PIL import Image
 

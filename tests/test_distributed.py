@@ -27,6 +27,7 @@ from nasbench.final.train import FinalTrainer, has_unused_parameters, load_final
 from nasbench.spaces.darts.genotype import Genotype
 from nasbench.engine.rundir import RunDir, torch_load
 from nasbench.search.trainer import SearchTrainer
+from conftest import rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,10 +102,6 @@ class SlicedFinalTrainer(FinalTrainer):
     def _build(self) -> None:
         super()._build()
         self.net = self.ddp = SlicedEvalNet(self.net, 2)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from nasbench.cli.app import app
+from conftest import invoke
 
 TINY = ["--dataset", "synthetic", "--channels", "4", "--layers", "3", "--subset", "32", "--batch-size", "16",
         "--epochs", "1", "--device", "cpu", "--no-progress", "data.image_size=16", "plots=false"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def assert_user_error(r, *fragments: str) -> str:
@@ -94,6 +88,15 @@ def test_zero_layers():
 def test_pc_darts_channels_not_divisible_by_k():
     assert_user_error(invoke("search", "--algo", "pc-darts", "--dry-run", "--channels", "6", "pc_darts.k=4"),
                       "divisible")
+
+
+def test_unrolled_for_an_algorithm_without_second_order(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run directory (runs/...) would land here
+    line = assert_user_error(invoke("search", "--algo", "gdas", "--unrolled", *TINY),
+                             "--unrolled (second-order architecture gradient) is not available for gdas",
+                             "only darts has it")
+    assert "unknown" not in line
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_batch_larger_than_data(tmp_path: Path):

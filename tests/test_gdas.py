@@ -15,17 +15,11 @@ from nasbench.spaces.darts.genotype import validate
 from nasbench.spaces.darts.network import FixedReductionCell
 from nasbench.spaces.darts.ops import PRIMITIVES
 from nasbench.search.trainer import dry_run
+from conftest import tiny_strategy
 
 
 def tiny(*overrides, seed=0):
-    cfg = resolve_search_config("gdas", overrides=["data.dataset=synthetic", "model.channels=4", "model.layers=3",
-                                                   *overrides])
-    s = create_strategy("gdas", cfg)
-    spec = s.supernet_spec(num_classes=3, in_channels=3)
-    torch.manual_seed(seed)
-    net = s.build_supernet(spec)
-    s.init_arch_params(spec, torch.device("cpu"))
-    return cfg, s, net
+    return tiny_strategy("gdas", *overrides, seed=seed)
 
 
 def test_paper_defaults_of_the_official_code():
@@ -141,7 +135,7 @@ def test_derive_keeps_the_two_strongest_pairs_even_from_one_input():
     W[0] = torch.tensor([0.1, 0.02, 0.02, 0.02, 0.45, 0.35, 0.02, 0.02])  # 'none' never counts
     W[1] = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.3, 0.1])
     # node 0: the two strongest pairs both come from input 0 (0.45, 0.35 > 0.3)
-    gene = derive_cell_pairs(W, ops, steps=4)
+    gene = derive_cell_pairs(W, ops, create_strategy("gdas", resolve_search_config("gdas")).topology)
     assert gene[0:2] == [("sep_conv_3x3", 0), ("sep_conv_5x5", 0)]
     _, s, _ = tiny()
     with torch.no_grad():
@@ -155,7 +149,7 @@ def test_derive_keeps_the_two_strongest_pairs_even_from_one_input():
 
 def test_fixed_reduction_searches_the_normal_cell_only():
     _, s, net = tiny("model.channels=4", "gdas.fixed_reduction=true")
-    assert s.spec.reduce_ops is None and s.spec.cell_types == ("normal",)
+    assert s.spec.ops("reduce") is None and s.spec.cell_types == ("normal",)
     assert list(s.arch) == ["alpha_normal"]
     fixed = [c for c in net.cells if isinstance(c, FixedReductionCell)]
     assert len(fixed) == 2

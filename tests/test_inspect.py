@@ -8,20 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from nasbench.cli.app import app
-from nasbench.spaces.darts.genotype import load_genotype
+from nasbench.spaces.genotypes import load_genotype
+from conftest import invoke
 
 TINY = ["--dataset", "synthetic", "--channels", "4", "--layers", "3", "--subset", "32", "--batch-size", "16",
         "--epochs", "2", "--device", "cpu", "--no-progress", "data.image_size=16"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +223,7 @@ def test_deterministic_mode_reports_each_nondeterministic_op_once():
 
     from rich.console import Console
 
-    from nasbench.report.reporters import deterministic_mode
+    from nasbench.engine.device import deterministic_mode
 
     console = Console(record=True, width=200)
     msg = ("upsample_bilinear2d_backward_out_cuda does not have a deterministic implementation, but you set "

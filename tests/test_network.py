@@ -17,10 +17,9 @@ from nasbench.spaces.darts.network import (
     NetworkCIFAR,
     NetworkImageNet,
     build_eval_network,
-    count_macs,
-    count_params,
     drop_path,
 )
+from nasbench.engine.measure import count_macs, count_params
 from nasbench.spaces.darts.ops import FactorizedReduce, Identity
 
 Genotype = collections.namedtuple("Genotype", "normal normal_concat reduce reduce_concat")

@@ -12,26 +12,20 @@ import torch
 from nasbench.algorithms.base import create_strategy
 from nasbench.algorithms.p_darts import SkipDropout, final_cell
 from nasbench.config import resolve_search_config
+from nasbench.spaces.base import Topology
 from nasbench.spaces.darts.ops import PRIMITIVES
+from conftest import set_alpha, tiny_strategy
+
+DARTS_CELL = Topology.dense(n_inputs=2, nodes=4, keep=2, output=(2, 3, 4, 5))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(*overrides, epochs=9):
-    cfg = resolve_search_config("p-darts", overrides=["data.dataset=synthetic", "model.channels=4",
-                                                      "p_darts.layers=3", "p_darts.add_layers=[0,1,2]",
-                                                      f"epochs={epochs}", *overrides])
-    s = create_strategy("p-darts", cfg)
-    spec = s.supernet_spec(num_classes=3, in_channels=3)
-    torch.manual_seed(0)
-    s.init_arch_params(spec, torch.device("cpu"))
+    cfg, s, _ = tiny_strategy("p-darts", "p_darts.layers=3", "p_darts.add_layers=[0,1,2]", f"epochs={epochs}",
+                              *overrides, build=False)
     return cfg, s
-
-
-def set_alpha(s, t, values):
-    with torch.no_grad():
-        s.arch[f"alpha_{t}"].copy_(values)
 
 
 def end_stage(s):
@@ -127,7 +121,7 @@ def test_final_edges_are_the_two_strongest_per_node():
     P = torch.full((14, 3), 0.1)
     P[:, 0] = 0.8  # 'none' would win everywhere; it is zeroed
     P[2, 1], P[3, 2], P[4, 1] = 0.15, 0.12, 0.3  # node 1: edges 4 (input 2) and 2 (input 0)
-    gene, log = final_cell(P, ops, 4, max_skip=2)
+    gene, log = final_cell(P, ops, DARTS_CELL, max_skip=2)
     assert gene[2:4] == [("sep_conv_3x3", 0), ("sep_conv_3x3", 2)]
     assert log == []
 
@@ -138,9 +132,9 @@ def test_skip_cap_drops_the_weakest_skip_and_repicks():
     P[:, 0] = torch.linspace(0.9, 0.5, 14)  # skip_connect strongest everywhere, weakest on the last edges
     P[:, 1] = 0.3
     P[:, 2] = torch.linspace(0.05, 0.2, 14)
-    uncapped, _ = final_cell(P, ops, 4, max_skip=None)
+    uncapped, _ = final_cell(P, ops, DARTS_CELL, max_skip=None)
     assert sum(op == "skip_connect" for op, _ in uncapped) == 8
-    gene, log = final_cell(P, ops, 4, max_skip=2)
+    gene, log = final_cell(P, ops, DARTS_CELL, max_skip=2)
     assert sum(op == "skip_connect" for op, _ in gene) == 2
     assert len(log) >= 6
     # the first removed skip is the weakest kept one: node 3 keeps edges 9 and 10, edge 10 is weaker
@@ -199,7 +193,7 @@ def test_state_restores_mid_stage_with_surviving_ops():
     state_end = s.state_dict()  # the checkpoint at the end of stage 1: pruning pending, old α
     other = create_strategy("p-darts", cfg)
     other.load_state_dict(state_end)
-    assert other.spec.normal_ops[0] == PRIMITIVES and other.pending is not None
+    assert other.spec.ops("normal")[0] == PRIMITIVES and other.pending is not None
     assert other.next_stage() and other.ops == {t: list(v) for t, v in s.pending.items()}
     s.next_stage()
     s.init_arch_params(s.supernet_spec(3, 3), torch.device("cpu"))
@@ -207,7 +201,7 @@ def test_state_restores_mid_stage_with_surviving_ops():
     again = create_strategy("p-darts", cfg)
     again.load_state_dict(json_roundtrip_free(state))
     assert again.stage == 1 and again.ops == s.ops
-    assert again.spec.normal_ops == s.supernet_spec(3, 3).normal_ops
+    assert again.spec.ops("normal") == s.supernet_spec(3, 3).ops("normal")
     assert again.spec.layers == 4
     assert again.derive() == s.derive()
 

@@ -13,19 +13,16 @@ from nasbench.config import resolve_search_config
 from nasbench.errors import ConfigError
 from nasbench.engine.rundir import RunDir, torch_load
 from nasbench.spaces.darts.ops import PRIMITIVES
-from nasbench.spaces.darts.supernet import CellWeights, MixedOp, count_weights
+from nasbench.engine.measure import count_weights
+from nasbench.spaces.base import CellWeights
+from nasbench.spaces.darts.ops import search_op
+from nasbench.spaces.edges import MixedOp
 from nasbench.search.trainer import SearchTrainer, dry_run
+from conftest import tiny_strategy
 
 
 def tiny(algo="pc-darts", *overrides):
-    cfg = resolve_search_config(algo, overrides=["data.dataset=synthetic", "model.channels=8", "model.layers=3",
-                                                 *overrides])
-    s = create_strategy(algo, cfg)
-    spec = s.supernet_spec(num_classes=3, in_channels=3)
-    torch.manual_seed(0)
-    net = s.build_supernet(spec)
-    s.init_arch_params(spec, torch.device("cpu"))
-    return cfg, s, net
+    return tiny_strategy(algo, *overrides, channels=8)
 
 
 def test_paper_defaults_of_the_official_code():
@@ -44,14 +41,14 @@ def test_weight_count_equals_the_official_code():
 
 
 def test_edge_ops_are_built_for_c_over_k_channels():
-    edge = PartialChannelEdge(16, 1, PRIMITIVES, 4)
+    edge = PartialChannelEdge(16, 1, PRIMITIVES, search_op, 4)
     convs = [m for m in edge.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(c.in_channels == 4 for c in convs)
     pool_bn = edge.ops[PRIMITIVES.index("max_pool_3x3")][1]
     assert isinstance(pool_bn, nn.BatchNorm2d) and pool_bn.num_features == 4 and not pool_bn.affine
     w = torch.softmax(torch.randn(8), 0)
     assert edge(torch.randn(2, 16, 8, 8), w).shape == (2, 16, 8, 8)
-    red = PartialChannelEdge(16, 2, PRIMITIVES, 4)
+    red = PartialChannelEdge(16, 2, PRIMITIVES, search_op, 4)
     assert red(torch.randn(2, 16, 8, 8), w).shape == (2, 16, 4, 4)
 
 
@@ -59,7 +56,7 @@ def test_edge_output_is_the_shuffled_concat_of_mixed_part_and_bypass():
     torch.manual_seed(0)
     w = torch.softmax(torch.randn(8), 0)
     for stride in (1, 2):
-        edge = PartialChannelEdge(8, stride, PRIMITIVES, 4).eval()
+        edge = PartialChannelEdge(8, stride, PRIMITIVES, search_op, 4).eval()
         x = torch.randn(2, 8, 8, 8)
         part = MixedOp.forward(edge, x[:, :2], w)
         rest = x[:, 2:] if stride == 1 else nn.functional.max_pool2d(x[:, 2:], 2, 2)
@@ -107,7 +104,7 @@ def test_beta_is_an_architecture_parameter_normalised_per_node():
     assert set(s.arch) == {"alpha_normal", "alpha_reduce", "beta_normal", "beta_reduce"}
     b = s.beta("normal")
     assert b.shape == (14,) and b.requires_grad and b.abs().max() < 1e-2
-    e = edge_normalization(torch.randn(14), 4)
+    e = edge_normalization(torch.randn(14), s.topology)
     sums = [e[0:2].sum(), e[2:5].sum(), e[5:9].sum(), e[9:14].sum()]
     assert torch.allclose(torch.stack(sums), torch.ones(4))
     loss = nn.functional.cross_entropy(s.forward(net, torch.randn(2, 3, 8, 8)), torch.tensor([0, 1]))

@@ -2,10 +2,8 @@
 pruning, cheaper steps after decisions, Criterion 2's history, the schedule, and one real search + derive."""
 
 import json
-import math
 import os
 import subprocess
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +16,10 @@ from nasbench.config import resolve_search_config
 from nasbench.spaces.darts.genotype import validate
 from nasbench.engine.rundir import RunDir
 from nasbench.spaces.darts.ops import PRIMITIVES
-from nasbench.search.trainer import Meter, SearchTrainer
+from nasbench.engine.meters import Meter
+from nasbench.search.data import SearchData
+from nasbench.search.trainer import SearchTrainer
+from conftest import set_alpha, tiny_strategy
 
 NONE = PRIMITIVES.index("none")
 
@@ -27,19 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(*overrides):
-    cfg = resolve_search_config("sgas", overrides=["data.dataset=synthetic", "model.channels=4", "model.layers=3",
-                                                   *overrides])
-    s = create_strategy("sgas", cfg)
-    spec = s.supernet_spec(num_classes=3, in_channels=3)
-    torch.manual_seed(0)
-    net = s.build_supernet(spec)
-    s.init_arch_params(spec, torch.device("cpu"))
-    return cfg, s, net
-
-
-def set_alpha(s, t, values):
-    with torch.no_grad():
-        s.arch[f"alpha_{t}"].copy_(values)
+    return tiny_strategy("sgas", *overrides)
 
 
 def hand_scores(alpha, history=None):
@@ -72,7 +61,9 @@ def test_defaults_and_schedule():
     assert cfg.arch_optim.lr == 3e-4 and cfg.arch_optim.grad_clip is None and cfg.model.layers == 8
     s = create_strategy("sgas", cfg)
     assert s.decision_epochs() == [9, 14, 19, 24, 29, 34, 39, 44]
-    assert 9 + 5 * 7 + 5 + 1 == 50
+    assert s.schedule() == (9, 5)
+    # the paper's run: the last decision leaves post_train weight-only epochs and the final one
+    assert s.decision_epochs()[-1] + cfg.sgas.post_train + 1 == cfg.epochs
     assert [s.batch_size(e) for e in (0, 9, 10, 14, 15, 44, 45, 49)] == [64, 64, 72, 72, 80, 120, 128, 128]
     assert s.updates_arch(44) and not s.updates_arch(45)
     off = create_strategy("sgas", resolve_search_config("sgas", overrides=["sgas.batch_increase=0"]))
@@ -121,9 +112,8 @@ def test_no_decision_outside_the_schedule():
 def test_decided_alpha_rows_stay_bitwise_unchanged_through_optimizer_steps(tmp_path):
     cfg, s, _ = make()
     trainer = SearchTrainer(cfg, RunDir.create(tmp_path / "run"), show_progress=False)
-    trainer.data = SimpleNamespace(num_classes=3, in_channels=3)
     torch.manual_seed(0)
-    trainer._build_stage(fresh_arch=True)
+    trainer.build(SearchData(None, [], [], num_classes=3, in_channels=3))
     s = trainer.strategy
     torch.manual_seed(5)
     set_alpha(s, "normal", torch.randn(14, 8))

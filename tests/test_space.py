@@ -6,8 +6,12 @@ from torch import nn
 
 from nasbench.algorithms.base import create_strategy
 from nasbench.config import resolve_search_config
-from nasbench.spaces.darts.ops import OPS, PRIMITIVES, FactorizedReduce, Identity, Zero, edge_index, num_edges, search_op
-from nasbench.spaces.darts.supernet import CellWeights, MixedOp, Supernet, SupernetSpec, count_weights
+from nasbench.engine.measure import count_weights
+from nasbench.spaces.base import CellWeights, SupernetSpec, Topology
+from nasbench.spaces.darts import DartsSpace
+from nasbench.spaces.darts.ops import OPS, PRIMITIVES, FactorizedReduce, Identity, Zero, search_op
+from nasbench.spaces.darts.supernet import Supernet
+from nasbench.spaces.edges import MixedOp
 
 
 def test_primitives_in_the_darts_order():
@@ -58,8 +62,11 @@ def test_search_pools_get_a_non_affine_batchnorm():
 
 
 def test_edge_indexing():
-    assert num_edges() == 14
-    assert [edge_index(0, 0), edge_index(0, 1), edge_index(1, 0), edge_index(3, 4)] == [0, 1, 2, 13]
+    topo = DartsSpace().topology
+    assert topo.num_edges == 14 and topo.decisions == 8 and topo.output == (2, 3, 4, 5)
+    assert [topo.edge_index(0, 0), topo.edge_index(0, 1), topo.edge_index(1, 0), topo.edge_index(3, 4)] == [0, 1, 2, 13]
+    assert [list(r) for r in topo.node_slices()] == [[0, 1], [2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12, 13]]
+    assert topo.sources(2) == [0, 1, 2, 3] and topo.edges[13] == (3, 4)
 
 
 def test_supernet_weight_count_matches_the_darts_code():
@@ -70,15 +77,22 @@ def test_supernet_weight_count_matches_the_darts_code():
     assert count_weights(net) == 1_930_618
 
 
-def _tiny_spec(**kw):
+DARTS_CELL = Topology.dense(n_inputs=2, nodes=4, keep=2, output=(2, 3, 4, 5))
+
+
+def _tiny_spec(reduce: bool = True, **kw):
     ops = tuple(PRIMITIVES for _ in range(14))
-    base = dict(C=4, layers=3, num_classes=5, normal_ops=ops, reduce_ops=ops)
+    base = dict(C=4, layers=3, num_classes=5, edge_ops={"normal": ops, **({"reduce": ops} if reduce else {})})
     base.update(kw)
     return SupernetSpec(**base)
 
 
+def darts_edge(C, stride, ops):
+    return MixedOp(C, stride, ops, search_op)
+
+
 def test_supernet_reduction_cells_and_shapes():
-    net = Supernet(_tiny_spec(layers=5), MixedOp)
+    net = Supernet(_tiny_spec(layers=5), darts_edge, DARTS_CELL)
     assert net.cell_types == ["normal", "reduce", "normal", "reduce", "normal"]
     w = {t: CellWeights(torch.softmax(torch.randn(14, 8), -1)) for t in ("normal", "reduce")}
     assert net(torch.randn(2, 3, 16, 16), w).shape == (2, 5)
@@ -86,7 +100,7 @@ def test_supernet_reduction_cells_and_shapes():
 
 def test_mixed_op_is_the_weighted_sum_of_its_ops():
     torch.manual_seed(0)
-    m = MixedOp(4, 1, PRIMITIVES).eval()
+    m = MixedOp(4, 1, PRIMITIVES, search_op).eval()
     x = torch.randn(2, 4, 8, 8)
     w = torch.softmax(torch.randn(8), -1)
     expected = sum(w[k] * m.ops[k](x) for k in range(8))
@@ -98,7 +112,7 @@ def test_mixed_op_is_the_weighted_sum_of_its_ops():
 def test_cell_node_is_the_sum_over_all_earlier_states():
     """Node 0 = e0(s0) + e1(s1), with edge outputs scaled by the optional edge weights."""
     torch.manual_seed(0)
-    spec = _tiny_spec(layers=1, reduce_ops=None)
+    spec = _tiny_spec(reduce=False, layers=1)
     calls = []
 
     class Recorder(nn.Module):
@@ -112,7 +126,7 @@ def test_cell_node_is_the_sum_over_all_earlier_states():
 
     from nasbench.spaces.darts.supernet import SearchCell
 
-    cell = SearchCell(4, 4, 4, False, False, spec.normal_ops, Recorder, steps=4, multiplier=4)
+    cell = SearchCell(4, 4, 4, False, False, spec.ops("normal"), Recorder, DARTS_CELL)
     s0, s1 = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
     ops_w = [float(e + 1) for e in range(14)]
     scale = torch.arange(14, dtype=torch.float32) + 0.5
@@ -124,10 +138,10 @@ def test_cell_node_is_the_sum_over_all_earlier_states():
 
 
 def test_auto_memory_format_avoids_channels_last_where_pytorch_cpu_convs_crash():
-    from nasbench.search.trainer import channels_last_unsafe, memory_format
+    from nasbench.engine.device import channels_last_unsafe, memory_format
 
-    wide = Supernet(_tiny_spec(C=16), MixedOp)
-    narrow = Supernet(_tiny_spec(C=2), MixedOp)  # skip_connect at stride 2: 1×1 stride-2 convs on 4 channels
+    wide = Supernet(_tiny_spec(C=16), darts_edge, DARTS_CELL)
+    narrow = Supernet(_tiny_spec(C=2), darts_edge, DARTS_CELL)  # skip_connect at stride 2: 1×1 stride-2 convs on 4 channels
     assert not channels_last_unsafe(wide) and channels_last_unsafe(narrow)
     cpu = torch.device("cpu")
     assert memory_format("auto", cpu, wide) == torch.channels_last

@@ -19,16 +19,13 @@ import torch.nn.functional as F
 from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.sgas import UNDECIDED
 from nasbench.config import resolve_search_config
-from nasbench.spaces.darts.ops.fast import _dilated_depthwise
-from nasbench.search.trainer import memory_format
+from nasbench.spaces.darts.fast import _dilated_depthwise
+from nasbench.engine.device import memory_format
+from conftest import rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOL = 1e-5
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm().clamp_min(1e-300))
 
 
 def assert_same_tensors(fast: dict, ref: dict, what: str) -> None:
@@ -259,13 +256,14 @@ def test_search_with_reference_and_fast_supernets_gives_the_same_architecture(tm
 def test_amp_keeps_architecture_parameters_and_their_softmax_in_fp32(tmp_path):
     """amp=bf16 (on CPU here; meant for CUDA): the supernet computes in bf16, α, its softmax and grads stay fp32."""
     from nasbench.engine.rundir import RunDir
-    from nasbench.search.trainer import Meter, SearchData, SearchTrainer
+    from nasbench.engine.meters import Meter
+    from nasbench.search.data import SearchData
+    from nasbench.search.trainer import SearchTrainer
 
     cfg = resolve_search_config("darts", overrides=["data.dataset=synthetic", "model.channels=4", "model.layers=3",
                                                     "batch_size=4", "device=cpu", "amp=bf16"])
     trainer = SearchTrainer(cfg, RunDir.create(tmp_path / "run"), show_progress=False)
-    trainer.data = SearchData(None, [], [], 10, 3, "synthetic")
-    trainer._build_stage(fresh_arch=True)
+    trainer.build(SearchData(None, [], [], 10, 3))
     seen = {}
     edge_weights = trainer.strategy.edge_weights
 

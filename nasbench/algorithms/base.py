@@ -1,25 +1,36 @@
 """The strategy interface: everything that makes one differentiable NAS algorithm differ from another.
 
-The trainer (:mod:`nasbench.search.trainer`) and the supernet (:mod:`nasbench.spaces.darts.supernet`) never ask which
-algorithm runs; they call these hooks. Each hook has a default that is DARTS's behaviour, so an
-algorithm overrides only what it changes:
+The search loop (:mod:`nasbench.search.trainer`) and the space's supernet never ask which algorithm
+runs; they call these hooks. A strategy receives the search space (:class:`~nasbench.spaces.base.SearchSpace`)
+and asks it for everything that names ops or topology; ``spaces`` lists the spaces it runs on (``None``:
+every space). Each hook has a default that is DARTS's behaviour, so an algorithm overrides only what it
+changes:
 
 =========================  ==========================================================================
 hook                       what it decides
 =========================  ==========================================================================
-``init_arch_params``       the architecture parameters (α per edge × op; PC-DARTS adds β per edge)
+``check_config``           settings the algorithm cannot run with (one ConfigError line)
+``supernet_spec``          the search network's sizes and candidate ops (P-DARTS: per stage)
+``build_supernet``         the search network over the strategy's edges (the space builds it)
 ``make_edge``              the module on one edge (weighted sum, sampled op, partial channels)
+``init_arch_params``       the architecture parameters (α per edge × op; PC-DARTS adds β per edge)
 ``edge_weights``           what each edge receives per forward (softmax, hard Gumbel, one-hot, β)
+``weights``/``forward``    all cell types' edge weights (fp32 under autocast), the supernet's forward
+``op_probabilities``       op weights as displayed, plotted and derived from (no noise)
 ``arch_backward``          how the architecture gradient is obtained (first or second order)
+``trainable_arch_parameters``  the architecture parameters the optimizer moves
 ``updates_arch``           whether an epoch updates the architecture (warm-up)
 ``step_order``             architecture step first (DARTS) or weight step first (GDAS)
 ``unused_weights``         whether a weight step may leave weights without gradient (GDAS, SGAS)
 ``batch_size``             the batch size of an epoch (SGAS grows it)
 ``frozen_rows``            α rows that must not move at all (SGAS's decided edges)
+``stage_epochs``/``stage_label``  multi-stage schedules (P-DARTS)
 ``on_epoch_start/_end``    temperature and dropout schedules; greedy decisions
 ``next_stage``             a new, deeper supernet with fewer candidate ops (P-DARTS)
-``derive``                 the genotype
-``state_dict``             everything a checkpoint must restore
+``epoch_metrics``          the strategy's columns in metrics.jsonl (τ, stage, ...)
+``derive``/``derive_cell``  the genotype; ``derive_cell`` per cell type (default: the space's rule)
+``make_genotype``          the genotype of derived cells (the space's type, with the strategy's meta)
+``state_dict``             everything a checkpoint must restore (``extra_state`` for a strategy's own)
 =========================  ==========================================================================
 """
 
@@ -33,8 +44,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from nasbench import registry
-from nasbench.spaces.darts.genotype import Genotype
-from nasbench.spaces.darts.supernet import CellWeights, MixedOp, Supernet, SupernetSpec
+from nasbench.spaces.base import CellWeights, SearchSpace, SupernetSpec, Topology, create_space
+from nasbench.spaces.edges import MixedOp
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -49,7 +60,7 @@ class ArchStepContext:
     computes for its architecture step goes through it, so that every rank takes the same step.
     """
 
-    net: Supernet
+    net: nn.Module
     train: tuple[torch.Tensor, torch.Tensor]
     valid: tuple[torch.Tensor, torch.Tensor]
     w_optim: torch.optim.Optimizer
@@ -90,12 +101,19 @@ class Strategy:
     SGAS's decided and pruned edges one op or none): distributed data parallelism must then look for the
     parameters without gradient at every step, which costs a graph traversal the others are spared."""
 
-    def __init__(self, cfg: DictConfig):
+    spaces: ClassVar[Optional[tuple[str, ...]]] = None
+    """The spaces this algorithm runs on (None: every space)."""
+
+    def __init__(self, cfg: DictConfig, space: Optional[SearchSpace] = None):
         self.cfg = cfg
         self.section = cfg.get(self.name.replace("-", "_"), DictConfig({}))
-        self.space = registry.get("space", cfg.model.space)
+        self.space = space if space is not None else create_space(cfg.model.space, cfg)
         self.arch: dict[str, torch.Tensor] = {}
         self.stage = 0
+
+    @property
+    def topology(self) -> Topology:
+        return self.space.topology
 
     # ----------------------------------------------------------------- configuration
     @classmethod
@@ -118,18 +136,16 @@ class Strategy:
         return None
 
     def supernet_spec(self, num_classes: int, in_channels: int) -> SupernetSpec:
-        m = self.cfg.model
-        all_ops = tuple(tuple(self.space.primitives) for _ in range(self.space.num_edges))
-        return SupernetSpec(C=m.channels, layers=m.layers, num_classes=num_classes, normal_ops=all_ops,
-                            reduce_ops=all_ops, in_channels=in_channels, steps=m.steps,
-                            multiplier=m.multiplier, stem_multiplier=m.stem_multiplier,
-                            final_bn_relu=m.final_bn_relu)
+        """Every primitive on every edge of every cell type of the space."""
+        return self.space.supernet_spec(num_classes, in_channels, self.space.all_ops())
 
-    def build_supernet(self, spec: SupernetSpec) -> Supernet:
-        return Supernet(spec, self.make_edge)
+    def build_supernet(self, spec: SupernetSpec, execution: str = "reference", memory_efficient: bool = False
+                       ) -> nn.Module:
+        return self.space.build_supernet(spec, self.make_edge, execution=execution,
+                                         memory_efficient=memory_efficient)
 
     def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
-        return MixedOp(C, stride, ops)
+        return MixedOp(C, stride, ops, self.space.search_op)
 
     # ----------------------------------------------------------------- architecture parameters
     def init_arch_params(self, spec: SupernetSpec, device: torch.device) -> None:
@@ -161,7 +177,7 @@ class Strategy:
         with torch.autocast(device_type, enabled=False):
             return {t: self.edge_weights(t) for t in self.spec.cell_types}
 
-    def forward(self, net: Supernet, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net(x, self.weights())
 
     def op_probabilities(self, cell_type: str) -> torch.Tensor:
@@ -190,10 +206,10 @@ class Strategy:
         return int(self.cfg.batch_size)
 
     # ----------------------------------------------------------------- schedule hooks
-    def on_epoch_start(self, epoch: int, net: Supernet) -> None:
+    def on_epoch_start(self, epoch: int, net: nn.Module) -> None:
         """Called before stage-local ``epoch`` trains."""
 
-    def on_epoch_end(self, epoch: int, net: Supernet) -> list[Decision]:
+    def on_epoch_end(self, epoch: int, net: nn.Module) -> list[Decision]:
         """Called after ``epoch`` trained and validated; returns events worth logging."""
         return []
 
@@ -206,20 +222,17 @@ class Strategy:
         return {}
 
     # ----------------------------------------------------------------- result
-    def derive(self) -> Genotype:
-        """The DARTS rule on softmax(α) (see :func:`derive_cell`)."""
-        cells = {}
-        for t in ("normal", "reduce"):
-            if t in self.spec.cell_types:
-                cells[t] = derive_cell(self.op_probabilities(t), self.spec.ops(t), self.spec.steps)
-            else:
-                cells[t] = None
-        return self.make_genotype(cells["normal"], cells["reduce"])
+    def derive(self) -> Any:
+        """The genotype: each searched cell type by :meth:`derive_cell`, fixed ones None."""
+        cells = {t: self.derive_cell(t) if t in self.spec.cell_types else None for t in self.space.cell_types}
+        return self.make_genotype(cells)
 
-    def make_genotype(self, normal: list[tuple[str, int]], reduce: Optional[list[tuple[str, int]]]) -> Genotype:
-        concat = list(range(2 + self.spec.steps - self.spec.multiplier, self.spec.steps + 2))
-        return Genotype(normal=normal, normal_concat=concat, reduce=reduce, reduce_concat=concat,
-                        meta={"algo": self.name})
+    def derive_cell(self, cell_type: str) -> Any:
+        """One cell type's derived cell: the space's rule on softmax(α)."""
+        return self.space.derive_cell(self.op_probabilities(cell_type), self.spec.ops(cell_type))
+
+    def make_genotype(self, cells: Mapping[str, Any]) -> Any:
+        return self.space.make_genotype(cells, meta={"algo": self.name})
 
     # ----------------------------------------------------------------- checkpoints
     def extra_state(self) -> dict[str, Any]:
@@ -246,38 +259,5 @@ class Strategy:
         self.spec = self.supernet_spec(num_classes=1, in_channels=1)
 
 
-def derive_cell(weights: torch.Tensor, edge_ops: Sequence[Sequence[str]], steps: int,
-                edge_scale: Optional[torch.Tensor] = None) -> list[tuple[str, int]]:
-    """The DARTS derive rule on op weights [edges, ops].
-
-    For each node keep the 2 incoming edges whose strongest non-'none' op weight is largest; each kept
-    edge gets its strongest non-'none' op. Ties keep the lower index, as the DARTS code's stable sort
-    and strict comparison do. ``edge_scale`` [edges] multiplies each edge's weights first (PC-DARTS).
-    """
-    W = weights.detach().double().cpu()
-    if edge_scale is not None:
-        W = W * edge_scale.detach().double().cpu()[:, None]
-    gene: list[tuple[str, int]] = []
-    start = 0
-    for i in range(steps):
-        n_in = i + 2
-        best: list[tuple[float, int, str]] = []  # (weight, input, op) of each incoming edge
-        for j in range(n_in):
-            ops = edge_ops[start + j]
-            k_best = None
-            for k, name in enumerate(ops):
-                if name == "none":
-                    continue
-                if k_best is None or W[start + j, k] > W[start + j, k_best]:
-                    k_best = k
-            if k_best is None:
-                raise ValueError(f"edge {start + j} has no candidate op other than 'none'")
-            best.append((float(W[start + j, k_best]), j, ops[k_best]))
-        kept = sorted(range(n_in), key=lambda j: -best[j][0])[:2]
-        gene.extend((best[j][2], j) for j in kept)
-        start += n_in
-    return gene
-
-
-def create_strategy(name: str, cfg: DictConfig) -> Strategy:
-    return registry.get("algorithm", name)(cfg)
+def create_strategy(name: str, cfg: DictConfig, space: Optional[SearchSpace] = None) -> Strategy:
+    return registry.get("algorithm", name)(cfg, space)

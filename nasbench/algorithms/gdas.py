@@ -21,21 +21,18 @@ paper's hand-designed cell (with non-affine BN in the search supernet, as the of
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
-from nasbench.spaces.darts import fast as supernet_fast
-from nasbench.algorithms.base import Strategy, derive_cell
+from nasbench.algorithms.base import Strategy
 from nasbench.errors import ConfigError
-from nasbench.spaces.darts.genotype import Genotype
-from nasbench.spaces.darts.network import FixedReductionCell
+from nasbench import registry
 from nasbench.registry import register_algorithm
-from nasbench.spaces.darts.supernet import CellWeights, MixedOp, Supernet, SupernetSpec
+from nasbench.spaces.base import CellWeights, SupernetSpec, Topology
+from nasbench.spaces.edges import MixedOp, NodeSum, SourceCache
 
 
 def gumbel_straight_through(alpha: torch.Tensor, tau: float,
@@ -81,7 +78,7 @@ class GumbelEdge(MixedOp):
                 out = out + weights[k]
         return out
 
-    def contribute(self, node: supernet_fast.NodeSum, src: supernet_fast.SourceCache, w: Any,
+    def contribute(self, node: NodeSum, src: SourceCache, w: Any,
                    scale: Optional[torch.Tensor], part: str = "out") -> None:
         """Fast execution: the sampled op (none for 'none') plus the other weights as one scalar term."""
         if w is None or isinstance(w, int):
@@ -89,7 +86,7 @@ class GumbelEdge(MixedOp):
         weights, index = w
         if scale is not None:
             weights = weights * scale
-        out = supernet_fast.run_op(self.ops[index], src)
+        out = src.run(self.ops[index])
         if out is not None:
             node.add(out, weights[index], part)
         node.add_scalar(weights.sum() - weights[index])  # zero in value; the straight-through gradient
@@ -128,8 +125,8 @@ class Gdas(Strategy):
     step_order = "weights_first"
     unused_weights = True  # only the sampled op of an edge runs
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, space=None):
+        super().__init__(cfg, space)
         self.tau = float(self.section.tau_max)
         # the noise has its own generator, seeded alike in every process of a distributed run: ranks that
         # sampled different ops would train different parameters. Training draws from ``train_generator``
@@ -144,23 +141,23 @@ class Gdas(Strategy):
         s = cfg.gdas
         if not 0 < s.tau_min <= s.tau_max:
             raise ConfigError(f"gdas needs 0 < tau_min <= tau_max, got tau_min={s.tau_min}, tau_max={s.tau_max}")
+        if s.fixed_reduction and "reduce" not in registry.get("space", cfg.model.space).fixed_cell_types:
+            raise ConfigError(f"gdas.fixed_reduction needs a space with a hand-designed reduction cell; the "
+                              f"{cfg.model.space} space has none")
         if s.fixed_reduction and (2 * cfg.model.channels) % 8:
             raise ConfigError("gdas.fixed_reduction needs model.channels divisible by 4 (the fixed reduction cell's "
                               f"grouped convs take 2·C channels in 8 groups), got {cfg.model.channels}")
 
     # ----------------------------------------------------------------- supernet
     def supernet_spec(self, num_classes: int, in_channels: int) -> SupernetSpec:
-        spec = super().supernet_spec(num_classes, in_channels)
+        """With ``fixed_reduction`` the reduction cell is not searched: the space puts its fixed cell there."""
+        ops = self.space.all_ops()
         if self.section.fixed_reduction:
-            spec = dataclasses.replace(spec, reduce_ops=None)
-        return spec
-
-    def build_supernet(self, spec: SupernetSpec) -> Supernet:
-        fixed = partial(FixedReductionCell, affine=False) if spec.reduce_ops is None else None
-        return Supernet(spec, self.make_edge, fixed_reduction=fixed)
+            ops.pop("reduce")
+        return self.space.supernet_spec(num_classes, in_channels, ops)
 
     def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
-        return GumbelEdge(C, stride, ops)
+        return GumbelEdge(C, stride, ops, self.space.search_op)
 
     # ----------------------------------------------------------------- forward
     def edge_weights(self, cell_type: str) -> CellWeights:
@@ -177,11 +174,11 @@ class Gdas(Strategy):
             return hi
         return hi - (hi - lo) * epoch / (n - 1)
 
-    def on_epoch_start(self, epoch: int, net: Supernet) -> None:
+    def on_epoch_start(self, epoch: int, net: nn.Module) -> None:
         self.tau = self.tau_at(epoch)
         self.eval_generator.manual_seed(int(self.cfg.seed) * 1_000_003 + 7_919 * (self.stage * 10_007 + epoch + 1))
 
-    def forward(self, net: Supernet, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Samples from the training noise in training mode, from the validation noise in eval mode."""
         self.generator = self.train_generator if net.training else self.eval_generator
         try:
@@ -201,35 +198,34 @@ class Gdas(Strategy):
             self.train_generator.set_state(state["gumbel_rng"])
 
     # ----------------------------------------------------------------- result
-    def derive(self) -> Genotype:
-        cells: dict[str, Optional[list[tuple[str, int]]]] = {"normal": None, "reduce": None}
-        for t in self.spec.cell_types:
-            W, ops = self.op_probabilities(t), self.spec.ops(t)
-            if self.section.distinct_inputs:
-                cells[t] = derive_cell(W, ops, self.spec.steps)
-            else:
-                cells[t] = derive_cell_pairs(W, ops, self.spec.steps)
-        return self.make_genotype(cells["normal"], cells["reduce"])
+    def derive_cell(self, cell_type: str) -> Any:
+        if self.section.distinct_inputs:
+            return super().derive_cell(cell_type)
+        return derive_cell_pairs(self.op_probabilities(cell_type), self.spec.ops(cell_type), self.topology,
+                                 self.space.zero_op)
 
 
-def derive_cell_pairs(weights: torch.Tensor, edge_ops: Sequence[Sequence[str]], steps: int) -> list[tuple[str, int]]:
-    """GDAS's derive rule: per node, the 2 strongest (op, input) pairs over all its incoming edges.
+def derive_cell_pairs(weights: torch.Tensor, edge_ops: Sequence[Sequence[str]], topology: Topology,
+                      exclude: Optional[str] = "none") -> list[tuple[str, int]]:
+    """GDAS's derive rule: per node, the ``topology.keep`` strongest (op, input) pairs over all its incoming
+    edges.
 
-    Candidates are every non-'none' op of every incoming edge; the same input may be chosen twice (two
-    different ops on one edge). Ties keep the lower input, then the lower op index (a stable sort).
+    Candidates are every op other than ``exclude`` (the zero op) of every incoming edge; the same input may
+    be chosen twice (two different ops on one edge). Ties keep the lower input, then the lower op index (a
+    stable sort).
     """
     W = weights.detach().double().cpu()
     gene: list[tuple[str, int]] = []
-    start = 0
-    for i in range(steps):
+    for node in range(topology.nodes):
         candidates = []
-        for j in range(i + 2):
-            for k, name in enumerate(edge_ops[start + j]):
-                if name != "none":
-                    candidates.append((float(W[start + j, k]), name, j))
-        if len(candidates) < 2:
-            raise ValueError(f"node {i} has fewer than two candidate (op, input) pairs other than 'none'")
+        for e in topology.node_edges(node):
+            src = topology.edges[e][1]
+            for k, name in enumerate(edge_ops[e]):
+                if name != exclude:
+                    candidates.append((float(W[e, k]), name, src))
+        keep = topology.keep if topology.keep is not None else len(topology.node_edges(node))
+        if len(candidates) < keep:
+            raise ValueError(f"node {node} has fewer than {keep} candidate (op, input) pairs other than {exclude!r}")
         candidates.sort(key=lambda c: -c[0])
-        gene.extend((name, j) for _, name, j in candidates[:2])
-        start += i + 2
+        gene.extend((name, src) for _, name, src in candidates[:keep])
     return gene

@@ -35,11 +35,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from nasbench.algorithms.base import Decision, Strategy, derive_cell
+from nasbench import registry
+from nasbench.algorithms.base import Decision, Strategy
 from nasbench.errors import ConfigError
-from nasbench.spaces.darts.genotype import Genotype
 from nasbench.registry import register_algorithm
-from nasbench.spaces.darts.supernet import MixedOp, Supernet, SupernetSpec
+from nasbench.spaces.base import SupernetSpec, Topology
 
 PAPER_STAGE_EPOCHS = 25
 
@@ -67,19 +67,19 @@ def final_drop(values: Sequence[float], ops: Sequence[str], k: int) -> list[int]
     return drop
 
 
-def keep_two_edges(strength: Sequence[float], steps: int) -> list[int]:
-    """Edges kept per node: the two largest strengths (ascending stable sort, last two, as in the code)."""
+def keep_strongest_edges(strength: Sequence[float], topology: Topology) -> list[int]:
+    """Edges kept per node: the ``topology.keep`` largest strengths (ascending stable sort, last ones taken,
+    as in the code)."""
     kept: list[int] = []
-    start = 0
-    for i in range(steps):
-        n = i + 2
-        order = sorted(range(n), key=lambda j: strength[start + j])
-        kept += sorted([start + order[-1], start + order[-2]])
-        start += n
+    for i in range(topology.nodes):
+        edges = list(topology.node_edges(i))
+        n_keep = len(edges) if topology.keep is None else topology.keep
+        order = sorted(edges, key=lambda e: strength[e])
+        kept += sorted(order[len(order) - n_keep:])
     return kept
 
 
-def final_cell(probs: torch.Tensor, edge_ops: Sequence[Sequence[str]], steps: int,
+def final_cell(probs: torch.Tensor, edge_ops: Sequence[Sequence[str]], topology: Topology,
                max_skip: Optional[int] = None) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
     """The last stage's discretisation of one cell; returns the genotype cell and the skip-cap log.
 
@@ -100,7 +100,7 @@ def final_cell(probs: torch.Tensor, edge_ops: Sequence[Sequence[str]], steps: in
             drop = final_drop(P[e].tolist(), ops, len(ops) - 1)
             keep_op.append(next(k for k in range(len(ops)) if k not in drop))
         strength = [float(P[e].max()) for e in range(n_edges)]
-        return keep_op, keep_two_edges(strength, steps)
+        return keep_op, keep_strongest_edges(strength, topology)
 
     keep_op, kept = pick()
     if max_skip is not None:
@@ -112,14 +112,7 @@ def final_cell(probs: torch.Tensor, edge_ops: Sequence[Sequence[str]], steps: in
             log.append({"edge": weakest, "weight": float(P[weakest, keep_op[weakest]]), "skips": len(skips)})
             P[weakest, keep_op[weakest]] = 0.0
             keep_op, kept = pick()
-    gene = []
-    start = 0
-    for i in range(steps):
-        for j in range(i + 2):
-            e = start + j
-            if e in kept:
-                gene.append((edge_ops[e][keep_op[e]], j))
-        start += i + 2
+    gene = [(edge_ops[e][keep_op[e]], topology.edges[e][1]) for e in range(n_edges) if e in kept]
     return gene, log
 
 
@@ -151,11 +144,11 @@ class PDarts(Strategy):
     quick_defaults = {"epochs": 9, "p_darts.add_layers": [0, 2, 4]}
     paper_epochs = 75
 
-    def __init__(self, cfg: DictConfig):
-        super().__init__(cfg)
-        prims = tuple(self.space.primitives)
-        n_edges = sum(2 + i for i in range(cfg.model.steps))
-        self.ops: dict[str, list[tuple[str, ...]]] = {t: [prims] * n_edges for t in ("normal", "reduce")}
+    spaces = ("darts",)
+
+    def __init__(self, cfg: DictConfig, space: Any = None):
+        super().__init__(cfg, space)
+        self.ops: dict[str, list[tuple[str, ...]]] = {t: list(ops) for t, ops in self.space.all_ops().items()}
         self.pending: Optional[dict[str, list[tuple[str, ...]]]] = None
         self.final: Optional[dict[str, list[tuple[str, int]]]] = None
         self.skip_log: list[dict[str, Any]] = []
@@ -171,7 +164,7 @@ class PDarts(Strategy):
             if len(s[key]) != n:
                 raise ConfigError(f"p_darts.{key} needs one value per stage ({n}, as p_darts.num_to_keep), "
                                   f"got {list(s[key])}")
-        prev = len(registry_primitives(cfg))
+        prev = len(registry.get("space", cfg.model.space).primitives)
         for k in s.num_to_keep:
             if not 1 <= k < prev:
                 raise ConfigError(f"p_darts.num_to_keep must decrease from {prev} ops, got {list(s.num_to_keep)}")
@@ -206,15 +199,14 @@ class PDarts(Strategy):
         return min(n, E)
 
     def supernet_spec(self, num_classes: int, in_channels: int) -> SupernetSpec:
+        """The current stage's deeper (and optionally wider) supernet over the surviving ops."""
         m, s = self.cfg.model, self.section
-        return SupernetSpec(C=m.channels + int(s.add_width[self.stage]), layers=s.layers + int(s.add_layers[self.stage]),
-                            num_classes=num_classes, normal_ops=tuple(self.ops["normal"]),
-                            reduce_ops=tuple(self.ops["reduce"]), in_channels=in_channels, steps=m.steps,
-                            multiplier=m.multiplier, stem_multiplier=m.stem_multiplier,
-                            final_bn_relu=m.final_bn_relu)
+        return self.space.supernet_spec(num_classes, in_channels, {t: tuple(o) for t, o in self.ops.items()},
+                                        C=m.channels + int(s.add_width[self.stage]),
+                                        layers=s.layers + int(s.add_layers[self.stage]))
 
     def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
-        edge = MixedOp(C, stride, ops)
+        edge = super().make_edge(C, stride, ops)
         # the official code inserts the dropout only when the stage's rate is positive
         if stride == 1 and float(self.section.dropout_rate[self.stage]) > 0:
             for k, name in enumerate(ops):
@@ -235,7 +227,7 @@ class PDarts(Strategy):
             decay = decay * PAPER_STAGE_EPOCHS / E
         return rate * math.exp(-decay * (epoch - n0))
 
-    def on_epoch_start(self, epoch: int, net: Supernet) -> None:
+    def on_epoch_start(self, epoch: int, net: nn.Module) -> None:
         self.drop_p = self.skip_dropout_rate(epoch)
         for m in net.modules():
             if isinstance(m, SkipDropout):
@@ -245,7 +237,7 @@ class PDarts(Strategy):
         return {"stage_label": self.stage_label(), "skip_dropout": self.drop_p,
                 "candidate_ops": len(self.ops["normal"][0])}
 
-    def on_epoch_end(self, epoch: int, net: Supernet) -> list[Decision]:
+    def on_epoch_end(self, epoch: int, net: nn.Module) -> list[Decision]:
         if epoch != self.stage_epochs() - 1:
             return []
         return [self._prune()]
@@ -256,7 +248,7 @@ class PDarts(Strategy):
         keep = int(self.section.num_to_keep[self.stage])
         record: dict[str, Any] = {"event": "p-darts-prune", "stage": self.stage + 1, "keep": keep}
         new_ops: dict[str, list[tuple[str, ...]]] = {}
-        for t in ("normal", "reduce"):
+        for t in self.space.cell_types:
             P = self.op_probabilities(t).double().cpu()
             kept, dropped = [], []
             for e, ops in enumerate(self.ops[t]):
@@ -273,9 +265,9 @@ class PDarts(Strategy):
                    f"(normal edge 0: {', '.join(new_ops['normal'][0])})")
             return Decision(msg, record)
         self.final = {}
-        for t in ("normal", "reduce"):
+        for t in self.space.cell_types:
             cap = self.section.max_skip if t == "normal" else None
-            cell, log = final_cell(self.op_probabilities(t), self.ops[t], self.spec.steps, cap)
+            cell, log = final_cell(self.op_probabilities(t), self.ops[t], self.topology, cap)
             self.final[t] = cell
             record[t]["genotype"] = [list(p) for p in cell]
             if t == "normal":
@@ -293,16 +285,14 @@ class PDarts(Strategy):
         return True
 
     # ----------------------------------------------------------------- result
-    def derive(self) -> Genotype:
-        """The final cells once the last stage ended; before, the DARTS rule on the current stage's ops."""
+    def derive_cell(self, cell_type: str) -> Any:
+        """The final cell once the last stage ended; before, the space's rule on the current stage's ops."""
         if self.final is not None:
-            return self.make_genotype(self.final["normal"], self.final["reduce"])
-        cells = {t: derive_cell(self.op_probabilities(t), self.spec.ops(t), self.spec.steps)
-                 for t in ("normal", "reduce")}
-        return self.make_genotype(cells["normal"], cells["reduce"])
+            return self.final[cell_type]
+        return super().derive_cell(cell_type)
 
-    def make_genotype(self, normal: list[tuple[str, int]], reduce: Optional[list[tuple[str, int]]]) -> Genotype:
-        g = super().make_genotype(normal, reduce)
+    def make_genotype(self, cells: Mapping[str, Any]) -> Any:
+        g = super().make_genotype(cells)
         return g.with_meta(stage=self.stage + 1, final=self.final is not None)
 
     # ----------------------------------------------------------------- checkpoints
@@ -324,9 +314,3 @@ class PDarts(Strategy):
         self.final = None if final is None else {t: [(str(o), int(i)) for o, i in c] for t, c in final.items()}
         self.skip_log = list(state.get("skip_log", []))
         self.drop_p = float(state.get("drop_p", 0.0))
-
-
-def registry_primitives(cfg: DictConfig) -> tuple[str, ...]:
-    from nasbench import registry
-
-    return tuple(registry.get("space", cfg.model.space).primitives)

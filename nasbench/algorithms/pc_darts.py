@@ -23,12 +23,11 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from nasbench.spaces.darts import fast as supernet_fast
-from nasbench.algorithms.base import Strategy, derive_cell
+from nasbench.algorithms.base import Strategy
 from nasbench.errors import ConfigError
-from nasbench.spaces.darts.genotype import Genotype
 from nasbench.registry import register_algorithm
-from nasbench.spaces.darts.supernet import CellWeights, MixedOp, SupernetSpec
+from nasbench.spaces.base import CellWeights, SupernetSpec, Topology
+from nasbench.spaces.edges import MixedOp, NodeSum, OpBuilder, SourceCache
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -48,10 +47,10 @@ class PartialChannelEdge(MixedOp):
     :class:`MixedOp`'s (``ops.*``), so K=1 loads a DARTS edge's state as is.
     """
 
-    def __init__(self, C: int, stride: int, ops: Sequence[str], k: int):
+    def __init__(self, C: int, stride: int, ops: Sequence[str], build_op: OpBuilder, k: int):
         if C % k:
             raise ConfigError(f"PC-DARTS needs the channels of every cell ({C}) divisible by pc_darts.k={k}")
-        super().__init__(C // k, stride, ops)
+        super().__init__(C // k, stride, ops, build_op)
         self.k = k
         self.stride = stride
         self.bypass_pool = nn.MaxPool2d(2, 2) if stride == 2 else None
@@ -68,7 +67,7 @@ class PartialChannelEdge(MixedOp):
             rest = self.bypass_pool(rest)
         return channel_shuffle(torch.cat([part, rest], dim=1), self.k)
 
-    def contribute(self, node: supernet_fast.NodeSum, src: supernet_fast.SourceCache, w: Any,
+    def contribute(self, node: NodeSum, src: SourceCache, w: Any,
                    scale: Optional[torch.Tensor], part: str = "out") -> None:
         """Fast execution. Shuffling is a fixed channel permutation, so a node sums its edges' mixed parts
         and their bypassed channels separately and shuffles once: Σ_e shuffle(cat(m_e, r_e)) =
@@ -94,13 +93,9 @@ def _shuffle_parts(parts: dict[str, torch.Tensor], groups: int) -> torch.Tensor:
     return channel_shuffle(torch.cat([mixed, rest], dim=1), groups)
 
 
-def edge_normalization(beta: torch.Tensor, steps: int) -> torch.Tensor:
-    """softmax of β [edges] within each node's incoming edges (node i has i+2), concatenated [edges]."""
-    out, start = [], 0
-    for i in range(steps):
-        out.append(torch.softmax(beta[start:start + i + 2], dim=-1))
-        start += i + 2
-    return torch.cat(out)
+def edge_normalization(beta: torch.Tensor, topology: Topology) -> torch.Tensor:
+    """softmax of β [edges] within each node's incoming edges, concatenated [edges]."""
+    return torch.cat([torch.softmax(beta[r.start:r.stop], dim=-1) for r in topology.node_slices()])
 
 
 @register_algorithm("pc-darts")
@@ -142,7 +137,7 @@ class PcDarts(Strategy):
             raise ConfigError(f"pc_darts.warmup_epochs must be >= 0, got {cfg.pc_darts.warmup_epochs}")
 
     def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
-        return PartialChannelEdge(C, stride, ops, int(self.section.k))
+        return PartialChannelEdge(C, stride, ops, self.space.search_op, int(self.section.k))
 
     # ----------------------------------------------------------------- architecture parameters
     def init_arch_params(self, spec: SupernetSpec, device: torch.device) -> None:
@@ -156,19 +151,17 @@ class PcDarts(Strategy):
 
     def edge_scale(self, cell_type: str) -> torch.Tensor:
         """Normalised edge weights [edges] (no gradient), as displayed and derived from."""
-        return edge_normalization(self.beta(cell_type).detach(), self.spec.steps)
+        return edge_normalization(self.beta(cell_type).detach(), self.topology)
 
     def edge_weights(self, cell_type: str) -> CellWeights:
         return CellWeights(torch.softmax(self.alpha(cell_type), dim=-1),
-                           edges=edge_normalization(self.beta(cell_type), self.spec.steps))
+                           edges=edge_normalization(self.beta(cell_type), self.topology))
 
     def updates_arch(self, epoch: int) -> bool:
         return epoch >= self.scaled(self.section.warmup_epochs)
 
     # ----------------------------------------------------------------- result
-    def derive(self) -> Genotype:
-        cells: dict[str, Any] = {"normal": None, "reduce": None}
-        for t in self.spec.cell_types:
-            cells[t] = derive_cell(self.op_probabilities(t), self.spec.ops(t), self.spec.steps,
-                                   edge_scale=self.edge_scale(t))
-        return self.make_genotype(cells["normal"], cells["reduce"])
+    def derive_cell(self, cell_type: str) -> Any:
+        """The space's rule on each edge's op weights times its normalised β."""
+        return self.space.derive_cell(self.op_probabilities(cell_type), self.spec.ops(cell_type),
+                                      edge_scale=self.edge_scale(cell_type))

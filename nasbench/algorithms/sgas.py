@@ -33,11 +33,13 @@ from typing import Any, Mapping, Optional
 import torch
 from omegaconf import DictConfig
 
+from torch import nn
+
+from nasbench import registry
 from nasbench.algorithms.base import Decision, Strategy
 from nasbench.errors import ConfigError
-from nasbench.spaces.darts.genotype import Genotype
 from nasbench.registry import register_algorithm
-from nasbench.spaces.darts.supernet import CellWeights, Supernet
+from nasbench.spaces.base import CellWeights
 
 UNDECIDED = -1
 
@@ -93,12 +95,14 @@ class Sgas(Strategy):
     quick_defaults = {"epochs": 10}
     paper_epochs = 50
 
-    def __init__(self, cfg: DictConfig):
-        super().__init__(cfg)
-        self.n_edges = sum(2 + i for i in range(cfg.model.steps))
-        self.none_idx = list(self.space.primitives).index("none")
-        self.selected = {t: [UNDECIDED] * self.n_edges for t in ("normal", "reduce")}
-        self.history: dict[str, list[torch.Tensor]] = {"normal": [], "reduce": []}
+    spaces = ("darts",)
+
+    def __init__(self, cfg: DictConfig, space: Any = None):
+        super().__init__(cfg, space)
+        self.n_edges = self.topology.num_edges
+        self.none_idx = list(self.space.primitives).index(self.space.zero_op)
+        self.selected = {t: [UNDECIDED] * self.n_edges for t in self.space.cell_types}
+        self.history: dict[str, list[torch.Tensor]] = {t: [] for t in self.space.cell_types}
         self.decisions: list[dict[str, Any]] = []
 
     # ----------------------------------------------------------------- schedule
@@ -112,7 +116,7 @@ class Sgas(Strategy):
                               "post_train ≥ 0")
         if s.batch_increase < 0:
             raise ConfigError(f"sgas.batch_increase must be ≥ 0, got {s.batch_increase}")
-        n = cfg.model.steps * 2
+        n = _decisions(cfg)
         w, f = _schedule(cfg, n)
         if w + f * (n - 1) + 1 > cfg.epochs:
             need = (n if cfg.scale_schedules else w + f * (n - 1) + 1)
@@ -121,11 +125,11 @@ class Sgas(Strategy):
 
     def schedule(self) -> tuple[int, int]:
         """(warm-up, decision frequency) of this run, scaled (see the module docstring)."""
-        return _schedule(self.cfg, self.cfg.model.steps * 2)
+        return _schedule(self.cfg, self.topology.decisions)
 
     def decision_epochs(self) -> list[int]:
         w, f = self.schedule()
-        return [w + k * f for k in range(self.cfg.model.steps * 2)]
+        return [w + k * f for k in range(self.topology.decisions)]
 
     def is_decision_epoch(self, epoch: int) -> bool:
         w, f = self.schedule()
@@ -160,7 +164,7 @@ class Sgas(Strategy):
         return CellWeights(ops)
 
     # ----------------------------------------------------------------- decisions
-    def on_epoch_end(self, epoch: int, net: Supernet) -> list[Decision]:
+    def on_epoch_end(self, epoch: int, net: nn.Module) -> list[Decision]:
         events = []
         decide = self.is_decision_epoch(epoch)
         for t in self.spec.cell_types:
@@ -184,8 +188,8 @@ class Sgas(Strategy):
         self.selected[t][edge] = op
         pruned = self._prune_nodes(t)
         prims = self.space.primitives
-        node, src = _edge_node(edge)
-        table = [{"edge": e, "node": _edge_node(e)[0], "input": _edge_node(e)[1],
+        node, src = self.topology.edges[edge]
+        table = [{"edge": e, "node": self.topology.edges[e][0], "input": self.topology.edges[e][1],
                   "status": ("candidate" if s == UNDECIDED else "pruned" if s == self.none_idx else "decided"),
                   "importance": float(sc["importance"][e]), "entropy": float(sc["entropy"][e]),
                   **({"histogram": float(sc["histogram"][e])} if "histogram" in sc else {}),
@@ -202,51 +206,45 @@ class Sgas(Strategy):
     def _prune_nodes(self, t: str) -> list[int]:
         """Nodes with two decided edges: their undecided edges become 'none' (official ``check_edges``)."""
         pruned = []
-        start = 0
-        for i in range(self.cfg.model.steps):
-            n = i + 2
-            rows = range(start, start + n)
-            if sum(1 for e in rows if self.selected[t][e] != UNDECIDED) >= 2:
+        for i in range(self.topology.nodes):
+            rows = self.topology.node_edges(i)
+            if sum(1 for e in rows if self.selected[t][e] != UNDECIDED) >= self.topology.keep:
                 for e in rows:
                     if self.selected[t][e] == UNDECIDED:
                         self.selected[t][e] = self.none_idx
                         pruned.append(e)
-            start += n
         return pruned
 
     # ----------------------------------------------------------------- result
-    def derive(self) -> Genotype:
+    def derive_cell(self, cell_type: str) -> Any:
         """The decisions; nodes not yet complete are filled as the official ``parse_gene_force`` does.
 
         The missing edges of a node are its undecided edges of largest importance (1 − p_none), each with
         its strongest non-'none' op. Pairs are listed per node in input order, as in the official code.
         """
-        cells: dict[str, Optional[list[tuple[str, int]]]] = {"normal": None, "reduce": None}
         prims = self.space.primitives
-        for t in self.spec.cell_types:
-            p = torch.softmax(self.alpha(t).detach().double().cpu(), dim=-1)
-            importance = 1 - p[:, self.none_idx]
-            sel = self.selected[t]
-            gene = []
-            start = 0
-            for i in range(self.spec.steps):
-                n = i + 2
-                rows = list(range(start, start + n))
-                decided = [e for e in rows if sel[e] != UNDECIDED]
-                need = 2 - len(decided)
-                undecided = [e for e in rows if sel[e] == UNDECIDED]
-                extra = sorted(undecided, key=lambda e: (-float(importance[e]), e))[:max(need, 0)]
-                for e in rows:
-                    if sel[e] == UNDECIDED:
-                        if e in extra:
-                            row = p[e].clone()
-                            row[self.none_idx] = -1.0
-                            gene.append((prims[int(torch.argmax(row))], e - start))
-                    elif sel[e] != self.none_idx:
-                        gene.append((prims[sel[e]], e - start))
-                start += n
-            cells[t] = gene
-        g = self.make_genotype(cells["normal"], cells["reduce"])
+        p = torch.softmax(self.alpha(cell_type).detach().double().cpu(), dim=-1)
+        importance = 1 - p[:, self.none_idx]
+        sel = self.selected[cell_type]
+        gene = []
+        for i in range(self.topology.nodes):
+            rows = list(self.topology.node_edges(i))
+            need = self.topology.keep - sum(1 for e in rows if sel[e] != UNDECIDED)
+            undecided = [e for e in rows if sel[e] == UNDECIDED]
+            extra = sorted(undecided, key=lambda e: (-float(importance[e]), e))[:max(need, 0)]
+            for e in rows:
+                src = self.topology.edges[e][1]
+                if sel[e] == UNDECIDED:
+                    if e in extra:
+                        row = p[e].clone()
+                        row[self.none_idx] = -1.0
+                        gene.append((prims[int(torch.argmax(row))], src))
+                elif sel[e] != self.none_idx:
+                    gene.append((prims[sel[e]], src))
+        return gene
+
+    def derive(self) -> Any:
+        g = super().derive()
         done = all(s != UNDECIDED for t in self.spec.cell_types for s in self.selected[t])
         return g.with_meta(decisions=len(self.decisions), complete=done)
 
@@ -259,18 +257,14 @@ class Sgas(Strategy):
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.selected = {t: [int(s) for s in v] for t, v in state["selected"].items()}
         self.history = {t: [h.clone() for h in v] for t, v in state.get("history", {}).items()}
-        for t in ("normal", "reduce"):
+        for t in self.space.cell_types:
             self.history.setdefault(t, [])
         self.decisions = [dict(d) for d in state.get("decisions", [])]
 
 
-def _edge_node(edge: int) -> tuple[int, int]:
-    """(node, input) of an edge index."""
-    start, i = 0, 0
-    while edge >= start + i + 2:
-        start += i + 2
-        i += 1
-    return i, edge - start
+def _decisions(cfg: DictConfig) -> int:
+    """Edges decided per cell type: every node's kept inputs."""
+    return registry.get("space", cfg.model.space)(cfg).topology.decisions
 
 
 def _schedule(cfg: DictConfig, n_decisions: int) -> tuple[int, int]:

@@ -7,7 +7,6 @@ User mistakes (:class:`~nasbench.errors.NasError`) print one line on stderr and 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from pathlib import Path
@@ -139,21 +138,14 @@ def resume_config(run_dir: Path, overrides: list[str], flags: dict[str, Any], *,
 
 # ---------------------------------------------------------------------------------------------- helpers
 def cells_table(genotype: Any, title: str) -> Table:
-    from nasbench.spaces.darts.genotype import state_name
+    """The genotype as its space lays it out (the DARTS space: one row per node, a column per cell type)."""
+    from nasbench.spaces.genotypes import space_of
 
+    header, rows = space_of(genotype).describe(genotype)
     t = Table(title=title)
-    t.add_column("node", justify="right")
-    t.add_column("normal cell")
-    t.add_column("reduction cell")
-    n_nodes = len(genotype.normal) // 2
-    for i in range(n_nodes):
-        row = [str(i)]
-        for cell in (genotype.normal, genotype.reduce):
-            if cell is None:
-                row.append("(fixed)" if i == 0 else "")
-            else:
-                pairs = cell[2 * i: 2 * i + 2]
-                row.append(", ".join(f"{op} ← {state_name(j)}" for op, j in pairs))
+    for k, name in enumerate(header):
+        t.add_column(name, justify="right" if k == 0 else "left")
+    for row in rows:
         t.add_row(*row)
     return t
 

@@ -109,7 +109,7 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Re-compute the test accuracy of a train-final run from its saved weights."""
-    from nasbench.final.train import evaluate_run
+    from nasbench.final.evaluate import evaluate_run
 
     report = evaluate_run(run_dir, which=checkpoint, device=device or "auto", batch_size=batch_size)
     if as_json:
@@ -128,7 +128,7 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Export the trained model (eval mode, no auxiliary head) and check its outputs against PyTorch."""
-    from nasbench.final.train import export_run
+    from nasbench.final.evaluate import export_run
 
     report = export_run(run_dir, fmt, output, which=checkpoint)
     if as_json:

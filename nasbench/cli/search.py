@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,6 +12,27 @@ import typer
 from nasbench.cli.app import (Algo, BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Download, Epochs,
                               Layers, Nproc, OutDir, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err,
                               maybe_launch, out, print_mapping, resume_config, shortcuts, user_errors)
+from nasbench.errors import NasError
+
+
+def _has_unrolled(algo: str) -> bool:
+    """Whether ``algo`` has a second-order architecture gradient: an ``unrolled`` key in its config section."""
+    from nasbench import registry
+
+    config_cls = registry.get("algorithm", algo).Config
+    return dataclasses.is_dataclass(config_cls) and any(f.name == "unrolled" for f in dataclasses.fields(config_cls))
+
+
+def _unrolled_key(algo: str) -> str:
+    """The config key that ``--unrolled`` sets for ``algo``; a NasError for an algorithm without it."""
+    from nasbench import registry
+    from nasbench.config import section_name
+
+    if not _has_unrolled(algo):
+        have = [name for name in registry.names("algorithm") if _has_unrolled(name)]
+        raise NasError(f"--unrolled (second-order architecture gradient) is not available for {algo}; "
+                       f"only {', '.join(have) or 'no algorithm'} {'has' if len(have) == 1 else 'have'} it")
+    return f"{section_name(algo)}.unrolled"
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -55,7 +77,10 @@ def search(
     from nasbench.search import trainer
 
     overrides = list(overrides or [])
-    switches = {"darts.unrolled": unrolled, "deterministic": deterministic, "tensorboard": tensorboard,
+    if unrolled:  # the resumed run's algorithm, not --algo's (its default), decides
+        unrolled_algo = algo if resume is None else resume_config(resume, [], {}).algo
+        overrides.append(f"{_unrolled_key(unrolled_algo)}=true")
+    switches = {"deterministic": deterministic, "tensorboard": tensorboard,
                 "memory_efficient": memory_efficient, "sync_bn": sync_bn}
     overrides += [f"{key}=true" for key, on in switches.items() if on]
     valued = {"checkpoint_every": checkpoint_every, "supernet": supernet, "amp": "bf16" if amp else None}
@@ -103,7 +128,7 @@ def derive(
 ) -> None:
     """Derive the genotype from a run's architecture parameters by its algorithm's rule."""
     from nasbench.search.derive import derive_run
-    from nasbench.spaces.darts.genotype import save_genotype
+    from nasbench.spaces.genotypes import save_genotype
 
     genotype, used_epoch = derive_run(run_dir, epoch)
     target = output or (Path(run_dir) / "best.json")

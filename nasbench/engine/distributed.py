@@ -192,10 +192,6 @@ class Dist:
                         f"the {what} {n} of rank {r} differs from rank 0's (sum {sr!r} vs {s0!r}): the processes "
                         "no longer run the same search; stopping")
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()

@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -216,6 +216,3 @@ class RunDir:
 
     def events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.events_path)
-
-    def iter_files(self) -> Iterator[Path]:
-        return self.path.rglob("*")

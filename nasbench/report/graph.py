@@ -1,64 +1,17 @@
-"""Cells as graphs: DOT text in the style of the DARTS papers' figures, rendered by Graphviz when present.
-
-Inputs ``c_{k-2}`` and ``c_{k-1}`` are dark-green boxes, intermediate nodes ``0``, ``1``, ... light-blue
-boxes, the output ``c_{k}`` a yellow box fed by the concatenated nodes; every kept edge carries its op name.
-"""
+"""Cells as graphs: each space draws its cells as DOT text (:meth:`~nasbench.spaces.base.SearchSpace.dot`);
+this module writes the DOT files and renders them with Graphviz when present."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 from nasbench.errors import NasError
-from nasbench.spaces.darts.genotype import Genotype
+from nasbench.spaces.genotypes import space_of
 
 FORMATS = ("dot", "svg", "png", "pdf")
-
-
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def cell_dot(cell: Optional[list] | tuple, concat: tuple[int, ...] | list[int], name: str) -> str:
-    """DOT text of one cell (``cell`` is a sequence of (op, input) pairs, two per intermediate node)."""
-    lines = [f"digraph {_quote(name)} {{",
-             "  rankdir=LR;",
-             '  graph [fontname="helvetica", fontsize=20, label=' + _quote(name) + ', labelloc=t];',
-             '  node [style="filled,rounded", shape=rect, align=center, fontsize=20, height=0.5, width=0.5, '
-             'penwidth=2, fontname="helvetica"];',
-             '  edge [fontsize=20, fontname="times"];',
-             '  "c_{k-2}" [fillcolor=darkseagreen2];',
-             '  "c_{k-1}" [fillcolor=darkseagreen2];']
-    if cell is None:
-        lines.append('  "fixed" [label="hand-designed reduction cell (fixed)", fillcolor=lightgray];')
-        lines.append('  "c_{k-2}" -> "fixed"; "c_{k-1}" -> "fixed";')
-        lines.append('  "c_{k}" [fillcolor=palegoldenrod];')
-        lines.append('  "fixed" -> "c_{k}";')
-        lines.append("}")
-        return "\n".join(lines) + "\n"
-    steps = len(cell) // 2
-    for i in range(steps):
-        lines.append(f'  "{i}" [fillcolor=lightblue];')
-    for k, (op, j) in enumerate(cell):
-        dst = str(k // 2)
-        src = "c_{k-2}" if j == 0 else "c_{k-1}" if j == 1 else str(j - 2)
-        lines.append(f"  {_quote(src)} -> {_quote(dst)} [label={_quote(op)}, fillcolor=gray];")
-    lines.append('  "c_{k}" [fillcolor=palegoldenrod];')
-    for c in concat:
-        if c >= 2:
-            lines.append(f'  "{c - 2}" -> "c_{{k}}" [fillcolor=gray];')
-        else:
-            lines.append(f'  {_quote("c_{k-2}" if c == 0 else "c_{k-1}")} -> "c_{{k}}" [fillcolor=gray];')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def genotype_dots(g: Genotype) -> dict[str, str]:
-    """``{"normal": DOT, "reduce": DOT}``."""
-    return {"normal": cell_dot(g.normal, g.normal_concat, "normal cell"),
-            "reduce": cell_dot(g.reduce, g.reduce_concat, "reduction cell")}
 
 
 def dot_available() -> bool:
@@ -85,19 +38,20 @@ def render(dot_text: str, target: Path, fmt: str) -> Path:
     return target
 
 
-def write_genotype_plots(g: Genotype, out_dir: Path, fmt: str = "png", stem: str = "") -> list[Path]:
-    """``normal.dot``/``reduce.dot`` always, plus ``normal.FMT``/``reduce.FMT`` unless ``fmt`` is ``dot``."""
+def write_genotype_plots(g: Any, out_dir: Path, fmt: str = "png", stem: str = "") -> list[Path]:
+    """One ``CELL.dot`` per cell of the genotype's space (``normal``/``reduce`` in the DARTS space) always,
+    plus ``CELL.FMT`` unless ``fmt`` is ``dot``."""
     from nasbench.engine.rundir import atomic_write_text
 
     if fmt not in FORMATS:
         raise NasError(f"unknown plot format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     written = []
-    for cell, text in genotype_dots(g).items():
+    for cell, text in space_of(g).dot(g).items():
         base = out_dir / f"{stem}{cell}"
         atomic_write_text(base.with_suffix(".dot"), text)
         written.append(base.with_suffix(".dot"))
     if fmt != "dot":
-        for cell, text in genotype_dots(g).items():
+        for cell, text in space_of(g).dot(g).items():
             base = out_dir / f"{stem}{cell}"
             written.append(render(text, base.with_suffix(f".{fmt}"), fmt))
     return written

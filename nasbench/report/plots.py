@@ -58,6 +58,10 @@ def plot_edges(run: RunDir, cfg: Any, out_dir: Path) -> list[Path]:
     plt = _pyplot()
     written = []
     hist = edge_history(run, cfg)
+    from nasbench.spaces.base import create_space
+
+    space = create_space(cfg.model.space, cfg)
+    topology = space.topology
     ops_order: list[str] = []
     for cells in hist.values():
         for edges in cells.values():
@@ -73,19 +77,15 @@ def plot_edges(run: RunDir, cfg: Any, out_dir: Path) -> list[Path]:
                                  squeeze=False)
         for ax in axes.flat[n:]:
             ax.axis("off")
-        from nasbench.spaces.darts.genotype import state_name
-
-        start, node, idx = 0, 0, 0
+        idx = 0
         for e in sorted(edges):
-            while e >= start + node + 2:
-                start += node + 2
-                node += 1
+            node, src = topology.edges[e]
             ax = axes.flat[idx]
             idx += 1
             for op, pts in edges[e].items():
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, color=colors[op], marker="." if len(xs) < 20 else None, lw=1.2, label=op)
-            ax.set_title(f"{state_name(e - start)} → {node}", fontsize=9)
+            ax.set_title(f"{space.state_name(src)} → {node}", fontsize=9)
             ax.tick_params(labelsize=7)
         handles = [plt.Line2D([], [], color=colors[op], lw=2) for op in ops_order]
         fig.legend(handles, ops_order, loc="lower center", ncol=min(len(ops_order), 4), fontsize=8, frameon=False)

@@ -1,4 +1,5 @@
-"""What a search reports beyond metrics.jsonl: plots, TensorBoard, and the deterministic-algorithms mode.
+"""What a search reports beyond metrics.jsonl: plots and TensorBoard (the deterministic-algorithms mode is
+:func:`nasbench.engine.device.deterministic_mode`).
 
 The trainer calls ``reporter.epoch_end(trainer, record, genotype)`` after each epoch's metrics record,
 ``run_end`` after best.json, and ``close`` when the run stops (normally or not).
@@ -7,11 +8,7 @@ The trainer calls ``reporter.epoch_end(trainer, record, genotype)`` after each e
 from __future__ import annotations
 
 import contextlib
-import os
-import warnings
-from typing import Any, Iterator, Optional
-
-import torch
+from typing import Any
 
 from nasbench.errors import ConfigError
 
@@ -71,9 +68,7 @@ class TensorBoardReporter(Reporter):
         for t in s.spec.cell_types:
             self.writer.add_histogram(f"arch/{t}_alpha", s.alpha(t).detach().cpu(), step)
             self.writer.add_histogram(f"arch/{t}_op_weights", s.op_probabilities(t).cpu(), step)
-        from nasbench.spaces.darts.genotype import format_genotype_text
-
-        self.writer.add_text("genotype", f"epoch {step}: `{format_genotype_text(genotype)}`", step)
+        self.writer.add_text("genotype", f"epoch {step}: `{s.space.format_text(genotype)}`", step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -98,49 +93,3 @@ def close_all(reporters: list[Reporter]) -> None:
     for r in reporters:
         with contextlib.suppress(Exception):
             r.close()
-
-
-@contextlib.contextmanager
-def deterministic_mode(on: bool, device: torch.device, console: Any) -> Iterator[list[str]]:
-    """``torch.use_deterministic_algorithms(True, warn_only=True)`` while the block runs.
-
-    Ops with no deterministic implementation warn instead of failing; each such op is reported once.
-    """
-    seen: list[str] = []
-    if not on:
-        yield seen
-        return
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    prev_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    console.print("deterministic algorithms on (torch.use_deterministic_algorithms, warn_only)")
-    old_show = warnings.showwarning
-
-    def show(message: Any, category: Any, filename: str, lineno: int, file: Optional[Any] = None,
-             line: Optional[str] = None) -> None:
-        text = str(message)
-        if "deterministic" in text:
-            op = text.split(" does not have a deterministic implementation")[0].strip()
-            if op not in seen:
-                seen.append(op)
-                console.print(f"[yellow]deterministic:[/] {op} has no deterministic implementation and runs "
-                              "nondeterministically", highlight=False)
-            return
-        old_show(message, category, filename, lineno, file, line)
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("always", message=".*deterministic.*")
-        warnings.showwarning = show
-        try:
-            yield seen
-        finally:
-            warnings.showwarning = old_show
-            torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_cudnn
-    if seen:
-        console.print(f"deterministic: {len(seen)} op(s) ran nondeterministically: {', '.join(seen)}")
-    else:
-        console.print("deterministic: every op ran a deterministic implementation")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from nasbench.algorithms.base import create_strategy
 from nasbench.config import load_run_config
 from nasbench.errors import RunDirError
-from nasbench.spaces.darts.genotype import Genotype
 from nasbench.engine.rundir import RunDir, torch_load
 
 
-def derive_run(run_dir: str | Path, epoch: Optional[int] = None) -> tuple[Genotype, int]:
+def derive_run(run_dir: str | Path, epoch: Optional[int] = None) -> tuple[Any, int]:
     """Derive by the run's own algorithm from epoch ``epoch``'s state (default: the last saved epoch)."""
     run = RunDir.open(run_dir)
     cfg = load_run_config(run.config_path)

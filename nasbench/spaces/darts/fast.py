@@ -14,26 +14,21 @@ own, as the DARTS code does. This forward computes the same sums with these savi
   d runs undilated on the stride-d subsampled input; PyTorch's CPU kernels for dilated depthwise
   convolutions are several times slower than for undilated ones;
 
-Edges take part through ``contribute(node, source, w, scale, part)`` (see :class:`NodeSum` and
-:class:`SourceCache`); :class:`~nasbench.spaces.darts.supernet.MixedOp` implements it for every edge that is a weighted
+Edges take part through ``contribute(node, source, w, scale, part)`` when they opt in (see
+:mod:`nasbench.spaces.edges`); :class:`~nasbench.spaces.edges.MixedOp` implements it for every edge that is a weighted
 sum of ops, and an algorithm whose edge does something else implements it in its own file.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
-
-
-def _format_of(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+from nasbench.spaces.edges import NodeSum, SourceCache, format_of, add_edge
 
 
 # ---------------------------------------------------------------------------------------------- convolutions
@@ -95,144 +90,34 @@ def _factorized_reduce(m: FactorizedReduce, relu_x: torch.Tensor) -> torch.Tenso
     return m.bn(torch.cat([conv(m.conv_1, relu_x), conv(m.conv_2, relu_x[:, :, 1:, 1:])], dim=1))
 
 
-# ---------------------------------------------------------------------------------------------- shared work
-class SourceCache:
-    """What the edges leaving one state share: the state ``x``, its ReLU, its pools and channel slices."""
+class DartsSource(SourceCache):
+    """A source state whose edges run the DARTS space's ops, sharing the ReLU, the pools with their BN, the
+    identity and the channel slices."""
 
-    def __init__(self, x: torch.Tensor):
-        self.x = x
-        self._relu: Optional[torch.Tensor] = None
-        self._pools: dict[str, torch.Tensor] = {}
-        self._normalized: dict[tuple[str, float], torch.Tensor] = {}
-        self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._slices: dict[tuple[int, int], SourceCache] = {}
-
-    def relu(self) -> torch.Tensor:
-        if self._relu is None:
-            self._relu = F.relu(self.x)
-        return self._relu
-
-    def channels(self, start: int, stop: int) -> "SourceCache":
-        """The cache of ``x[:, start:stop]`` (materialised once, in ``x``'s memory format)."""
-        key = (start, stop)
-        if key not in self._slices:
-            self._slices[key] = SourceCache(self.x[:, start:stop].contiguous(memory_format=_format_of(self.x)))
-        return self._slices[key]
-
-    def pool(self, pool: nn.Module) -> torch.Tensor:
-        key = repr(pool)  # the type and every setting (kernel, stride, padding, count_include_pad, ...)
-        if key not in self._pools:
-            self._pools[key] = pool(self.x)
-        return self._pools[key]
-
-    def pool_bn(self, pool: nn.Module, bn: nn.BatchNorm2d) -> torch.Tensor:
-        """``bn(pool(x))`` with ``bn`` non-affine: the pool and, in training, the normalisation are shared.
-
-        In training the output depends on the batch alone, so one normalisation serves every edge; each
-        ``bn`` still gets its running-statistics update as if it had run (from the shared batch mean and
-        unbiased variance). In eval mode each ``bn`` normalises with its own running statistics.
-        """
-        p = self.pool(pool)
-        if bn.affine or not bn.track_running_stats:
-            return bn(p)
-        if not bn.training:
-            return F.batch_norm(p, bn.running_mean, bn.running_var, None, None, False, 0.0, bn.eps)
-        key = repr(pool)
-        if key not in self._stats:
-            with torch.no_grad():
-                q = p if p.dtype in (torch.float32, torch.float64) else p.float()
-                var, mean = torch.var_mean(q, dim=(0, 2, 3), unbiased=True)
-            self._stats[key] = (mean, var)
-        update_running_stats(bn, *self._stats[key])
-        nkey = (key, bn.eps)
-        if nkey not in self._normalized:
-            self._normalized[nkey] = F.batch_norm(p, None, None, None, None, True, 0.0, bn.eps)
-        return self._normalized[nkey]
-
-
-def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> None:
-    """What a training-mode forward of ``bn`` does to its buffers, given the batch ``mean`` and unbiased ``var``."""
-    with torch.no_grad():
-        bn.num_batches_tracked.add_(1)
-        m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-        bn.running_mean.mul_(1.0 - m).add_(mean.to(bn.running_mean.dtype), alpha=m)
-        bn.running_var.mul_(1.0 - m).add_(var.to(bn.running_var.dtype), alpha=m)
-
-
-def run_op(op: nn.Module, src: SourceCache) -> Optional[torch.Tensor]:
-    """One candidate op on a source, reusing the source's shared work; None for 'none'."""
-    if isinstance(op, Zero):
-        return None
-    if isinstance(op, Identity):
-        return src.x
-    if type(op) is nn.Sequential and len(op) == 2:
-        first, second = op[0], op[1]
-        if isinstance(first, (nn.MaxPool2d, nn.AvgPool2d)) and isinstance(second, nn.BatchNorm2d):
-            return src.pool_bn(first, second)
-        if isinstance(first, Identity) and isinstance(second, nn.Dropout):
-            # F.dropout returns its input unchanged (and draws nothing) outside training or at p = 0
-            if not (second.training and second.p > 0):
-                return src.x
-            # the mask is drawn in NCHW order whatever the layout, so it is the reference's mask
-            return second(src.x.contiguous()).contiguous(memory_format=_format_of(src.x))
-    if isinstance(op, (SepConv, DilConv, ReLUConvBN)) and isinstance(op[0], nn.ReLU):
-        h = src.relu()
-        for child in list(op)[1:]:
-            h = run_module(child, h)
-        return h
-    if isinstance(op, FactorizedReduce):
-        return _factorized_reduce(op, src.relu())
-    return run_module(op, src.x)
-
-
-# ---------------------------------------------------------------------------------------------- node sums
-class NodeSum:
-    """An intermediate node's sum, accumulated in place.
-
-    Terms go to named ``parts`` (just ``"out"`` for a plain sum); an edge whose output is assembled from
-    parts (PC-DARTS: the mixed channels and the bypassed ones) sets ``finish`` to combine them. Scalar
-    terms (GDAS's straight-through weights of the ops it did not run) are added to the result.
-    """
-
-    def __init__(self) -> None:
-        self.parts: dict[str, torch.Tensor] = {}
-        self._owned: set[str] = set()
-        self.scalar: Optional[torch.Tensor] = None
-        self.finish: Optional[Callable[[dict[str, torch.Tensor]], Optional[torch.Tensor]]] = None
-
-    def add(self, t: torch.Tensor, w: Optional[torch.Tensor] = None, part: str = "out") -> None:
-        """parts[part] += w·t (or t)."""
-        cur = self.parts.get(part)
-        if cur is None:
-            if w is None:
-                self.parts[part] = t  # not ours to modify: the next term adds out of place
-            else:
-                self.parts[part] = t * w
-                self._owned.add(part)
-        elif part in self._owned and _accumulates(cur, t):
-            if w is None:
-                cur.add_(t)
-            else:
-                cur.addcmul_(t, w)
-        else:
-            self.parts[part] = cur + t if w is None else torch.addcmul(cur, t, w)
-            self._owned.add(part)
-
-    def add_scalar(self, s: torch.Tensor) -> None:
-        self.scalar = s if self.scalar is None else self.scalar + s
-
-    def result(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        out = self.finish(self.parts) if self.finish is not None else self.parts.get("out")
-        if out is None:  # every incoming edge computed nothing
-            out = torch.zeros(shape, dtype=like.dtype, device=like.device).contiguous(memory_format=_format_of(like))
-        if self.scalar is not None:
-            out = out + self.scalar
-        return out
-
-
-def _accumulates(cur: torch.Tensor, t: torch.Tensor) -> bool:
-    """Whether ``cur += t`` in place keeps ``cur``'s dtype (mixed precision may need a wider result)."""
-    return torch.result_type(cur, t) == cur.dtype
+    def run(self, op: nn.Module) -> Optional[torch.Tensor]:
+        """One candidate op on this source, reusing its shared work; None for 'none'."""
+        if isinstance(op, Zero):
+            return None
+        if isinstance(op, Identity):
+            return self.x
+        if type(op) is nn.Sequential and len(op) == 2:
+            first, second = op[0], op[1]
+            if isinstance(first, (nn.MaxPool2d, nn.AvgPool2d)) and isinstance(second, nn.BatchNorm2d):
+                return self.pool_bn(first, second)
+            if isinstance(first, Identity) and isinstance(second, nn.Dropout):
+                # F.dropout returns its input unchanged (and draws nothing) outside training or at p = 0
+                if not (second.training and second.p > 0):
+                    return self.x
+                # the mask is drawn in NCHW order whatever the layout, so it is the reference's mask
+                return second(self.x.contiguous()).contiguous(memory_format=format_of(self.x))
+        if isinstance(op, (SepConv, DilConv, ReLUConvBN)) and isinstance(op[0], nn.ReLU):
+            h = self.relu()
+            for child in list(op)[1:]:
+                h = run_module(child, h)
+            return h
+        if isinstance(op, FactorizedReduce):
+            return _factorized_reduce(op, self.relu())
+        return run_module(op, self.x)
 
 
 # ---------------------------------------------------------------------------------------------- the cell
@@ -243,18 +128,17 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, w: Any) ->
     draw random numbers (P-DARTS's skip dropout) draw the same ones.
     """
     states = [run_module(cell.preprocess0, s0), run_module(cell.preprocess1, s1)]
-    sources = [SourceCache(s) for s in states]
+    sources = [DartsSource(s) for s in states]
     scales = w.edges.unbind(0) if w.edges is not None else None
     N, C, H, W = states[0].shape
     shape = (N, C, -(-H // 2), -(-W // 2)) if cell.reduction else (N, C, H, W)
-    offset = 0
-    for _ in range(cell.steps):
+    topology = cell.topology
+    for i in range(topology.nodes):
         node = NodeSum()
-        for j, src in enumerate(sources):
-            e = offset + j
-            cell.edges[e].contribute(node, src, w.ops[e], None if scales is None else scales[e])
-        offset += len(sources)
+        for e in topology.node_edges(i):
+            add_edge(node, cell.edges[e], sources[topology.edges[e][1]], w.ops[e],
+                     None if scales is None else scales[e])
         out = node.result(shape, states[0])
         states.append(out)
-        sources.append(SourceCache(out))
-    return torch.cat(states[-cell.multiplier:], dim=1)
+        sources.append(DartsSource(out))
+    return torch.cat([states[k] for k in topology.output], dim=1)

@@ -5,24 +5,21 @@ in node order. Inputs 0 and 1 are the cell's two inputs (``c_{k-2}``, ``c_{k-1}`
 intermediate node ``j - 2``, so node ``i`` (0-based) may read states ``0..i+1``. ``reduce=None`` marks a
 genotype whose reduction cell is hand-designed (GDAS-FRC).
 
-Two formats are supported: JSON (:func:`save_genotype`, :meth:`Genotype.to_dict`) and the
-``Genotype(normal=[...], ...)`` notation of the original DARTS repositories
-(:func:`format_genotype_text`, :func:`parse_genotype_text`). The text is parsed with :mod:`ast` and never
-evaluated. The cells published by the algorithms' authors are built in (:func:`published_genotypes`) and
-registered under short names such as ``darts-v2``.
+Two formats are supported: JSON (:meth:`Genotype.to_dict`, written by
+:func:`nasbench.spaces.genotypes.save_genotype`) and the ``Genotype(normal=[...], ...)`` notation of the
+original DARTS repositories (:func:`format_genotype_text`, :func:`parse_genotype_text`). The text is
+parsed with :mod:`ast` and never evaluated. The cells published by the algorithms' authors are in
+:mod:`nasbench.spaces.darts.published`.
 """
 
 from __future__ import annotations
 
 import ast
-import json
-import os
+import random
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from nasbench.errors import GenotypeError
-from nasbench.registry import register
 from nasbench.spaces.darts.ops import PRIMITIVES, STEPS
 
 Pair = tuple[str, int]
@@ -30,7 +27,6 @@ Cell = tuple[Pair, ...]
 
 _CORE_KEYS = ("space", "normal", "normal_concat", "reduce", "reduce_concat")
 _FIELD_ORDER = ("normal", "normal_concat", "reduce", "reduce_concat")
-_SPACES = ("darts",)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -141,7 +137,9 @@ def _check_pair(pair: Any, where: str, node: int, primitives: Sequence[str]) -> 
         raise GenotypeError(f"{where}: input {idx} is out of range; node {node} may take inputs {choices}")
 
 
-def _check_cell(pairs: Any, cell: str, primitives: Sequence[str], steps: int) -> None:
+def check_cell(pairs: Any, cell: str, primitives: Sequence[str], steps: int) -> None:
+    """One cell's (op, input) pairs: two per node for ``steps`` nodes, known ops other than 'none', inputs
+    among the node's earlier states."""
     if not isinstance(pairs, tuple):
         raise GenotypeError(f"{cell} cell: expected a list of (op, input) pairs, got {pairs!r}")
     if len(pairs) != 2 * steps:
@@ -152,7 +150,8 @@ def _check_cell(pairs: Any, cell: str, primitives: Sequence[str], steps: int) ->
         _check_pair(pair, f"{cell} cell, node {node} (pair {k})", node, primitives)
 
 
-def _check_concat(concat: Any, name: str, steps: int) -> None:
+def check_concat(concat: Any, name: str, steps: int) -> None:
+    """The states a cell's output concatenates: distinct, each an input or one of ``steps`` nodes."""
     if not isinstance(concat, tuple) or not all(_is_int(c) for c in concat):
         raise GenotypeError(f"{name}: expected a list of state indices, got {concat!r}")
     if not concat:
@@ -166,15 +165,15 @@ def _check_concat(concat: Any, name: str, steps: int) -> None:
 
 def validate(g: Genotype, primitives: Sequence[str] = PRIMITIVES, steps: int = STEPS) -> Genotype:
     """Raise :class:`GenotypeError` naming the first problem in ``g``; return ``g`` when it is valid."""
-    if g.space not in _SPACES:
-        raise GenotypeError(f"unsupported search space {g.space!r}; supported: {', '.join(_SPACES)}")
+    if g.space != "darts":
+        raise GenotypeError(f"a genotype of the {g.space!r} space is not a darts genotype")
     if not isinstance(g.meta, dict):
         raise GenotypeError(f"genotype meta must be a dict, got {type(g.meta).__name__}")
-    _check_cell(g.normal, "normal", primitives, steps)
-    _check_concat(g.normal_concat, "normal_concat", steps)
+    check_cell(g.normal, "normal", primitives, steps)
+    check_concat(g.normal_concat, "normal_concat", steps)
     if g.reduce is not None:
-        _check_cell(g.reduce, "reduce", primitives, steps)
-    _check_concat(g.reduce_concat, "reduce_concat", steps)
+        check_cell(g.reduce, "reduce", primitives, steps)
+    check_concat(g.reduce_concat, "reduce_concat", steps)
     return g
 
 
@@ -389,182 +388,20 @@ def parse_genotype_text(text: str, name: str | None = None) -> Genotype:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Files
+# Random cells
 
 
-def save_genotype(g: Genotype, path: str | os.PathLike) -> Path:
-    """Write ``g`` as JSON (indent 2, trailing newline) atomically: temp file, fsync, ``os.replace``."""
-    from nasbench.engine.rundir import atomic_write_text
+def random_genotype(seed: int, steps: int = STEPS) -> Genotype:
+    """A cell drawn uniformly from the DARTS space: per node two distinct inputs and two non-'none' ops."""
+    rng = random.Random(seed)
+    ops = [p for p in PRIMITIVES if p != "none"]
 
-    path = Path(path)
-    atomic_write_text(path, json.dumps(g.to_dict(), indent=2) + "\n")
-    return path
+    def cell() -> tuple:
+        pairs = []
+        for node in range(steps):
+            for j in sorted(rng.sample(range(node + 2), 2)):
+                pairs.append((rng.choice(ops), j))
+        return tuple(pairs)
 
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise GenotypeError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise GenotypeError(f"{path}: cannot read: {e.strerror}") from None
-
-
-def _load_json_file(path: Path) -> Genotype:
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as e:
-        raise GenotypeError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    try:
-        return Genotype.from_dict(data)
-    except GenotypeError as e:
-        raise GenotypeError(f"{path}: {e}") from None
-
-
-def _load_text_file(path: Path) -> Genotype:
-    try:
-        return parse_genotype_text(_read_text(path))
-    except GenotypeError as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise GenotypeError(f"{path}: {e}") from None
-
-
-def load_genotype(spec: str | os.PathLike) -> Genotype:
-    """Load a genotype from a built-in name, a directory (its ``best.json``), a ``.json`` file or a text file."""
-    if isinstance(spec, str) and spec in _PUBLISHED:
-        g = _PUBLISHED[spec]
-        return replace(g, meta=dict(g.meta))
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        best = path / "best.json"
-        if not best.is_file():
-            raise GenotypeError(f"directory {path} has no best.json")
-        return _load_json_file(best)
-    if path.is_file():
-        return _load_json_file(path) if path.suffix.lower() == ".json" else _load_text_file(path)
-    raise GenotypeError(f"no such genotype file or built-in name: {spec}; built-in names: "
-                        f"{', '.join(_PUBLISHED)}")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Published cells (from the authors' genotypes.py files; GDAS flattened from AutoDL-Projects)
-
-_CONCAT = (2, 3, 4, 5)
-
-_PUBLISHED_CELLS: dict[str, tuple[str, str, Cell, Cell | None]] = {
-    # builtin name: (original name, source, normal, reduce)
-    "darts-v1": ("DARTS_V1", "DARTS (Liu et al., ICLR 2019), first order", (
-        ("sep_conv_3x3", 1), ("sep_conv_3x3", 0),
-        ("skip_connect", 0), ("sep_conv_3x3", 1),
-        ("skip_connect", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 0), ("skip_connect", 2),
-    ), (
-        ("max_pool_3x3", 0), ("max_pool_3x3", 1),
-        ("skip_connect", 2), ("max_pool_3x3", 0),
-        ("max_pool_3x3", 0), ("skip_connect", 2),
-        ("skip_connect", 2), ("avg_pool_3x3", 0),
-    )),
-    "darts-v2": ("DARTS_V2", "DARTS (Liu et al., ICLR 2019), second order", (
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 1), ("skip_connect", 0),
-        ("skip_connect", 0), ("dil_conv_3x3", 2),
-    ), (
-        ("max_pool_3x3", 0), ("max_pool_3x3", 1),
-        ("skip_connect", 2), ("max_pool_3x3", 1),
-        ("max_pool_3x3", 0), ("skip_connect", 2),
-        ("skip_connect", 2), ("max_pool_3x3", 1),
-    )),
-    "pc-darts": ("PC_DARTS_cifar", "PC-DARTS (Xu et al., ICLR 2020), searched on CIFAR-10", (
-        ("sep_conv_3x3", 1), ("skip_connect", 0),
-        ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
-        ("sep_conv_5x5", 0), ("sep_conv_3x3", 1),
-        ("avg_pool_3x3", 0), ("dil_conv_3x3", 1),
-    ), (
-        ("sep_conv_5x5", 1), ("max_pool_3x3", 0),
-        ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 3),
-        ("sep_conv_3x3", 1), ("sep_conv_3x3", 2),
-    )),
-    "pc-darts-imagenet": ("PC_DARTS_image", "PC-DARTS (Xu et al., ICLR 2020), searched on ImageNet", (
-        ("skip_connect", 1), ("sep_conv_3x3", 0),
-        ("sep_conv_3x3", 0), ("skip_connect", 1),
-        ("sep_conv_3x3", 1), ("sep_conv_3x3", 3),
-        ("sep_conv_3x3", 1), ("dil_conv_5x5", 4),
-    ), (
-        ("sep_conv_3x3", 0), ("skip_connect", 1),
-        ("dil_conv_5x5", 2), ("max_pool_3x3", 1),
-        ("sep_conv_3x3", 2), ("sep_conv_3x3", 1),
-        ("sep_conv_5x5", 0), ("sep_conv_3x3", 3),
-    )),
-    "pdarts": ("PDARTS", "P-DARTS (Chen et al., ICCV 2019)", (
-        ("skip_connect", 0), ("dil_conv_3x3", 1),
-        ("skip_connect", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 1), ("sep_conv_3x3", 3),
-        ("sep_conv_3x3", 0), ("dil_conv_5x5", 4),
-    ), (
-        ("avg_pool_3x3", 0), ("sep_conv_5x5", 1),
-        ("sep_conv_3x3", 0), ("dil_conv_5x5", 2),
-        ("max_pool_3x3", 0), ("dil_conv_3x3", 1),
-        ("dil_conv_3x3", 1), ("dil_conv_5x5", 3),
-    )),
-    "gdas": ("GDAS_V1", "GDAS (Dong & Yang, CVPR 2019)", (
-        ("skip_connect", 0), ("skip_connect", 1),
-        ("skip_connect", 0), ("sep_conv_5x5", 2),
-        ("sep_conv_3x3", 3), ("skip_connect", 0),
-        ("sep_conv_5x5", 4), ("sep_conv_3x3", 3),
-    ), (
-        ("sep_conv_5x5", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_5x5", 2), ("sep_conv_5x5", 1),
-        ("dil_conv_5x5", 2), ("sep_conv_3x3", 1),
-        ("sep_conv_5x5", 0), ("sep_conv_5x5", 1),
-    )),
-    "gdas-frc": ("GDAS_FRC", "GDAS (Dong & Yang, CVPR 2019), fixed hand-designed reduction cell (FRC)", (
-        ("skip_connect", 0), ("skip_connect", 1),
-        ("skip_connect", 0), ("sep_conv_3x3", 2),
-        ("skip_connect", 0), ("sep_conv_3x3", 2),
-        ("skip_connect", 0), ("sep_conv_3x3", 2),
-    ), None),
-    "sgas-cri1": ("SGAS_Cri1_CIFAR_Best", "SGAS (Li et al., CVPR 2020), criterion 1, best CIFAR-10 cell", (
-        ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_5x5", 1), ("sep_conv_5x5", 3),
-        ("skip_connect", 0), ("dil_conv_5x5", 2),
-    ), (
-        ("max_pool_3x3", 0), ("dil_conv_5x5", 1),
-        ("sep_conv_3x3", 0), ("skip_connect", 2),
-        ("sep_conv_3x3", 1), ("skip_connect", 2),
-        ("max_pool_3x3", 0), ("max_pool_3x3", 1),
-    )),
-    "sgas-cri2": ("SGAS_Cri2_CIFAR_Best", "SGAS (Li et al., CVPR 2020), criterion 2, best CIFAR-10 cell", (
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 2),
-        ("max_pool_3x3", 0), ("sep_conv_3x3", 3),
-        ("sep_conv_3x3", 2), ("sep_conv_3x3", 3),
-    ), (
-        ("sep_conv_3x3", 0), ("max_pool_3x3", 1),
-        ("dil_conv_3x3", 0), ("max_pool_3x3", 1),
-        ("max_pool_3x3", 0), ("sep_conv_3x3", 2),
-        ("max_pool_3x3", 0), ("sep_conv_5x5", 2),
-    )),
-}
-
-
-def _build_published() -> dict[str, Genotype]:
-    out = {}
-    for key, (orig, source, normal, reduce) in _PUBLISHED_CELLS.items():
-        meta = {"name": orig, "source": source, "builtin": key}
-        out[key] = validate(Genotype(normal, _CONCAT, reduce, _CONCAT, meta=meta))
-    return out
-
-
-_PUBLISHED: dict[str, Genotype] = _build_published()
-
-for _name, _g in _PUBLISHED.items():
-    register("genotype", _name, _g)
-
-
-def published_genotypes() -> dict[str, Genotype]:
-    """The built-in published genotypes by name (a fresh dict; each ``meta`` has ``name`` and ``source``)."""
-    return {k: replace(g, meta=dict(g.meta)) for k, g in _PUBLISHED.items()}
+    concat = tuple(range(2, steps + 2))
+    return validate(Genotype(cell(), concat, cell(), concat, meta={"source": f"random (seed {seed})"}))

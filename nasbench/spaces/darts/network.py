@@ -27,10 +27,10 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from nasbench.errors import ConfigError, GenotypeError
-from nasbench.spaces.darts.ops import OPS, FactorizedReduce, Identity, ReLUConvBN
+from nasbench.spaces.darts.genotype import check_cell, check_concat
+from nasbench.spaces.darts.ops import OPS, PRIMITIVES, FactorizedReduce, Identity, ReLUConvBN
 
 __all__ = [
     "drop_path",
@@ -41,8 +41,6 @@ __all__ = [
     "NetworkCIFAR",
     "NetworkImageNet",
     "build_eval_network",
-    "count_params",
-    "count_macs",
 ]
 
 
@@ -69,25 +67,20 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 
 def _check_cell(ops: Sequence[Any], concat: Sequence[int], which: str) -> tuple[list[str], list[int], list[int]]:
-    """Validate one cell description; returns (op names, input indices, concat) as lists."""
+    """Validate one cell description (the genotype's own rules, for as many nodes as it has pairs); returns
+    (op names, input indices, concat) as lists."""
     try:
-        pairs = [(str(name), int(index)) for name, index in ops]
+        pairs = tuple((name, index) for name, index in ops)
+        concat_t = tuple(concat)
     except (TypeError, ValueError) as exc:
         raise GenotypeError(f"{which} cell: expected (op_name, input_index) pairs, got {ops!r}") from exc
     if not pairs or len(pairs) % 2:
         raise GenotypeError(f"{which} cell: need two (op, input) pairs per node, got {len(pairs)} pairs")
-    for k, (name, index) in enumerate(pairs):
-        if name not in OPS:
-            raise GenotypeError(f"{which} cell: unknown op {name!r} (known: {', '.join(OPS)})")
-        node = k // 2
-        if not 0 <= index < node + 2:
-            raise GenotypeError(f"{which} cell: node {node} cannot take input {index} (valid: 0..{node + 1})")
-    concat_list = [int(i) for i in concat]
-    n_states = len(pairs) // 2 + 2
-    if not concat_list or any(not 0 <= i < n_states for i in concat_list):
-        raise GenotypeError(f"{which} cell: concat {concat_list} out of range 0..{n_states - 1}")
+    steps = len(pairs) // 2
+    check_cell(pairs, which, PRIMITIVES, steps)
+    check_concat(concat_t, f"{which}_concat", steps)
     names, indices = zip(*pairs)
-    return list(names), list(indices), concat_list
+    return list(names), list(indices), list(concat_t)
 
 
 class EvalCell(nn.Module):
@@ -407,38 +400,3 @@ def build_eval_network(genotype: Any, *, C: int, layers: int, num_classes: int, 
             raise ConfigError(f"the ImageNet network takes 3-channel images, got in_channels={in_channels}")
         return NetworkImageNet(C, num_classes, layers, auxiliary, genotype)
     return NetworkCIFAR(C, num_classes, layers, auxiliary, genotype, in_channels=in_channels)
-
-
-# --------------------------------------------------------------------------------------------------
-# counting
-
-
-def count_params(model: nn.Module, exclude_auxiliary: bool = True) -> int:
-    """Number of parameters; by default without those of the auxiliary head (names containing
-    "auxiliary"), as the DARTS code reports them."""
-    return sum(p.numel() for name, p in model.named_parameters()
-               if not (exclude_auxiliary and "auxiliary" in name))
-
-
-def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
-    """Multiply-accumulates of one forward pass on a single [1, C, H, W] image (the papers' "FLOPs").
-
-    Runs the model once in eval mode (so no auxiliary head, no drop-path) on zeros under
-    :class:`torch.utils.flop_counter.FlopCounterMode`, which counts 2 FLOPs per MAC of convolutions
-    and matrix products (not BN, activations or pooling), and halves its total. The model's
-    training flag is restored afterwards.
-    """
-    try:
-        param = next(model.parameters())
-        device, dtype = param.device, param.dtype
-    except StopIteration:
-        device, dtype = torch.device("cpu"), torch.float32
-    x = torch.zeros((1, *input_size), device=device, dtype=dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops()) // 2

@@ -1,4 +1,4 @@
-"""The DARTS CNN search space: primitives and their op definitions.
+"""The DARTS CNN search space's operations: primitives and their op definitions.
 
 Op definitions follow the DARTS code (``operations.py``): every convolution is bias-free, a separable
 conv is two ReLU-depthwise-pointwise-BN blocks with the stride on the first, a dilated conv is one such
@@ -16,7 +16,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from nasbench.registry import register_space
 
 PRIMITIVES: tuple[str, ...] = (
     "none",
@@ -35,16 +34,6 @@ PARAMETER_FREE: frozenset[str] = frozenset({"none", "max_pool_3x3", "avg_pool_3x
 
 STEPS = 4
 """Intermediate nodes per cell."""
-
-
-def num_edges(steps: int = STEPS) -> int:
-    """Edges of a cell whose node i (0-based) is fed by all i+2 earlier states: 14 for 4 steps."""
-    return sum(2 + i for i in range(steps))
-
-
-def edge_index(node: int, src: int) -> int:
-    """Row of the α matrix for the edge from state ``src`` into intermediate node ``node``."""
-    return sum(2 + i for i in range(node)) + src
 
 
 class ReLUConvBN(nn.Sequential):
@@ -148,15 +137,3 @@ def search_op(name: str, C: int, stride: int) -> nn.Module:
     if "pool" in name:
         op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
     return op
-
-
-@register_space("darts")
-class DartsSpace:
-    """The DARTS CNN cell space: 8 primitives, 4 intermediate nodes, 14 edges per cell."""
-
-    name = "darts"
-    primitives = PRIMITIVES
-    steps = STEPS
-    multiplier = STEPS
-    num_edges = num_edges(STEPS)
-    description = "DARTS CNN cell: 8 ops, 4 nodes, 14 edges (Liu et al., 2019)"

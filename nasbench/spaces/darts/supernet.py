@@ -4,14 +4,15 @@ It follows the DARTS code's ``model_search.Network``: a 3×3 conv + BN stem with
 channels, ``layers`` search cells with reduction cells (channels doubled) at ``layers//3`` and
 ``2·layers//3``, global average pooling and a linear classifier. A cell preprocesses its two inputs
 (ReLU-conv1×1-BN, or a factorized reduce after a reduction cell), feeds every intermediate node from all
-earlier states (14 edges for 4 nodes) and concatenates the last ``multiplier`` nodes.
+earlier states (the space's :class:`~nasbench.spaces.base.Topology`: 14 edges for 4 nodes) and
+concatenates the last ``multiplier`` nodes.
 
 What happens on an edge is the strategy's business: the supernet asks the strategy's ``make_edge`` for
 each edge module and passes each edge whatever the strategy's ``edge_weights`` produced for it.
 
 Two executions of the same modules (:meth:`Supernet.set_execution`): ``reference`` runs every op of every
 edge on its own, as the DARTS code does (the tests' oracle and the benchmark's baseline); ``fast`` (the
-default of a search) computes the same numbers with less work (:mod:`nasbench.spaces.darts.ops.fast`). Either can
+default of a search) computes the same numbers with less work (:mod:`nasbench.spaces.darts.fast`). Either can
 recompute each search cell's activations in the backward pass instead of storing them
 (``memory_efficient``).
 """
@@ -19,156 +20,69 @@ recompute each search cell's activations in the backward pass instead of storing
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
+from nasbench.spaces.base import CellWeights, EdgeFactory, SupernetSpec, Topology
 from nasbench.spaces.darts import fast as supernet_fast
-from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN, search_op
+from nasbench.spaces.darts.network import FixedReductionCell
+from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN
 
 IMPLS = ("fast", "reference")
 
-CELL_TYPES = ("normal", "reduce")
-
-
-@dataclass(frozen=True)
-class SupernetSpec:
-    """Everything needed to build a supernet.
-
-    ``normal_ops``/``reduce_ops`` hold the candidate op names of each edge (all primitives, or the
-    survivors of P-DARTS's pruning); ``reduce_ops=None`` means the reduction cell is fixed, not searched.
-    """
-
-    C: int
-    layers: int
-    num_classes: int
-    normal_ops: tuple[tuple[str, ...], ...]
-    reduce_ops: Optional[tuple[tuple[str, ...], ...]]
-    in_channels: int = 3
-    steps: int = 4
-    multiplier: int = 4
-    stem_multiplier: int = 3
-    final_bn_relu: bool = False
-
-    def ops(self, cell_type: str) -> Optional[tuple[tuple[str, ...], ...]]:
-        return self.normal_ops if cell_type == "normal" else self.reduce_ops
-
-    @property
-    def cell_types(self) -> tuple[str, ...]:
-        """Cell types that carry architecture parameters."""
-        return ("normal", "reduce") if self.reduce_ops is not None else ("normal",)
-
-
-class CellWeights(NamedTuple):
-    """What one cell type's edges receive on a forward pass.
-
-    ``ops[e]`` is handed to edge ``e``'s module as is: a weight vector over its candidate ops, a sampled
-    choice, an op index, or ``None`` for an edge that computes nothing. ``edges`` is an optional tensor
-    [num_edges] multiplying each edge's output (PC-DARTS's edge normalization).
-    """
-
-    ops: Sequence[Any]
-    edges: Optional[torch.Tensor] = None
-
-
-EdgeFactory = Callable[[int, int, Sequence[str]], nn.Module]
-"""(C, stride, candidate op names) → edge module with ``forward(x, w)``."""
-
-
-class MixedOp(nn.Module):
-    """A DARTS edge: ō(x) = Σ_k w_k · o_k(x) over the edge's candidate ops.
-
-    ``w`` may also be an ``int`` (compute only that op, unweighted: a decided edge) or ``None`` (the
-    edge is pruned and contributes nothing).
-    """
-
-    def __init__(self, C: int, stride: int, ops: Sequence[str]):
-        super().__init__()
-        self.op_names = tuple(ops)
-        self.ops = nn.ModuleList(search_op(name, C, stride) for name in ops)
-
-    def forward(self, x: torch.Tensor, w: Any) -> Optional[torch.Tensor]:
-        if w is None:
-            return None
-        if isinstance(w, int):
-            return self.ops[w](x)
-        return sum(wk * op(x) for wk, op in zip(w, self.ops))
-
-    def contribute(self, node: supernet_fast.NodeSum, src: supernet_fast.SourceCache, w: Any,
-                   scale: Optional[torch.Tensor], part: str = "out") -> None:
-        """The fast execution's equivalent of ``node += scale · forward(x, w)`` (see :mod:`nasbench.spaces.darts.ops.fast`)."""
-        if w is None:
-            return
-        if isinstance(w, int):
-            out = supernet_fast.run_op(self.ops[w], src)
-            if out is not None:
-                node.add(out, scale, part)
-            return
-        weights = (w * scale if scale is not None else w).unbind(0)
-        for op, wk in zip(self.ops, weights):
-            out = supernet_fast.run_op(op, src)
-            if out is not None:
-                node.add(out, wk, part)
-
 
 class SearchCell(nn.Module):
-    """One search cell: two preprocessed inputs, ``steps`` nodes, each the sum over all earlier states."""
+    """One search cell: two preprocessed inputs and the nodes of ``topology``, each the sum of its incoming
+    edges; the output concatenates the states ``topology.output``."""
 
     def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 edge_ops: Sequence[Sequence[str]], make_edge: EdgeFactory, steps: int, multiplier: int):
+                 edge_ops: Sequence[Sequence[str]], make_edge: EdgeFactory, topology: Topology):
         super().__init__()
         self.impl = "reference"
         self.reduction = reduction
-        self.steps = steps
-        self.multiplier = multiplier
+        self.topology = topology
+        self.multiplier = len(topology.output)
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(C_pp, C, affine=False)
         else:
             self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
-        self.edges = nn.ModuleList()
-        e = 0
-        for i in range(steps):
-            for j in range(2 + i):
-                stride = 2 if reduction and j < 2 else 1
-                self.edges.append(make_edge(C, stride, edge_ops[e]))
-                e += 1
+        self.edges = nn.ModuleList(make_edge(C, 2 if reduction and src < topology.n_inputs else 1, edge_ops[e])
+                                   for e, (_, src) in enumerate(topology.edges))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: CellWeights) -> torch.Tensor:
         if self.impl == "fast":
             return supernet_fast.cell_forward(self, s0, s1, w)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        offset = 0
-        for _ in range(self.steps):
+        for i in range(self.topology.nodes):
             terms = []
-            for j, h in enumerate(states):
-                out = self.edges[offset + j](h, w.ops[offset + j])
+            for e in self.topology.node_edges(i):
+                out = self.edges[e](states[self.topology.edges[e][1]], w.ops[e])
                 if out is None:
                     continue
                 if w.edges is not None:
-                    out = w.edges[offset + j] * out
+                    out = w.edges[e] * out
                 terms.append(out)
-            offset += len(states)
             states.append(sum(terms))
-        return torch.cat(states[-self.multiplier:], dim=1)
-
-
-FixedCellFactory = Callable[[int, int, int, bool], nn.Module]
-"""(C_pp, C_p, C, reduction_prev) → a cell with ``forward(s0, s1)`` and ``multiplier`` (GDAS-FRC)."""
+        return torch.cat([states[k] for k in self.topology.output], dim=1)
 
 
 class Supernet(nn.Module):
-    """The search network. ``forward(x, weights)`` takes ``{cell_type: CellWeights}``; returns logits."""
+    """The search network. ``forward(x, weights)`` takes ``{cell_type: CellWeights}``; returns logits.
 
-    def __init__(self, spec: SupernetSpec, make_edge: EdgeFactory,
-                 fixed_reduction: Optional[FixedCellFactory] = None):
+    ``spec.options`` holds ``steps``, ``multiplier``, ``stem_multiplier`` and ``final_bn_relu``; a spec
+    without ``reduce`` ops gets GDAS-FRC's fixed reduction cell (non-affine BN) at the reduction positions.
+    """
+
+    def __init__(self, spec: SupernetSpec, make_edge: EdgeFactory, topology: Topology):
         super().__init__()
         self.spec = spec
-        C_curr = spec.stem_multiplier * spec.C
+        opt = spec.options
+        C_curr = int(opt.get("stem_multiplier", 3)) * spec.C
         self.stem = nn.Sequential(
             nn.Conv2d(spec.in_channels, C_curr, 3, padding=1, bias=False),
             nn.BatchNorm2d(C_curr),
@@ -181,20 +95,19 @@ class Supernet(nn.Module):
             reduction = i in (spec.layers // 3, 2 * spec.layers // 3)
             if reduction:
                 C_curr *= 2
-            if reduction and spec.reduce_ops is None:
-                if fixed_reduction is None:
-                    raise ValueError("a spec without reduce_ops needs a fixed reduction cell")
-                cell: nn.Module = fixed_reduction(C_pp, C_p, C_curr, reduction_prev)
+            cell_type = "reduce" if reduction else "normal"
+            if spec.ops(cell_type) is None:
+                cell: nn.Module = FixedReductionCell(C_pp, C_p, C_curr, reduction_prev, affine=False)
                 self.cell_types.append("fixed")
             else:
-                cell_type = "reduce" if reduction else "normal"
                 cell = SearchCell(C_pp, C_p, C_curr, reduction, reduction_prev, spec.ops(cell_type), make_edge,
-                                  spec.steps, spec.multiplier)
+                                  topology)
                 self.cell_types.append(cell_type)
             self.cells.append(cell)
             reduction_prev = reduction
             C_pp, C_p = C_p, cell.multiplier * C_curr
-        self.lastact = nn.Sequential(nn.BatchNorm2d(C_p), nn.ReLU(inplace=False)) if spec.final_bn_relu else None
+        self.lastact = (nn.Sequential(nn.BatchNorm2d(C_p), nn.ReLU(inplace=False)) if opt.get("final_bn_relu")
+                        else None)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, spec.num_classes)
         self.impl = "reference"
@@ -252,8 +165,3 @@ def _buffers_kept(buffers: Sequence[torch.Tensor]) -> Iterator[None]:
         with torch.no_grad():
             for b, v in zip(buffers, saved):
                 b.copy_(v)
-
-
-def count_weights(net: nn.Module) -> int:
-    """Number of supernet weights (architecture parameters live in the strategy, not here)."""
-    return sum(p.numel() for p in net.parameters())

@@ -1,13 +1,9 @@
-"""Datasets, transforms, the DARTS search split and resumable loaders.
+"""Datasets: their registered specs, readers for the on-disk formats, and :func:`load_dataset`.
 
-Every dataset is a small spec object registered with :func:`~nasbench.registry.register_dataset`; use
-:func:`load_dataset` to build one split and :func:`dataset_info` for its shape and normalisation (cheap:
-it never reads the images, so dry runs can call it).
-
-Batches come in an order that depends only on ``(seed, epoch)`` (:class:`EpochSampler`), so a run that
-stops mid-epoch can resume at batch ``b`` and see exactly the rest of that epoch. The architecture half of
-the search split is walked in its own epoch order by :class:`InfiniteLoader` (the DARTS code draws
-``next(iter(valid_queue))`` each step instead), whose position is saved in checkpoints.
+Every dataset is a small spec object registered with :func:`~nasbench.registry.register_dataset` (CIFAR-10/100
+pickles, MNIST/Fashion-MNIST IDX files, ImageNet and generic image folders, synthetic data) and looked up
+through :func:`nasbench.registry.get`. Use :func:`load_dataset` to build one split and :func:`dataset_info`
+for its shape and normalisation (cheap: it never reads the images, so dry runs can call it).
 """
 
 from __future__ import annotations
@@ -20,14 +16,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import Dataset, Subset
 
 from nasbench import registry
+from nasbench.data.sampling import _mix
 from nasbench.errors import ConfigError, DataError
 
 Transform = Optional[Callable[[Any], Any]]
@@ -148,16 +145,12 @@ class DatasetSpec:
             raise DataError(f"downloading {self.name} into {root} failed: {type(e).__name__}: {e}") from None
 
 
-_SPECS: dict[str, DatasetSpec] = {}
-
-
 def _register(name: str) -> Callable[[type[DatasetSpec]], type[DatasetSpec]]:
-    """Instantiate the spec class and register the instance under ``name``."""
+    """Instantiate the spec class and register the instance under ``name`` in the dataset registry."""
 
     def deco(cls: type[DatasetSpec]) -> type[DatasetSpec]:
         spec = cls()
         spec.name = name
-        _SPECS[name] = spec
         registry.register_dataset(name)(spec)
         return cls
 
@@ -165,8 +158,6 @@ def _register(name: str) -> Callable[[type[DatasetSpec]], type[DatasetSpec]]:
 
 
 def _spec(name: str) -> DatasetSpec:
-    if name in _SPECS:
-        return _SPECS[name]
     return registry.get("dataset", name)  # raises NasError listing the valid names
 
 
@@ -585,289 +576,7 @@ class Synthetic(DatasetSpec):
         return TensorImageDataset(x.contiguous(), labels, num_classes, transform)
 
 
-# --------------------------------------------------------------------------------------------------
-# Transforms
-
-
-class Cutout:
-    """Zero one ``length×length`` square of a CHW tensor, centred uniformly over the image, clipped at borders.
-
-    As in the DARTS evaluation code, but the centre comes from torch's RNG so runs follow ``torch.manual_seed``
-    (and the square has side ``length`` for odd lengths too).
-    """
-
-    def __init__(self, length: int):
-        self.length = int(length)
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        if self.length <= 0:
-            return img
-        h, w = img.shape[-2], img.shape[-1]
-        y = int(torch.randint(h, (1,)))
-        x = int(torch.randint(w, (1,)))
-        y1, x1 = y - self.length // 2, x - self.length // 2
-        y2, x2 = y1 + self.length, x1 + self.length
-        y1, y2 = max(0, y1), min(h, y2)
-        x1, x2 = max(0, x1), min(w, x2)
-        img = img.clone()
-        img[..., y1:y2, x1:x2] = 0
-        return img
-
-    def __repr__(self) -> str:
-        return f"Cutout(length={self.length})"
-
-
-def _large(info: DatasetInfo) -> bool:
-    return info.name == "imagenet" or info.image_size >= LARGE_IMAGE
-
-
-def train_transform(info: DatasetInfo, cutout: int = 0, augment: bool = True) -> Transform:
-    """Training augmentation (DARTS): pad-4 random crop + flip for small images, the ImageNet recipe for large.
-
-    ``augment=False`` leaves only the test transform (and Cutout, if asked). Synthetic data are already
-    normalised tensors: only Cutout applies (None without it).
-    """
-    if info.name == "synthetic":  # (before importing torchvision: seconds per process)
-        return Cutout(cutout) if cutout > 0 else None
-    from torchvision import transforms as T
-
-    if not augment:
-        base = test_transform(info)
-        return T.Compose([base, Cutout(cutout)]) if cutout > 0 else base
-    steps: list[Any]
-    if _large(info):
-        size = 224 if info.name == "imagenet" else info.image_size
-        steps = [
-            T.RandomResizedCrop(size),
-            T.RandomHorizontalFlip(),
-            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2),
-        ]
-    else:
-        steps = [T.RandomCrop(info.image_size, padding=4)]
-        if info.name != "mnist":  # flipped digits are other digits (or none)
-            steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), T.Normalize(info.mean, info.std)]
-    if cutout > 0:
-        steps.append(Cutout(cutout))
-    return T.Compose(steps)
-
-
-def test_transform(info: DatasetInfo) -> Transform:
-    """Evaluation transform: ToTensor + Normalize (after Resize + CenterCrop for large images)."""
-    if info.name == "synthetic":
-        return None
-    from torchvision import transforms as T
-
-    steps: list[Any] = []
-    if _large(info):
-        size = 224 if info.name == "imagenet" else info.image_size
-        steps = [T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
-    steps += [T.ToTensor(), T.Normalize(info.mean, info.std)]
-    return T.Compose(steps)
-
-
-test_transform.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported by name
-
-
-# --------------------------------------------------------------------------------------------------
-# Splits, samplers, loaders
-
-
-def _mix(seed: int, epoch: int) -> int:
-    """One 64-bit generator seed from ``(seed, epoch)``."""
-    return (int(seed) * 1000003 + int(epoch)) & 0xFFFF_FFFF_FFFF_FFFF
-
-
-def subset_indices(n_total: int, subset: int | None, seed: int) -> list[int]:
-    """All of ``range(n_total)``, or ``subset`` of them drawn at random (seeded), in drawn order."""
-    if subset is None:
-        return list(range(n_total))
-    if not 1 <= subset <= n_total:
-        raise ConfigError(f"data.subset={subset} must be between 1 and the {n_total} training images")
-    g = torch.Generator().manual_seed(_mix(seed, 0))
-    return torch.randperm(n_total, generator=g)[:subset].tolist()
-
-
-def search_split(indices: Sequence[int], portion: float = 0.5) -> tuple[list[int], list[int]]:
-    """DARTS's split: the first ``floor(portion·n)`` indices train the weights, the rest the architecture."""
-    if not 0.0 < portion <= 1.0:
-        raise ConfigError(f"data.train_portion={portion} must be in (0, 1]")
-    split = int(math.floor(portion * len(indices)))
-    return list(indices[:split]), list(indices[split:])
-
-
-class EpochSampler(Sampler[int]):
-    """Yields ``indices`` in an order fixed by ``(seed, epoch)`` alone, skipping the first ``start``.
-
-    With ``shuffle=False`` the order is ``indices`` as given. With ``world > 1`` (distributed) rank ``rank``
-    takes positions ``start + rank, start + rank + world, ...`` of that order (DistributedSampler's
-    interleaving): the ranks' k-th batches of size b together are the single process's k-th batch of size
-    world·b, and what all ranks consumed is always a prefix of the order, whatever their number. ``even``
-    leaves out the last ``(len - start) % world`` positions, so that every rank yields as many indices (and
-    hence as many whole batches: the ranks of a training loader take their steps together).
-    """
-
-    def __init__(self, indices: Sequence[int], seed: int, epoch: int, start: int = 0, shuffle: bool = True,
-                 rank: int = 0, world: int = 1, even: bool = False):
-        if start < 0:
-            raise ValueError(f"start must be >= 0, got {start}")
-        self.indices = list(indices)
-        self.seed = int(seed)
-        self.epoch = int(epoch)
-        self.start = min(int(start), len(self.indices))
-        self.shuffle = shuffle
-        self.rank, self.world = int(rank), int(world)
-        n = len(self.indices)
-        self.end = self.start + (n - self.start) // self.world * self.world if even else n
-
-    def order(self) -> list[int]:
-        """The whole epoch's order (before skipping ``start``)."""
-        if not self.shuffle:
-            return list(self.indices)
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
-        perm = torch.randperm(len(self.indices), generator=g).tolist()
-        return [self.indices[i] for i in perm]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start + self.rank:self.end:self.world])
-
-    def __len__(self) -> int:
-        return len(range(self.start + self.rank, self.end, self.world))
-
-
-def make_loader(
-    dataset: Dataset,
-    indices: Sequence[int],
-    batch_size: int,
-    *,
-    seed: int,
-    epoch: int,
-    shuffle: bool = True,
-    start_batch: int = 0,
-    start_sample: int = 0,
-    workers: int = 0,
-    drop_last: bool = False,
-    pin_memory: bool = False,
-    what: str = "the training split",
-    rank: int = 0,
-    world: int = 1,
-) -> DataLoader:
-    """A DataLoader over ``dataset[indices]`` in :class:`EpochSampler` order, starting at batch ``start_batch``
-    (plus ``start_sample`` further samples, for positions counted in samples when batch sizes change).
-
-    For a training loader (``shuffle=True``) a batch larger than the split raises :class:`ConfigError`.
-    ``rank``/``world`` shard the order over distributed processes (see :class:`EpochSampler`);
-    ``batch_size`` is then the per-rank batch and ``start_batch`` counts global batches; with ``drop_last``
-    every rank gets the same number of batches (only whole global batches).
-    The loader gets its own generator (seeded from ``seed, epoch``), so creating iterators does not consume
-    torch's global RNG and worker seeds are reproducible.
-    """
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    if shuffle and batch_size * world > len(indices):
-        raise ConfigError(
-            f"batch size {batch_size * world} is larger than the {len(indices)} images of {what}; "
-            f"lower batch_size or use more data (data.subset, data.train_portion)"
-        )
-    # positions count global samples: a distributed batch is world × the per-rank ``batch_size``
-    sampler = EpochSampler(indices, seed, epoch, start=start_batch * batch_size * world + start_sample,
-                           shuffle=shuffle, rank=rank, world=world, even=drop_last)
-    # (workers' random streams: each rank its own)
-    gen = torch.Generator().manual_seed(_mix(seed + 7919 + 104729 * rank, epoch))
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        drop_last=drop_last,
-        pin_memory=pin_memory,
-        generator=gen,
-    )
-
-
-def batches_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
-    """How many batches one epoch over ``n`` samples gives."""
-    return n // batch_size if drop_last else -(-n // batch_size)
-
-
-class InfiniteLoader:
-    """Endless batches over ``indices``: epoch ``e`` in :class:`EpochSampler` order, then epoch ``e+1``, ...
-
-    :attr:`position` is ``(epoch, batch)`` of the next batch to be drawn; save it in checkpoints and pass it
-    back through the constructor or :meth:`restart` to continue exactly.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        indices: Sequence[int],
-        batch_size: int,
-        *,
-        seed: int,
-        epoch: int = 0,
-        batch: int = 0,
-        workers: int = 0,
-        drop_last: bool = False,
-        pin_memory: bool = False,
-        what: str = "the architecture split",
-    ):
-        self.dataset = dataset
-        self.indices = list(indices)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.workers = workers
-        self.drop_last = drop_last
-        self.pin_memory = pin_memory
-        self.what = what
-        if batch_size > len(self.indices) or batch_size < 1:
-            raise ConfigError(
-                f"batch size {batch_size} is larger than the {len(self.indices)} images of {what}; "
-                f"lower batch_size or use more data (data.subset, data.train_portion)"
-            )
-        self.batches = batches_per_epoch(len(self.indices), batch_size, drop_last)
-        self._it: Iterator[Any] | None = None
-        self.restart(epoch, batch)
-
-    @property
-    def position(self) -> tuple[int, int]:
-        """``(epoch, batch)`` of the next batch."""
-        return self.epoch, self.batch
-
-    def restart(self, epoch: int, batch: int = 0) -> None:
-        """Continue from batch ``batch`` of epoch ``epoch``."""
-        if epoch < 0 or batch < 0:
-            raise ValueError(f"position must be non-negative, got ({epoch}, {batch})")
-        self.epoch, self.batch = int(epoch), int(batch)
-        while self.batch >= self.batches:
-            self.epoch, self.batch = self.epoch + 1, self.batch - self.batches
-        self._it = None
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batch": self.batch}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.restart(state["epoch"], state["batch"])
-
-    def __iter__(self) -> "InfiniteLoader":
-        return self
-
-    def __next__(self) -> Any:
-        if self._it is None:
-            self._it = iter(make_loader(
-                self.dataset, self.indices, self.batch_size, seed=self.seed, epoch=self.epoch,
-                start_batch=self.batch, workers=self.workers, drop_last=self.drop_last,
-                pin_memory=self.pin_memory, what=self.what,
-            ))
-        out = next(self._it)
-        self.batch += 1
-        if self.batch >= self.batches:
-            self.epoch, self.batch = self.epoch + 1, 0
-            self._it = None
-        return out
-
-
 __all__ = [
     "DatasetInfo", "DatasetSpec", "ArrayImageDataset", "TensorImageDataset", "load_dataset", "dataset_info",
-    "default_data_dir", "read_idx", "Cutout", "train_transform", "test_transform", "subset_indices",
-    "search_split", "EpochSampler", "make_loader", "batches_per_epoch", "InfiniteLoader",
+    "default_data_dir", "read_idx", "LARGE_IMAGE",
 ]

@@ -1,0 +1,216 @@
+"""Edges of a search cell and the contract between an edge and a supernet's execution.
+
+An edge module (a strategy's ``make_edge``) has ``forward(x, w)``: its output for input state ``x`` given
+what the strategy's ``edge_weights`` produced for it (``None`` when it computes nothing). A space's fast
+execution may instead call ``contribute(node, src, w, scale, part)``, which adds ``scale · forward(x, w)``
+to the node's :class:`NodeSum` reusing the source's shared work (:class:`SourceCache`). It does so only for
+an edge that opts in: one whose class defines ``contribute`` at or below the class that defines its
+``forward`` (:func:`uses_contribute`). An edge that overrides only ``forward`` is always run through its
+``forward``, so a new edge type can never silently compute its parent's output.
+
+:class:`MixedOp` is the weighted sum of candidate ops that DARTS, PC-DARTS, P-DARTS and SGAS put on an
+edge; its ops come from the space (``build_op``), so it works in every space.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OpBuilder = Callable[[str, int, int], nn.Module]
+"""(op name, C, stride) → the op module (a space's ``search_op``)."""
+
+
+def format_of(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+# ---------------------------------------------------------------------------------------------- shared work
+class SourceCache:
+    """What the edges leaving one state share: the state ``x``, its ReLU, its pools and channel slices."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+        self._relu: Optional[torch.Tensor] = None
+        self._pools: dict[str, torch.Tensor] = {}
+        self._normalized: dict[tuple[str, float], torch.Tensor] = {}
+        self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._slices: dict[tuple[int, int], SourceCache] = {}
+
+    def run(self, op: nn.Module) -> Optional[torch.Tensor]:
+        """``op(x)``, reusing this source's shared work where the space knows how; None for an op that adds
+        nothing (the zero op). Spaces with a fast execution override this for their op types."""
+        return op(self.x)
+
+    def relu(self) -> torch.Tensor:
+        if self._relu is None:
+            self._relu = F.relu(self.x)
+        return self._relu
+
+    def channels(self, start: int, stop: int) -> "SourceCache":
+        """The cache of ``x[:, start:stop]`` (materialised once, in ``x``'s memory format)."""
+        key = (start, stop)
+        if key not in self._slices:
+            self._slices[key] = type(self)(self.x[:, start:stop].contiguous(memory_format=format_of(self.x)))
+        return self._slices[key]
+
+    def pool(self, pool: nn.Module) -> torch.Tensor:
+        key = repr(pool)  # the type and every setting (kernel, stride, padding, count_include_pad, ...)
+        if key not in self._pools:
+            self._pools[key] = pool(self.x)
+        return self._pools[key]
+
+    def pool_bn(self, pool: nn.Module, bn: nn.BatchNorm2d) -> torch.Tensor:
+        """``bn(pool(x))`` with ``bn`` non-affine: the pool and, in training, the normalisation are shared.
+
+        In training the output depends on the batch alone, so one normalisation serves every edge; each
+        ``bn`` still gets its running-statistics update as if it had run (from the shared batch mean and
+        unbiased variance). In eval mode each ``bn`` normalises with its own running statistics.
+        """
+        p = self.pool(pool)
+        if bn.affine or not bn.track_running_stats:
+            return bn(p)
+        if not bn.training:
+            return F.batch_norm(p, bn.running_mean, bn.running_var, None, None, False, 0.0, bn.eps)
+        key = repr(pool)
+        if key not in self._stats:
+            with torch.no_grad():
+                q = p if p.dtype in (torch.float32, torch.float64) else p.float()
+                var, mean = torch.var_mean(q, dim=(0, 2, 3), unbiased=True)
+            self._stats[key] = (mean, var)
+        update_running_stats(bn, *self._stats[key])
+        nkey = (key, bn.eps)
+        if nkey not in self._normalized:
+            self._normalized[nkey] = F.batch_norm(p, None, None, None, None, True, 0.0, bn.eps)
+        return self._normalized[nkey]
+
+
+def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> None:
+    """What a training-mode forward of ``bn`` does to its buffers, given the batch ``mean`` and unbiased ``var``."""
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        bn.running_mean.mul_(1.0 - m).add_(mean.to(bn.running_mean.dtype), alpha=m)
+        bn.running_var.mul_(1.0 - m).add_(var.to(bn.running_var.dtype), alpha=m)
+
+
+# ---------------------------------------------------------------------------------------------- node sums
+class NodeSum:
+    """An intermediate node's sum, accumulated in place.
+
+    Terms go to named ``parts`` (just ``"out"`` for a plain sum); an edge whose output is assembled from
+    parts (PC-DARTS: the mixed channels and the bypassed ones) sets ``finish`` to combine them. Scalar
+    terms (GDAS's straight-through weights of the ops it did not run) are added to the result.
+    """
+
+    def __init__(self) -> None:
+        self.parts: dict[str, torch.Tensor] = {}
+        self._owned: set[str] = set()
+        self.scalar: Optional[torch.Tensor] = None
+        self.finish: Optional[Callable[[dict[str, torch.Tensor]], Optional[torch.Tensor]]] = None
+
+    def add(self, t: torch.Tensor, w: Optional[torch.Tensor] = None, part: str = "out") -> None:
+        """parts[part] += w·t (or t)."""
+        cur = self.parts.get(part)
+        if cur is None:
+            if w is None:
+                self.parts[part] = t  # not ours to modify: the next term adds out of place
+            else:
+                self.parts[part] = t * w
+                self._owned.add(part)
+        elif part in self._owned and _accumulates(cur, t):
+            if w is None:
+                cur.add_(t)
+            else:
+                cur.addcmul_(t, w)
+        else:
+            self.parts[part] = cur + t if w is None else torch.addcmul(cur, t, w)
+            self._owned.add(part)
+
+    def add_scalar(self, s: torch.Tensor) -> None:
+        self.scalar = s if self.scalar is None else self.scalar + s
+
+    def result(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        out = self.finish(self.parts) if self.finish is not None else self.parts.get("out")
+        if out is None:  # every incoming edge computed nothing
+            out = torch.zeros(shape, dtype=like.dtype, device=like.device).contiguous(memory_format=format_of(like))
+        if self.scalar is not None:
+            out = out + self.scalar
+        return out
+
+
+def _accumulates(cur: torch.Tensor, t: torch.Tensor) -> bool:
+    """Whether ``cur += t`` in place keeps ``cur``'s dtype (mixed precision may need a wider result)."""
+    return torch.result_type(cur, t) == cur.dtype
+
+
+# ---------------------------------------------------------------------------------------------- the contract
+def _defined_in(cls: type, attr: str) -> Optional[type]:
+    for klass in cls.__mro__:
+        if attr in vars(klass):
+            return klass
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _contributes(cls: type) -> bool:
+    c, f = _defined_in(cls, "contribute"), _defined_in(cls, "forward")
+    return c is not None and f is not None and issubclass(c, f)
+
+
+def uses_contribute(edge: nn.Module) -> bool:
+    """Whether a fast execution may call ``edge.contribute`` instead of ``edge(x, w)``: only when the class
+    that defines ``contribute`` is the one that defines ``forward`` or a subclass of it."""
+    return _contributes(type(edge))
+
+
+def add_edge(node: "NodeSum", edge: nn.Module, src: SourceCache, w: Any, scale: Optional[torch.Tensor]) -> None:
+    """``node += scale · edge(src.x, w)``, through ``contribute`` when the edge opts in."""
+    if uses_contribute(edge):
+        edge.contribute(node, src, w, scale)
+        return
+    out = edge(src.x, w)
+    if out is not None:
+        node.add(out, scale)
+
+
+# ---------------------------------------------------------------------------------------------- mixed op
+class MixedOp(nn.Module):
+    """A DARTS edge: ō(x) = Σ_k w_k · o_k(x) over the edge's candidate ops.
+
+    ``w`` may also be an ``int`` (compute only that op, unweighted: a decided edge) or ``None`` (the
+    edge is pruned and contributes nothing).
+    """
+
+    def __init__(self, C: int, stride: int, ops: Sequence[str], build_op: OpBuilder):
+        super().__init__()
+        self.ops = nn.ModuleList(build_op(name, C, stride) for name in ops)
+
+    def forward(self, x: torch.Tensor, w: Any) -> Optional[torch.Tensor]:
+        if w is None:
+            return None
+        if isinstance(w, int):
+            return self.ops[w](x)
+        return sum(wk * op(x) for wk, op in zip(w, self.ops))
+
+    def contribute(self, node: NodeSum, src: SourceCache, w: Any, scale: Optional[torch.Tensor],
+                   part: str = "out") -> None:
+        """``node[part] += scale · forward(src.x, w)``, each op through the source's shared work."""
+        if w is None:
+            return
+        if isinstance(w, int):
+            out = src.run(self.ops[w])
+            if out is not None:
+                node.add(out, scale, part)
+            return
+        weights = (w * scale if scale is not None else w).unbind(0)
+        for op, wk in zip(self.ops, weights):
+            out = src.run(op)
+            if out is not None:
+                node.add(out, wk, part)
