@@ -3,8 +3,10 @@
     python benchmarks/search_step.py                        # every algorithm, reference vs fast vs memory-efficient
     python benchmarks/search_step.py --cases darts gdas     # some of them
     python benchmarks/search_step.py --device cuda --variants reference fast fast+amp memory-efficient
+    python benchmarks/search_step.py --space darts nas-bench-201      # both spaces (default: darts)
 
-The paper configuration: C=16, 8 layers, batch 64, 32×32×3 inputs, 10 classes. A step is what the search
+The paper configuration: C=16, batch 64, 32×32×3 inputs, 10 classes, and the space's own depth (8 cells in
+the darts space, 5 cells per stage in NAS-Bench-201; ``--layers`` sets it). A step is what the search
 loop does per batch (the architecture step on a validation batch and the weight step on a training batch,
 in the algorithm's order) through the real trainer. Warm-up steps run first, then the median of the timed
 steps is reported. Variants:
@@ -29,7 +31,6 @@ One JSON line per measurement goes to stdout, and a table to stderr at the end.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -71,11 +72,14 @@ def make_config(case: str, variant: str, args: argparse.Namespace):
     from nasbench.config import resolve_search_config
 
     algo, extra = CASES_EXTRA.get(case, (case, []))
-    overrides = ["data.dataset=synthetic", f"model.channels={args.channels}", f"model.layers={args.layers}",
+    overrides = ["data.dataset=synthetic", f"model.space={args.space}", f"model.channels={args.channels}",
                  f"batch_size={args.batch_size}", f"device={args.device}", *VARIANTS[variant], *extra]
-    if algo == "p-darts":  # P-DARTS's first stage at the paper's width and this depth
-        overrides.append(f"p_darts.layers={args.layers}")
-    return algo, resolve_search_config(algo, overrides=overrides)
+    if args.layers is not None:
+        overrides.append(f"model.layers={args.layers}")
+    cfg = resolve_search_config(algo, overrides=overrides)
+    if algo == "p-darts":  # P-DARTS's first stage at the paper's width and this run's depth
+        cfg = resolve_search_config(algo, overrides=[*overrides, f"p_darts.layers={cfg.model.layers}"])
+    return algo, cfg
 
 
 def device_name(dev) -> str:
@@ -124,8 +128,8 @@ def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
             peak, mem_kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
         else:
             peak, mem_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss"  # KiB on Linux
-        return {"kind": "step", "case": case, "algo": algo, "variant": variant, "device": device_name(dev),
-                "batch_size": B, "channels": args.channels, "layers": args.layers,
+        return {"kind": "step", "case": case, "algo": algo, "space": args.space, "variant": variant,
+                "device": device_name(dev), "batch_size": B, "channels": args.channels, "layers": cfg.model.layers,
                 "memory_format": str(trainer.memory_format).replace("torch.", ""),
                 "step_s_median": statistics.median(times), "step_s_all": times, "peak_mem_mib": round(peak, 1),
                 "mem": mem_kind, "torch": torch.__version__}
@@ -151,7 +155,7 @@ def run_diff(case: str, variant: str, args: argparse.Namespace) -> dict:
     no longer hides what is computed)."""
     import torch
 
-    result = {"kind": "diff", "case": case, "variant": variant}
+    result = {"kind": "diff", "case": case, "space": args.space, "variant": variant}
     for dtype, batch in ((torch.float32, args.batch_size), (torch.float64, min(args.batch_size, args.diff_batch_f64))):
         if batch <= 0:
             continue
@@ -174,8 +178,9 @@ def _diff_once(case: str, variant: str, args: argparse.Namespace, dtype, batch: 
     s = create_strategy(algo, cfg)
     torch.manual_seed(0)
     spec = s.supernet_spec(10, 3)
-    ref = s.build_supernet(spec).set_execution("reference").to(dev, dtype)
-    other = copy.deepcopy(ref).set_execution(cfg.supernet, cfg.memory_efficient)
+    ref = s.build_supernet(spec, execution="reference").to(dev, dtype)
+    other = s.build_supernet(spec, execution=cfg.supernet, memory_efficient=cfg.memory_efficient).to(dev, dtype)
+    other.load_state_dict(ref.state_dict())
     fmt = memory_format(cfg.memory_format, dev, other, impl=cfg.supernet)
     other = other.to(memory_format=fmt)
     s.init_arch_params(spec, dev)
@@ -218,16 +223,20 @@ def table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    steps = {(r["case"], r["variant"]): r for r in rows if r.get("kind") == "step"}
-    diffs = {(r["case"], r["variant"]): r for r in rows if r.get("kind") == "diff"}
+    def label(r: dict) -> str:
+        space = r.get("space", "darts")
+        return r["case"] if space == "darts" else f"{r['case']} [{space}]"
+
+    steps = {(label(r), r["variant"]): r for r in rows if r.get("kind") == "step"}
+    diffs = {(label(r), r["variant"]): r for r in rows if r.get("kind") == "diff"}
     if not steps:
         return
-    t = Table(title=f"search step, C={rows[0].get('channels')}, {rows[0].get('layers')} layers, "
+    t = Table(title=f"search step, C={rows[0].get('channels')}, {rows[0].get('layers')} cells (darts space), "
                     f"batch {rows[0].get('batch_size')}: {next(iter(steps.values()))['device']}")
     for col in ("case", "variant", "step", "× ref", "peak memory", "× ref", "max ‖Δ‖/‖ref‖ fp32 (logits, α, w)",
                 "float64"):
         t.add_column(col, justify="left" if col in ("case", "variant") else "right")
-    cases = list(dict.fromkeys(r["case"] for r in rows))
+    cases = list(dict.fromkeys(label(r) for r in rows))
     keys = sorted(dict.fromkeys([*steps, *diffs]), key=lambda k: (cases.index(k[0]), list(VARIANTS).index(k[1])))
     for case, variant in keys:
         r = steps.get((case, variant))
@@ -251,7 +260,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--channels", type=int, default=16)
-    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--layers", type=int, default=None, help="cells (default: the space's own)")
+    p.add_argument("--space", nargs="*", default=["darts"], help="search spaces (default darts)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-diff", action="store_true", help="skip the equality check")
@@ -259,6 +269,7 @@ def main() -> None:
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, timed
     p.add_argument("--diff", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, equality
     args = p.parse_args()
+    args.space = args.space[0] if len(args.space) == 1 else args.space
     if args.one:
         print(json.dumps(run_case(*args.one, args)), flush=True)
         return
@@ -271,19 +282,20 @@ def main() -> None:
     variants = args.variants or (["reference", "fast", "memory-efficient"]
                                  + (["reference+amp", "fast+amp"] if cuda else []))
     passthrough = [f"--device={args.device}", f"--batch-size={args.batch_size}", f"--channels={args.channels}",
-                   f"--layers={args.layers}", f"--steps={args.steps}", f"--warmup={args.warmup}",
-                   f"--diff-batch-f64={args.diff_batch_f64}"]
+                   *([f"--layers={args.layers}"] if args.layers is not None else []), f"--steps={args.steps}",
+                   f"--warmup={args.warmup}", f"--diff-batch-f64={args.diff_batch_f64}"]
     rows, failed = [], False
-    for case in args.cases or all_cases():
+    for space, case in [(s, c) for s in args.space for c in (args.cases or all_cases())]:
         jobs = [["--one", case, v] for v in variants]
         if not args.no_diff:
             diff_variants = [v for v in variants if v != "reference"] + ([] if cuda else DIFF_ONLY_CPU)
             jobs += [["--diff", case, v] for v in dict.fromkeys(diff_variants)]
         for job in jobs:
-            proc = subprocess.run([sys.executable, __file__, *job, *passthrough], capture_output=True, text=True)
+            proc = subprocess.run([sys.executable, __file__, *job, *passthrough, "--space", space], capture_output=True,
+                                  text=True)
             if proc.returncode != 0:
                 failed = True
-                row = {"case": case, "job": job, "error": proc.stderr.strip().splitlines()[-1:]}
+                row = {"case": case, "space": space, "job": job, "error": proc.stderr.strip().splitlines()[-1:]}
             else:
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
                 rows.append(row)

@@ -102,6 +102,7 @@ class SearchConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: epoch ends only)
     memory_format: str = "auto"  # auto: channels_last on CPU where safe and faster, NCHW on CUDA
     supernet: str = "fast"  # fast, or reference: the per-edge NCHW execution (same numbers, slower)
+    step_order: str = "auto"  # auto (the algorithm's own on its space), arch_first or weights_first
     memory_efficient: bool = False  # recompute each cell's activations in the backward pass (less memory)
     amp: str = "off"  # off, or bf16: autocast of the supernet (α and its softmax stay fp32)
     sync_bn: bool = False  # distributed on CUDA: BatchNorm statistics over all processes (SyncBatchNorm)
@@ -137,6 +138,7 @@ SHORTCUTS = {
     "out": "out",
     "dataset": "data.dataset",
     "download": "data.download",
+    "space": "model.space",
 }
 """CLI shortcut flag → config key."""
 
@@ -146,13 +148,33 @@ def section_name(algo: str) -> str:
     return algo.replace("-", "_")
 
 
-def _schema(algo: str) -> DictConfig:
-    """The typed schema for one algorithm: the shared keys plus that algorithm's own section."""
+def _schema(algo: str, space: str = "darts") -> DictConfig:
+    """The typed schema for one algorithm on one space: the shared keys plus the algorithm's own section
+    and the space's own section (if it has one)."""
     cfg = OmegaConf.structured(SearchConfig)
     OmegaConf.set_struct(cfg, False)
     cfg[section_name(algo)] = OmegaConf.structured(registry.get("algorithm", algo).Config)
+    space_cls = registry.get("space", space)
+    if space_cls.config_section:
+        cfg[space_cls.config_section] = OmegaConf.structured(space_cls.Config)
+    cfg.model.space = space
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def _peek(key: str, layers: Sequence[Any], default: Any) -> Any:
+    """The value of dotted ``key`` that the last of ``layers`` (mappings or DictConfigs) setting it gives."""
+    value = default
+    for layer in layers:
+        if layer is None:
+            continue
+        if isinstance(layer, DictConfig):
+            found = OmegaConf.select(layer, key, default="__missing__")
+        else:
+            found = layer.get(key, "__missing__")
+        if found != "__missing__":
+            value = found
+    return value
 
 
 def _dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
@@ -239,18 +261,24 @@ def resolve_search_config(
     strategy_cls = registry.get("algorithm", algo)
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    cfg = _schema(algo)
+    file_cfg = load_yaml(config_file) if config_file is not None else None
+    if file_cfg is not None and "algo" in file_cfg and file_cfg.algo != algo:
+        raise ConfigError(f"config file {config_file} is for algo {file_cfg.algo!r}, not {algo!r}")
+    dotlist = parse_dotlist(overrides)
+    flags = {SHORTCUTS[k]: v for k, v in (shortcuts or {}).items() if v is not None}
+    # the space (it brings its own settings and section) as the user's layers give it, looked at first
+    space = str(_peek("model.space", [file_cfg, dotlist, flags], "darts"))
+    space_cls = registry.get("space", space)
+    cfg = _schema(algo, space)
     cfg = _merge(cfg, {"algo": algo, "preset": preset}, "the command line")
     cfg = _merge(cfg, strategy_cls.paper_defaults, f"{algo}'s paper defaults")
+    cfg = _merge(cfg, space_cls.search_defaults(algo, "paper"), f"{algo}'s settings on the {space} space")
     if preset == "quick":
-        cfg = _merge(cfg, {**QUICK_PRESET, **strategy_cls.quick_defaults}, "the quick preset")
-    if config_file is not None:
-        file_cfg = load_yaml(config_file)
-        if "algo" in file_cfg and file_cfg.algo != algo:
-            raise ConfigError(f"config file {config_file} is for algo {file_cfg.algo!r}, not {algo!r}")
+        cfg = _merge(cfg, {**QUICK_PRESET, **strategy_cls.quick_defaults, **space_cls.search_defaults(algo, "quick")},
+                     "the quick preset")
+    if file_cfg is not None:
         cfg = _merge(cfg, file_cfg, str(config_file))
-    cfg = _merge(cfg, parse_dotlist(overrides), "key=value arguments")
-    flags = {SHORTCUTS[k]: v for k, v in (shortcuts or {}).items() if v is not None}
+    cfg = _merge(cfg, dotlist, "key=value arguments")
     cfg = _merge(cfg, flags, "the command-line flags")
     check_search_config(cfg)
     return cfg
@@ -273,6 +301,8 @@ def check_search_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.train_portion must lie strictly between 0 and 1, got {cfg.data.train_portion}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
+    if cfg.step_order not in ("auto", "arch_first", "weights_first"):
+        raise ConfigError(f"step_order must be auto, arch_first or weights_first, got {cfg.step_order!r}")
     if cfg.supernet not in ("fast", "reference"):
         raise ConfigError(f"supernet must be fast or reference, got {cfg.supernet!r}")
     if cfg.amp not in ("off", "bf16"):
@@ -289,7 +319,8 @@ def load_run_config(path: str | Path) -> DictConfig:
     algo = file_cfg.get("algo")
     if algo is None:
         raise ConfigError(f"{path} has no 'algo' key: not a nasbench search config")
-    cfg = _merge(_schema(algo), file_cfg, str(path))
+    space = str(OmegaConf.select(file_cfg, "model.space", default="darts"))
+    cfg = _merge(_schema(algo, space), file_cfg, str(path))
     return cfg
 
 
@@ -339,7 +370,8 @@ class FinalOptimConfig:
 @dataclass
 class FinalConfig:
     kind: str = "train-final"
-    genotype: str = "darts-v2"  # built-in name, search run dir, JSON file or Genotype(...) text file
+    genotype: str = "darts-v2"  # built-in name, search run dir, JSON file, text file, or random:SEED
+    space: Optional[str] = None  # the space of a random:SEED genotype (default darts); others carry their own
     preset: str = "paper"
     seed: int = 0
     epochs: int = 600
@@ -385,7 +417,7 @@ FINAL_QUICK: dict[str, Any] = {
 }
 """Sized for a 2-core CPU: a few epochs of a small network on 28×28 images (the README demo)."""
 
-FINAL_SHORTCUTS = {**SHORTCUTS, "genotype": "genotype", "val_split": "data.val_split", "amp": "amp"}
+FINAL_SHORTCUTS = {**SHORTCUTS, "genotype": "genotype", "val_split": "data.val_split", "amp": "amp", "space": "space"}
 """CLI shortcut flag → final-training config key."""
 
 
@@ -415,16 +447,32 @@ def resolve_final_config(
     probe = _merge(_merge(probe, dotlist, "key=value arguments"), flags, "the command-line flags")
     cfg = OmegaConf.structured(FinalConfig)
     cfg = _merge(cfg, {"preset": preset}, "the command line")
+    space_cls = registry.get("space", genotype_space(str(probe.genotype), probe.space))
     if _final_is_imagenet_like(probe):
         cfg = _merge(cfg, FINAL_IMAGENET, "the ImageNet recipe")
+    cfg = _merge(cfg, space_cls.final_defaults("paper"), f"the {space_cls.name} space's recipe")
     if preset == "quick":
-        cfg = _merge(cfg, FINAL_QUICK, "the quick preset")
+        cfg = _merge(cfg, {**FINAL_QUICK, **space_cls.final_defaults("quick")}, "the quick preset")
     if file_cfg is not None:
         cfg = _merge(cfg, file_cfg, str(config_file))
     cfg = _merge(cfg, dotlist, "key=value arguments")
     cfg = _merge(cfg, flags, "the command-line flags")
     check_final_config(cfg)
     return cfg
+
+
+def genotype_space(spec: str, space: Optional[str]) -> str:
+    """The space of the genotype ``spec`` names (it picks the recipe): ``space`` for ``random:SEED``, else the
+    genotype's own; ``darts`` where the spec cannot be read yet (loading it later reports why)."""
+    if spec.startswith("random:"):
+        return space or "darts"
+    from nasbench.errors import NasError
+    from nasbench.spaces.genotypes import load_genotype
+
+    try:
+        return load_genotype(spec).space
+    except NasError:
+        return "darts"
 
 
 def check_final_config(cfg: DictConfig) -> None:
@@ -445,6 +493,10 @@ def check_final_config(cfg: DictConfig) -> None:
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
     registry.get("dataset", cfg.data.dataset)
+    if cfg.space is not None:
+        registry.get("space", cfg.space)
+        if not str(cfg.genotype).startswith("random:"):
+            raise ConfigError("--space picks the space of a random:SEED genotype; other genotypes carry their own")
 
 
 def load_final_config(path: str | Path) -> DictConfig:

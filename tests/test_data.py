@@ -387,3 +387,160 @@ def test_train_transform_without_augmentation_is_deterministic() -> None:
     torch.manual_seed(0)
     augmented = [D.train_transform(info)(img) for _ in range(8)]
     assert any(not torch.equal(a, augmented[0]) for a in augmented[1:])  # random crop/flip at work
+
+
+# ---------------------------------------------------------------------------------------- ImageNet16-120
+
+
+IN16_TRAIN = [f"train_data_batch_{i}" for i in range(1, 11)]
+
+
+def write_imagenet16(folder: Path, per_batch: int = 6, val: int = 8, seed: int = 3) -> dict[str, np.ndarray]:
+    """The NAS-Bench-201 release layout: pickled dicts of str keys, uint8 ``data`` [N, 768] (3×16×16 channel-
+    major) and 1-based ``labels`` over 1..1000 (a list), train batches also with a ``mean``. Every file holds
+    labels 1 and 120 (kept) and 121 and 1000 (dropped) plus random ones; returns the labels per file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written: dict[str, np.ndarray] = {}
+    for name, n in [(f, per_batch) for f in IN16_TRAIN] + [("val_data", val)]:
+        labels = np.concatenate([[1, 121, 120, 1000], rng.integers(1, 1001, n - 4)]).astype(np.int64)
+        entry = {"data": rng.integers(0, 256, size=(n, 768), dtype=np.uint8), "labels": [int(v) for v in labels]}
+        if name != "val_data":
+            entry["mean"] = rng.random(768)
+        _pickle(folder / name, entry)
+        written[name] = labels
+    return written
+
+
+def _raw(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def test_imagenet16_120_reads_release_pickles(tmp_path: Path) -> None:
+    labels = write_imagenet16(tmp_path / "ImageNet16")
+    train = D.load_dataset("imagenet16-120", str(tmp_path), True, None)
+    test = D.load_dataset("imagenet16-120", str(tmp_path), False, None)
+    kept = {k: v[v <= 120] for k, v in labels.items()}
+    assert len(train) == sum(len(kept[f]) for f in IN16_TRAIN) and len(test) == len(kept["val_data"])
+    assert len(train) < sum(len(labels[f]) for f in IN16_TRAIN)  # labels 121.. were dropped
+    # 0-based labels, in file order
+    assert train.targets.tolist() == [int(y) - 1 for f in IN16_TRAIN for y in kept[f]]
+    assert test.targets.tolist() == [int(y) - 1 for y in kept["val_data"]]
+    assert min(train.targets.tolist()) == 0 and max(train.targets.tolist()) == 119
+    assert train.data.dtype == torch.uint8 and len(train.classes) == 120
+    # the images: test split from val_data; CHW rows of the pickle → 16×16 HWC images, the dropped ones skipped
+    raw = _raw(tmp_path / "ImageNet16" / "val_data")
+    raw_kept = raw["data"][np.asarray(raw["labels"]) <= 120]
+    img, y = test[1]
+    assert img.size == (16, 16) and img.mode == "RGB" and y == 119 and isinstance(y, int)
+    assert np.array_equal(np.asarray(img), raw_kept[1].reshape(3, 16, 16).transpose(1, 2, 0))
+    second = _raw(tmp_path / "ImageNet16" / "train_data_batch_2")
+    first_kept = int((labels["train_data_batch_1"] <= 120).sum())
+    assert np.array_equal(np.asarray(train[first_kept][0]),
+                          second["data"][0].reshape(3, 16, 16).transpose(1, 2, 0))
+
+    info = D.dataset_info("imagenet16-120")
+    assert (info.name, info.num_classes, info.image_size, info.in_channels) == ("imagenet16-120", 120, 16, 3)
+    # NAS-Bench-201's constants (0..255 scale)
+    assert np.allclose(np.array(info.mean) * 255, [122.68, 116.66, 104.01])
+    assert np.allclose(np.array(info.std) * 255, [63.22, 61.26, 65.09])
+    x, _ = D.load_dataset("imagenet16-120", str(tmp_path), False, D.test_transform(info))[1]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    c, r, col = 2, 5, 11  # one pixel, computed independently from the raw bytes
+    expect = (float(raw_kept[1][c * 256 + r * 16 + col]) - 104.01) / 65.09
+    assert abs(float(x[c, r, col]) - expect) < 1e-5
+    assert abs(float(x[0, 0, 0]) - (float(raw_kept[1][0]) - 122.68) / 63.22) < 1e-5
+
+
+def test_imagenet16_120_train_transform_is_nas_bench_201s(tmp_path: Path) -> None:
+    from torchvision import transforms as T
+
+    info = D.dataset_info("imagenet16-120")
+    tf = D.train_transform(info)
+    crops = [t for t in tf.transforms if isinstance(t, T.RandomCrop)]
+    assert len(crops) == 1 and crops[0].size == (16, 16) and crops[0].padding == 2
+    assert any(isinstance(t, T.RandomHorizontalFlip) for t in tf.transforms)
+    assert D.train_transform(D.dataset_info("cifar10")).transforms[0].padding == 4  # others unchanged
+    write_imagenet16(tmp_path / "imagenet16-120")  # the other folder name
+    ds = D.load_dataset("imagenet16-120", str(tmp_path), True, tf)
+    torch.manual_seed(0)
+    x, y = ds[0]
+    assert x.shape == (3, 16, 16) and y == 0
+    # pad 2: on a white image the crops show at most 2 rows / columns of (black) padding, and do show 2
+    from PIL import Image
+
+    white = Image.fromarray(np.full((16, 16, 3), 255, np.uint8))
+    black = (0 - torch.tensor(info.mean)) / torch.tensor(info.std)
+    padded = []
+    for _ in range(40):
+        is_pad = torch.isclose(tf(white), black[:, None, None], atol=1e-5).all(0)  # 16×16
+        padded.append(max(int(is_pad.all(1).sum()), int(is_pad.all(0).sum())))
+    assert max(padded) == 2
+
+
+def test_imagenet16_120_folders_and_missing(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as e:
+        D.load_dataset("imagenet16-120", str(tmp_path), True, None)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for part in ("imagenet16-120 not found", "train_data_batch_1", str(tmp_path / "imagenet16-120"),
+                 str(tmp_path / "ImageNet16"), "cannot be downloaded automatically", "NAS-Bench-201 README"):
+        assert part in msg, (part, msg)
+    with pytest.raises(DataError, match=r"val_data.*cannot be downloaded automatically \(--download cannot fetch"):
+        D.load_dataset("imagenet16-120", str(tmp_path), False, None, download=True)
+    # an incomplete folder: say what it lacks
+    write_imagenet16(tmp_path / "ImageNet16", per_batch=5, val=5)
+    (tmp_path / "ImageNet16" / "train_data_batch_7").unlink()
+    with pytest.raises(DataError, match=r"ImageNet16 lacks train_data_batch_7"):
+        D.load_dataset("imagenet16-120", str(tmp_path), True, None)
+    assert len(D.load_dataset("imagenet16-120", str(tmp_path), False, None, download=True)) > 0  # present: read
+    # the folder itself as --data-dir (how NAS-Bench-201's code takes it)
+    assert len(D.load_dataset("imagenet16-120", str(tmp_path / "ImageNet16"), False, None)) > 0
+
+
+def test_imagenet16_120_malformed(tmp_path: Path) -> None:
+    folder = tmp_path / "ImageNet16"
+    write_imagenet16(folder, per_batch=5, val=5)
+    good = (folder / "train_data_batch_4").read_bytes()
+    for bad, words in (
+        (b"not a pickle", r"cannot read ImageNet16 batch .*train_data_batch_4"),
+        (good[: len(good) // 2], r"cannot read ImageNet16 batch .*train_data_batch_4"),  # truncated
+        (pickle.dumps([1, 2]), r"train_data_batch_4 is not a pickled dict"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2]}), r"train_data_batch_4.*768"),
+        (pickle.dumps({"data": np.zeros((2, 768), np.uint8), "labels": [1]}), r"train_data_batch_4.*2 images but 1"),
+        (pickle.dumps({"data": np.zeros((2, 768), np.uint8), "labels": [0, 1]}), r"train_data_batch_4.*label 0"),
+        (pickle.dumps({"pixels": np.zeros((2, 768), np.uint8)}), r"train_data_batch_4 lacks 'data'"),
+    ):
+        (folder / "train_data_batch_4").write_bytes(bad)
+        with pytest.raises(DataError, match=words) as e:
+            D.load_dataset("imagenet16-120", str(tmp_path), True, None)
+        assert "\n" not in str(e.value)
+    # bytes keys (a Python 3 re-pickle) read too
+    _pickle(folder / "train_data_batch_4", {b"data": np.zeros((2, 768), np.uint8), b"labels": [3, 300]})
+    assert 3 - 1 in D.load_dataset("imagenet16-120", str(tmp_path), True, None).targets.tolist()
+
+
+def test_imagenet16_120_cli_and_search_data(tmp_path: Path) -> None:
+    import json
+
+    from conftest import invoke
+
+    from nasbench.config import resolve_search_config
+    from nasbench.search.data import load_search_data
+
+    write_imagenet16(tmp_path / "ImageNet16", per_batch=8, val=6)
+    r = invoke("search", "--dataset", "imagenet16-120", "--data-dir", tmp_path, "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["input"] == [3, 16, 16] and report["num_classes"] == 120 and report["dataset"] == "imagenet16-120"
+    assert "imagenet16-120" in json.loads(invoke("list", "--json").stdout)["datasets"]
+    cfg = resolve_search_config("darts", overrides=["data.dataset=imagenet16-120", f"data.data_dir={tmp_path}"])
+    data = load_search_data(cfg)
+    assert (data.num_classes, data.in_channels) == (120, 3)
+    assert len(data.weight_idx) + len(data.arch_idx) == len(data.dataset)
+    x, y = data.dataset[data.arch_idx[0]]
+    assert x.shape == (3, 16, 16) and 0 <= y < 120
+    r = invoke("search", "--dataset", "imagenet16-120", "--data-dir", tmp_path / "empty", "--epochs", "1")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "imagenet16-120 not found" in r.output and "NAS-Bench-201 README" in r.output

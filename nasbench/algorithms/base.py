@@ -195,6 +195,14 @@ class Strategy:
             p.grad = g  # None for a cell type the supernet does not use (e.g. 2 layers: no normal cell)
         return loss.detach()
 
+    def order(self) -> str:
+        """The step order of this run: ``step_order`` from the config, or (``auto``) the official code's order
+        on this space (NAS-Bench-201's first-order DARTS steps the weights first), else the algorithm's own."""
+        asked = self.cfg.get("step_order", "auto")
+        if asked != "auto":
+            return str(asked)
+        return self.space.step_order(self.name, self.cfg) or self.step_order
+
     def trainable_arch_parameters(self) -> list[torch.Tensor]:
         return [p for p in self.arch_parameters() if p.requires_grad]
 

@@ -65,7 +65,7 @@ class GumbelEdge(MixedOp):
     ``forward(x, w)`` with ``w = (weights [ops], index)`` returns ``Σ_k (w_k·o_k(x) if k == index else w_k)``:
     the sampled op's output times its (unit) weight; the other weights enter as scalars, zero in value but
     passing the straight-through gradient to α (the official ``forward_gdas``). ``w`` may also be an
-    ``int`` (that op, unweighted) or ``None`` (nothing), as for :class:`~nasbench.spaces.darts.supernet.MixedOp`.
+    ``int`` (that op, unweighted) or ``None`` (nothing), as for :class:`~nasbench.spaces.edges.MixedOp`.
     """
 
     def forward(self, x: torch.Tensor, w: Any) -> Optional[torch.Tensor]:
@@ -199,7 +199,9 @@ class Gdas(Strategy):
 
     # ----------------------------------------------------------------- result
     def derive_cell(self, cell_type: str) -> Any:
-        if self.section.distinct_inputs:
+        """Per node the strongest pairs over all incoming edges; in a space whose nodes keep every edge
+        (NAS-Bench-201), the space's rule, as the official GDAS does there."""
+        if self.section.distinct_inputs or self.topology.keep is None:
             return super().derive_cell(cell_type)
         return derive_cell_pairs(self.op_probabilities(cell_type), self.spec.ops(cell_type), self.topology,
                                  self.space.zero_op)

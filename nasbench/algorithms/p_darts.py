@@ -144,8 +144,6 @@ class PDarts(Strategy):
     quick_defaults = {"epochs": 9, "p_darts.add_layers": [0, 2, 4]}
     paper_epochs = 75
 
-    spaces = ("darts",)
-
     def __init__(self, cfg: DictConfig, space: Any = None):
         super().__init__(cfg, space)
         self.ops: dict[str, list[tuple[str, ...]]] = {t: list(ops) for t, ops in self.space.all_ops().items()}
@@ -235,7 +233,7 @@ class PDarts(Strategy):
 
     def epoch_metrics(self) -> dict[str, Any]:
         return {"stage_label": self.stage_label(), "skip_dropout": self.drop_p,
-                "candidate_ops": len(self.ops["normal"][0])}
+                "candidate_ops": len(self.ops[self.space.cell_types[0]][0])}
 
     def on_epoch_end(self, epoch: int, net: nn.Module) -> list[Decision]:
         if epoch != self.stage_epochs() - 1:
@@ -259,22 +257,23 @@ class PDarts(Strategy):
             new_ops[t] = kept
             record[t] = {"probs": P.tolist(), "ops": [list(o) for o in self.ops[t]], "kept": [list(o) for o in kept],
                          "dropped": dropped}
+        first = self.space.cell_types[0]  # the normal cell in the darts space
         if not last:
             self.pending = new_ops
             msg = (f"p-darts: end of stage {self.stage + 1}/{self.num_stages}: kept {keep} ops per edge "
-                   f"(normal edge 0: {', '.join(new_ops['normal'][0])})")
+                   f"({first} edge 0: {', '.join(new_ops[first][0])})")
             return Decision(msg, record)
         self.final = {}
         for t in self.space.cell_types:
-            cap = self.section.max_skip if t == "normal" else None
+            cap = self.section.max_skip if t != "reduce" else None  # every searched cell but a reduction cell
             cell, log = final_cell(self.op_probabilities(t), self.ops[t], self.topology, cap)
             self.final[t] = cell
             record[t]["genotype"] = [list(p) for p in cell]
-            if t == "normal":
+            if t == first:
                 self.skip_log = log
                 record["skip_cap"] = log
-        msg = (f"p-darts: final cells (skip cap removed {len(self.skip_log)} skip_connects): normal "
-               + " ".join(f"{o}<-{i}" for o, i in self.final["normal"]))
+        msg = (f"p-darts: final cells (skip cap removed {len(self.skip_log)} skip_connects): {first} "
+               + " ".join(f"{o}<-{i}" for o, i in self.final[first]))
         return Decision(msg, record)
 
     def next_stage(self) -> bool:

@@ -95,8 +95,6 @@ class Sgas(Strategy):
     quick_defaults = {"epochs": 10}
     paper_epochs = 50
 
-    spaces = ("darts",)
-
     def __init__(self, cfg: DictConfig, space: Any = None):
         super().__init__(cfg, space)
         self.n_edges = self.topology.num_edges
@@ -114,6 +112,8 @@ class Sgas(Strategy):
         if s.decision_freq < 1 or s.warmup_epochs < 0 or s.post_train < 0 or s.history_size < 1:
             raise ConfigError("sgas.decision_freq and sgas.history_size must be ≥ 1, warmup_epochs and "
                               "post_train ≥ 0")
+        if registry.get("space", cfg.model.space).zero_op is None:
+            raise ConfigError(f"sgas ranks edges by their weight off the zero op; the {cfg.model.space} space has none")
         if s.batch_increase < 0:
             raise ConfigError(f"sgas.batch_increase must be ≥ 0, got {s.batch_increase}")
         n = _decisions(cfg)
@@ -205,7 +205,9 @@ class Sgas(Strategy):
 
     def _prune_nodes(self, t: str) -> list[int]:
         """Nodes with two decided edges: their undecided edges become 'none' (official ``check_edges``)."""
-        pruned = []
+        pruned: list[int] = []
+        if self.topology.keep is None:  # every edge of a node stays (NAS-Bench-201): nothing to prune
+            return pruned
         for i in range(self.topology.nodes):
             rows = self.topology.node_edges(i)
             if sum(1 for e in rows if self.selected[t][e] != UNDECIDED) >= self.topology.keep:
@@ -229,7 +231,8 @@ class Sgas(Strategy):
         gene = []
         for i in range(self.topology.nodes):
             rows = list(self.topology.node_edges(i))
-            need = self.topology.keep - sum(1 for e in rows if sel[e] != UNDECIDED)
+            keep = len(rows) if self.topology.keep is None else self.topology.keep
+            need = keep - sum(1 for e in rows if sel[e] != UNDECIDED)
             undecided = [e for e in rows if sel[e] == UNDECIDED]
             extra = sorted(undecided, key=lambda e: (-float(importance[e]), e))[:max(need, 0)]
             for e in rows:

@@ -69,6 +69,7 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
 # ---------------------------------------------------------------------------------------------- options
 Algo = Annotated[str, typer.Option("--algo", "-a", help="Search algorithm (see `nas list`).")]
 Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (see `nas list`).")]
+Space = Annotated[Optional[str], typer.Option("--space", "-s", help="Search space (see `nas list`; default darts).")]
 Preset = Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or quick (a CPU-sized run).")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of config overrides.")]
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides as key=value (e.g. optim.lr=0.05).",

@@ -14,7 +14,8 @@ from nasbench.cli.app import (BatchSize, Channels, ConfigFile, DataDir, Dataset,
                               out, print_mapping, resume_config, shortcuts, user_errors)
 
 Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built-in name (see `nas list`), a search "
-                                                 "run dir, a JSON file from `nas derive` or a Genotype(...) text file.")]
+                                                 "run dir, a JSON file from `nas derive`, a genotype text file "
+                                                 "(its space's notation), or random:SEED (with --space).")]
 
 
 def _resume_final_config(run_dir: Path, overrides: list[str], flags: dict[str, Any]) -> Any:
@@ -31,6 +32,8 @@ def train_final(
     overrides: Overrides = None,
     genotype: Genotype = None,
     dataset: Dataset = None,
+    space: Annotated[Optional[str], typer.Option("--space", "-s", help="The space of a random:SEED genotype "
+                                                 "(default darts).")] = None,
     preset: Preset = "paper",
     config: ConfigFile = None,
     epochs: Epochs = None,
@@ -69,13 +72,13 @@ def train_final(
         overrides.append("sync_bn=true")
     flags = shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
                        device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
-                       genotype=genotype, val_split=val_split, amp="auto" if amp else None)
+                       genotype=genotype, val_split=val_split, amp="auto" if amp else None, space=space)
     if resume is not None:
         cfg = _resume_final_config(resume, overrides, flags)
     else:
         cfg = cfgmod.resolve_final_config(preset=preset, config_file=config, overrides=overrides, shortcuts=flags)
     if dry_run:
-        g = final.load_final_genotype(str(cfg.genotype))
+        g = final.load_final_genotype(str(cfg.genotype), cfg.space)
         report = final.model_report(cfg, g)
         if as_json:
             print(json.dumps(report))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nasbench.cli.app import cells_table, app, err, out, user_errors
@@ -111,10 +112,14 @@ def show(run_dir: Annotated[Path, typer.Argument(help="A search run directory (f
                                 + (f"  stage {last['stage'] + 1}" if any(r.get("stage") for r in metrics) else ""))
         best_i = max(range(len(metrics)), key=lambda i: metrics[i].get("valid_acc") or -1)
         t.add_row("best valid", f"{metrics[best_i].get('valid_acc', 0):.2f}% at epoch {metrics[best_i]['epoch']}")
-        skips = last.get("normal_skip_connect")
-        if skips is not None:
-            warn = "  [yellow](collapse: parameter-free ops dominate)[/]" if skips > 2 else ""
-            t.add_row("normal skip_connects", f"{skips}{warn}")
+    g = s.get("genotype")
+    if metrics and g is not None:  # the space's own collapse figures of the current cell
+        from nasbench.spaces.genotypes import space_of
+
+        figures, warning = space_of(g).collapse(g)
+        if figures:
+            text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in figures.items())
+            t.add_row("parameter-free ops", text + (f"  [yellow]({escape(warning)})[/]" if warning else ""))
     ck = run.checkpoint_path
     if ck.is_file():
         t.add_row("checkpoint", f"{ck.stat().st_size / 1e6:.1f} MB, "
@@ -155,12 +160,16 @@ def compare(
                   "–" if r["params"] is None else f"{r['params'] / 1e6:.2f}M",
                   "–" if r["final_acc"] is None else f"{r['final_acc']:.2f}%")
     out.print(t)
-    g = Table(title="derived genotypes (op<-input; inputs 0, 1 are c_{k-2}, c_{k-1})", show_lines=True)
+    darts_cells = any(r["genotype_reduce"] for r in rows)  # two cells per genotype (the darts space)
+    g = Table(title="derived genotypes" + (" (op<-input; inputs 0, 1 are c_{k-2}, c_{k-1})" if darts_cells else ""),
+              show_lines=True)
     g.add_column("run")
-    g.add_column("normal cell")
-    g.add_column("reduction cell")
+    g.add_column("normal cell" if darts_cells else "genotype")
+    if darts_cells:
+        g.add_column("reduction cell")
     for r in rows:
-        g.add_row(Path(r["run"]).name, r["genotype_normal"] or "–", r["genotype_reduce"] or "–")
+        cells = [r["genotype_normal"] or "–"] + ([r["genotype_reduce"] or "–"] if darts_cells else [])
+        g.add_row(Path(r["run"]).name, *cells)
     out.print(g)
     if summary:
         t = Table(title="runs that differ only in seed: mean ± std")

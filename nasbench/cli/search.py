@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from nasbench.cli.app import (Algo, BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Download, Epochs,
-                              Layers, Nproc, OutDir, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err,
-                              maybe_launch, out, print_mapping, resume_config, shortcuts, user_errors)
+                              Layers, Nproc, OutDir, Overrides, Preset, Seed, Space, Subset, SyncBn, app, cells_table,
+                              err, maybe_launch, out, print_mapping, resume_config, shortcuts, user_errors)
 from nasbench.errors import NasError
 
 
@@ -42,6 +42,7 @@ def search(
     overrides: Overrides = None,
     algo: Algo = "darts",
     dataset: Dataset = None,
+    space: Space = None,
     preset: Preset = "paper",
     config: ConfigFile = None,
     epochs: Epochs = None,
@@ -87,7 +88,7 @@ def search(
     overrides += [f"{key}={value}" for key, value in valued.items() if value is not None]
     flags = shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
                        device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
-                       download=download)
+                       download=download, space=space)
     if resume is not None:
         cfg = resume_config(resume, overrides, flags)
     else:

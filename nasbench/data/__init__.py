@@ -19,6 +19,8 @@ from nasbench.data.datasets import (
     FASHION_STD,
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
+    IMAGENET16_MEAN,
+    IMAGENET16_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
     LARGE_IMAGE,
@@ -32,6 +34,7 @@ from nasbench.data.datasets import (
     FashionMnist,
     ImageFolderSpec,
     ImageNet,
+    ImageNet16_120,
     Mnist,
     Synthetic,
     TensorImageDataset,
@@ -46,9 +49,10 @@ from nasbench.data.transforms import Cutout, test_transform, train_transform
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "FASHION_MEAN", "FASHION_STD",
-    "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "IMAGENET_MEAN", "IMAGENET_STD", "LARGE_IMAGE", "MNIST_MEAN",
-    "MNIST_STD", "ArrayImageDataset", "Cifar10", "Cifar100", "DatasetInfo", "DatasetSpec", "FashionMnist",
-    "ImageFolderSpec", "ImageNet", "Mnist", "Synthetic", "TensorImageDataset", "Transform", "dataset_info",
-    "default_data_dir", "load_dataset", "read_idx", "EpochSampler", "batches_per_epoch", "make_loader",
-    "search_split", "subset_indices", "Cutout", "test_transform", "train_transform",
+    "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "IMAGENET16_MEAN", "IMAGENET16_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+    "LARGE_IMAGE", "MNIST_MEAN", "MNIST_STD", "ArrayImageDataset", "Cifar10", "Cifar100", "DatasetInfo",
+    "DatasetSpec", "FashionMnist", "ImageFolderSpec", "ImageNet", "ImageNet16_120", "Mnist", "Synthetic",
+    "TensorImageDataset", "Transform", "dataset_info", "default_data_dir", "load_dataset", "read_idx",
+    "EpochSampler", "batches_per_epoch", "make_loader", "search_split", "subset_indices", "Cutout",
+    "test_transform", "train_transform",
 ]

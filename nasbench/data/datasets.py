@@ -1,8 +1,8 @@
 """Datasets: their registered specs, readers for the on-disk formats, and :func:`load_dataset`.
 
 Every dataset is a small spec object registered with :func:`~nasbench.registry.register_dataset` (CIFAR-10/100
-pickles, MNIST/Fashion-MNIST IDX files, ImageNet and generic image folders, synthetic data) and looked up
-through :func:`nasbench.registry.get`. Use :func:`load_dataset` to build one split and :func:`dataset_info`
+pickles, MNIST/Fashion-MNIST IDX files, NAS-Bench-201's ImageNet16-120 pickles, ImageNet and generic image
+folders, synthetic data) and looked up through :func:`nasbench.registry.get`. Use :func:`load_dataset` to build one split and :func:`dataset_info`
 for its shape and normalisation (cheap: it never reads the images, so dry runs can call it).
 """
 
@@ -39,6 +39,9 @@ FASHION_MEAN = (0.2860,)
 FASHION_STD = (0.3530,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# NAS-Bench-201's values for ImageNet16 (AutoDL-Projects, get_dataset_with_transform.py), in 0..255 units / 255
+IMAGENET16_MEAN = tuple(v / 255 for v in (122.68, 116.66, 104.01))
+IMAGENET16_STD = tuple(v / 255 for v in (63.22, 61.26, 65.09))
 
 LARGE_IMAGE = 64
 """Image sizes from here on get the ImageNet-style (random-resized-crop) transforms."""
@@ -183,14 +186,15 @@ def dataset_info(name: str, data_dir: str | None = None, **options: Any) -> Data
 # CIFAR
 
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path, what: str = "CIFAR batch", encoding: str = "bytes") -> dict:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError) as e:
-        raise DataError(f"cannot read CIFAR batch {path}: {type(e).__name__}: {e}") from None
+            obj = pickle.load(f, encoding=encoding)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError,
+            KeyError, TypeError) as e:
+        raise DataError(f"cannot read {what} {path}: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
-        raise DataError(f"CIFAR batch {path} is not a pickled dict")
+        raise DataError(f"{what} {path} is not a pickled dict")
     return obj
 
 
@@ -285,6 +289,98 @@ class Cifar100(_CifarSpec):
     mean, std = CIFAR100_MEAN, CIFAR100_STD
     url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
     tv_class = "CIFAR100"
+
+
+# --------------------------------------------------------------------------------------------------
+# ImageNet16-120 (NAS-Bench-201)
+
+
+def _read_imagenet16_batch(path: Path, max_label: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pickle of the downsampled 16×16 ImageNet, cut down to the 1-based labels ``1..max_label``.
+
+    Returns HWC uint8 images ``[k, 16, 16, 3]`` and 0-based int64 labels ``[k]``; the rest of the batch
+    is dropped here, so only the kept images outlive the call.
+    """
+    obj = _unpickle(path, "ImageNet16 batch", encoding="latin1")  # latin1: the release was pickled by Python 2
+
+    def get(key: str) -> Any:
+        for k in (key, key.encode()):
+            if k in obj:
+                return obj[k]
+        keys = ", ".join(repr(k) for k in obj)
+        raise DataError(f"ImageNet16 batch {path} lacks 'data' or 'labels' (keys: {keys})")
+
+    data, raw_labels = get("data"), get("labels")
+    data = np.asarray(data)
+    try:
+        labels = np.asarray(raw_labels, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"ImageNet16 batch {path}: labels are not integers ({e})") from None
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 16 * 16:
+        raise DataError(f"ImageNet16 batch {path}: data is {data.dtype} {data.shape}, expected uint8 [N, 768]")
+    if len(labels) != len(data):
+        raise DataError(f"ImageNet16 batch {path}: {len(data)} images but {len(labels)} labels")
+    if labels.size and (labels.min() < 1 or labels.max() > 1000):
+        bad = int(labels.min()) if labels.min() < 1 else int(labels.max())
+        raise DataError(f"ImageNet16 batch {path}: label {bad} outside 1..1000 (the release's labels are 1-based)")
+    keep = labels <= max_label
+    images = np.ascontiguousarray(data[keep].reshape(-1, 3, 16, 16).transpose(0, 2, 3, 1))
+    return images, labels[keep] - 1
+
+
+@_register("imagenet16-120")
+class ImageNet16_120(DatasetSpec):
+    """NAS-Bench-201's ImageNet16-120: the 16×16 downsampled ImageNet (Chrabaszcz et al. 2017), classes 1..120.
+
+    Read from the release's pickles (``train_data_batch_1`` … ``train_data_batch_10``; ``val_data`` is the
+    test split) in ``data_dir/imagenet16-120``, ``data_dir/ImageNet16`` or ``data_dir`` itself. As in
+    NAS-Bench-201's reader, images with labels above 120 are dropped and labels become 0-based (151,700
+    training and 6,000 test images on the full release). It cannot be downloaded automatically.
+    """
+
+    folders = ("imagenet16-120", "ImageNet16")
+    train_files = tuple(f"train_data_batch_{i}" for i in range(1, 11))
+    test_files = ("val_data",)
+    num_classes = 120
+
+    def info(self, data_dir: str | None = None, **options: Any) -> DatasetInfo:
+        return DatasetInfo(self.name, self.num_classes, 3, 16, IMAGENET16_MEAN, IMAGENET16_STD)
+
+    def search_dirs(self, root: Path) -> list[Path]:
+        """Where the pickles are looked for, in order."""
+        return [root / f for f in self.folders] + [root]
+
+    def load(
+        self, data_dir: str | None, train: bool, transform: Transform, *, download: bool = False, **options: Any
+    ) -> Dataset:
+        root = _resolve_dir(data_dir)
+        files = self.train_files if train else self.test_files
+        dirs = self.search_dirs(root)
+        folder = next((d for d in dirs if all((d / f).is_file() for f in files)), None)
+        if folder is None:
+            wanted = "train_data_batch_1 … train_data_batch_10" if train else "val_data"
+            partial = [f"{d} lacks {', '.join(f for f in files if not (d / f).is_file())}"
+                       for d in dirs[:-1] if d.is_dir()]
+            note = f" ({'; '.join(partial)})" if partial else ""
+            no_download = " (--download cannot fetch it)" if download else ""
+            raise DataError(
+                f"{self.name} not found: looked for {wanted} in {', '.join(str(d) for d in dirs)}{note}; "
+                f"it cannot be downloaded automatically{no_download}: get the ImageNet16 folder (16×16 "
+                f"downsampled ImageNet) as the NAS-Bench-201 README says and put it at {root / 'ImageNet16'}"
+            )
+        images: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for f in files:
+            x, y = _read_imagenet16_batch(folder / f, self.num_classes)
+            images.append(x)
+            labels.append(y)
+        if len(images) == 1:
+            all_images, all_labels = images[0], labels[0]
+        else:
+            all_images, all_labels = np.concatenate(images), np.concatenate(labels)
+        del images, labels
+        classes = [str(i) for i in range(self.num_classes)]
+        return ArrayImageDataset(torch.from_numpy(all_images), torch.from_numpy(all_labels), classes, transform)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -578,5 +674,5 @@ class Synthetic(DatasetSpec):
 
 __all__ = [
     "DatasetInfo", "DatasetSpec", "ArrayImageDataset", "TensorImageDataset", "load_dataset", "dataset_info",
-    "default_data_dir", "read_idx", "LARGE_IMAGE",
+    "default_data_dir", "read_idx", "LARGE_IMAGE", "ImageNet16_120", "IMAGENET16_MEAN", "IMAGENET16_STD",
 ]

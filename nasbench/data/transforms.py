@@ -1,9 +1,10 @@
 """Image transforms: DARTS-style training augmentation, evaluation transforms and :class:`Cutout`.
 
 :func:`train_transform` and :func:`test_transform` pick the recipe from a :class:`~nasbench.data.DatasetInfo`:
-pad-4 random crop (+ flip) for small images, the ImageNet recipe (random-resized crop, colour jitter;
-resize + centre crop for evaluation) from :data:`~nasbench.data.LARGE_IMAGE` pixels on, and nothing but
-Cutout for the synthetic dataset, whose images are already normalised tensors.
+pad-4 random crop (+ flip) for small images (pad 2 for the 16×16 ImageNet16-120, as NAS-Bench-201 trains
+it), the ImageNet recipe (random-resized crop, colour jitter; resize + centre crop for evaluation) from
+:data:`~nasbench.data.LARGE_IMAGE` pixels on, and nothing but Cutout for the synthetic dataset, whose
+images are already normalised tensors.
 """
 
 from __future__ import annotations
@@ -43,12 +44,17 @@ class Cutout:
         return f"Cutout(length={self.length})"
 
 
+CROP_PADDING = {"imagenet16-120": 2}
+"""Padding of the training random crop where it is not 4 (NAS-Bench-201: ImageNet16 crops 16 with padding 2)."""
+
+
 def _large(info: DatasetInfo) -> bool:
     return info.name == "imagenet" or info.image_size >= LARGE_IMAGE
 
 
 def train_transform(info: DatasetInfo, cutout: int = 0, augment: bool = True) -> Transform:
-    """Training augmentation (DARTS): pad-4 random crop + flip for small images, the ImageNet recipe for large.
+    """Training augmentation (DARTS): pad-4 random crop + flip for small images (pad 2 for ImageNet16-120),
+    the ImageNet recipe for large.
 
     ``augment=False`` leaves only the test transform (and Cutout, if asked). Synthetic data are already
     normalised tensors: only Cutout applies (None without it).
@@ -69,7 +75,7 @@ def train_transform(info: DatasetInfo, cutout: int = 0, augment: bool = True) ->
             T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2),
         ]
     else:
-        steps = [T.RandomCrop(info.image_size, padding=4)]
+        steps = [T.RandomCrop(info.image_size, padding=CROP_PADDING.get(info.name, 4))]
         if info.name != "mnist":  # flipped digits are other digits (or none)
             steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(info.mean, info.std)]

@@ -48,12 +48,10 @@ BEST_FILE = "best.pt"
 
 
 # ---------------------------------------------------------------------------------------------- genotypes
-def load_final_genotype(spec: str) -> Any:
-    """The genotype named by ``spec``; a train-final run directory gives its own trained cell."""
-    p = Path(spec).expanduser()
-    if p.is_dir() and (p / GENOTYPE_FILE).is_file() and not (p / "best.json").is_file():
-        return load_genotype(p / GENOTYPE_FILE)
-    return load_genotype(spec)
+def load_final_genotype(spec: str, space: Optional[str] = None) -> Any:
+    """The genotype named by ``spec`` (``random:SEED`` draws from ``space``); a train-final run directory
+    gives its own trained cell."""
+    return load_genotype(spec, space)
 
 
 # ---------------------------------------------------------------------------------------------- data/model
@@ -357,7 +355,7 @@ def has_unused_parameters(genotype: Any) -> bool:
 
 def default_run_dir(cfg: DictConfig) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = Path(str(cfg.genotype)).name.replace(".json", "") or "genotype"
+    name = Path(str(cfg.genotype)).name.replace(".json", "").replace(":", "-") or "genotype"
     return Path("runs") / f"final-{name}-{cfg.data.dataset}-{stamp}"
 
 
@@ -367,7 +365,7 @@ def train_final(cfg: DictConfig, *, resume: Optional[Path] = None, console: Opti
     d = distributed.context(resolve_device(cfg.device).type)
     check_distributed(cfg, d.world)
     if resume is None:
-        genotype = load_final_genotype(str(cfg.genotype))
+        genotype = load_final_genotype(str(cfg.genotype), cfg.space)
 
     def prepare(run: RunDir) -> None:  # on rank 0, in the new run directory
         for sub in ("genotypes", "arch"):  # search-run folders RunDir.create makes; unused here

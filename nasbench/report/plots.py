@@ -130,7 +130,7 @@ def plot_sgas_scores(run: RunDir, out_dir: Path) -> list[Path]:
         return []
     plt = _pyplot()
     written = []
-    for cell in ("normal", "reduce"):
+    for cell in dict.fromkeys(d.get("cell") for d in decisions):
         ds = [d for d in decisions if d.get("cell") == cell]
         if not ds:
             continue

@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from nasbench.spaces.genotypes import space_of
 from nasbench.errors import NasError, RunDirError
 
 FINAL_RESULT_FILES = ("final.json", "result.json", "final/result.json", "final/final.json")
@@ -153,8 +154,10 @@ def compare_runs(
             "run": str(d), "algo": s["cfg"].algo, "seed": int(s["cfg"].seed), "settings": settings(s["cfg"]),
             "epochs_done": s["epochs_done"], "finished": s["finished"],
             "search_seconds": s["search_seconds"], "valid_acc": s["final_valid"],
-            "genotype_normal": None if g is None else format_cell(g.normal),
-            "genotype_reduce": None if g is None else format_cell(g.reduce),
+            # the darts space's two cells; another space's genotype on one line in the first column
+            "genotype_normal": None if g is None else (format_cell(g.normal) if hasattr(g, "normal")
+                                                       else space_of(g).short(g)),
+            "genotype_reduce": None if g is None or not hasattr(g, "reduce") else format_cell(g.reduce),
             "params": params,
             "final_acc": None if s["final"] is None else s["final"]["value"],
             "_group": config_without_seed(s["cfg"]),

@@ -172,7 +172,7 @@ class SearchTrainer(RunEngine):
                    epoch: int = 0, step: int = 0) -> None:
         """One search step: the architecture step on ``valid`` (skipped when None) and the weight step on
         ``train``, in the strategy's order."""
-        if self.strategy.step_order == "weights_first":
+        if self.strategy.order() == "weights_first":
             self._weight_step(*train, meter, epoch, step)
             if valid is not None:
                 self._arch_step(train, valid, lr, arch_meter, epoch, step)
@@ -403,6 +403,7 @@ def dry_run(cfg: DictConfig) -> dict[str, Any]:
     strategy.init_arch_params(spec, torch.device("cpu"))
     return {
         "algo": cfg.algo,
+        "space": cfg.model.space,
         "dataset": d.dataset,
         "params": count_weights(net),
         "arch_params": sum(p.numel() for p in strategy.arch_parameters()),

@@ -23,11 +23,14 @@ outside a space names its operations.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
 
 from nasbench import registry
 from nasbench.errors import ConfigError, GenotypeError
@@ -131,6 +134,60 @@ class CellWeights(NamedTuple):
     edges: Optional[torch.Tensor] = None
 
 
+# ---------------------------------------------------------------------------------------------- search networks
+IMPLS = ("fast", "reference")
+
+
+class SearchNetwork(nn.Module):
+    """Base of a space's search network: which execution its search cells run (``impl``: ``fast`` or
+    ``reference``, the same numbers) and whether each cell is recomputed in the backward pass
+    (``memory_efficient``, see :func:`recomputed`). Cells that have an ``impl`` attribute follow it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.impl = "reference"
+        self.memory_efficient = False
+
+    def set_execution(self, impl: str = "fast", memory_efficient: bool = False) -> "SearchNetwork":
+        if impl not in IMPLS:
+            raise ValueError(f"supernet execution must be one of {IMPLS}, got {impl!r}")
+        self.impl, self.memory_efficient = impl, memory_efficient
+        for cell in self.modules():
+            if cell is not self and hasattr(cell, "impl"):
+                cell.impl = impl
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def recomputed(cell: nn.Module, *args: Any) -> torch.Tensor:
+    """``cell(*args)``, keeping only its inputs for the backward pass, which runs the cell again.
+
+    The recomputation uses the tensors the cell had at forward time (also under ``functional_call``, as in
+    DARTS's virtual step, whose parameters are gone by the time the backward runs) and the same random
+    numbers; it leaves BatchNorm running statistics as the forward left them.
+    """
+    params = dict(cell.named_parameters())
+    buffers = dict(cell.named_buffers())  # not inputs: the forward's own BN update bumps their version
+    n_args = len(args)
+
+    def run(*flat: Any) -> torch.Tensor:
+        return functional_call(cell, {**dict(zip(params, flat[n_args:])), **buffers}, flat[:n_args])
+
+    return checkpoint(run, *args, *params.values(), use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), _buffers_kept(list(buffers.values()))))
+
+
+@contextlib.contextmanager
+def _buffers_kept(buffers: Sequence[torch.Tensor]) -> Iterator[None]:
+    saved = [b.detach().clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, v in zip(buffers, saved):
+                b.copy_(v)
+
+
 # ---------------------------------------------------------------------------------------------- derive rules
 def strongest_op(row: Sequence[float], ops: Sequence[str], exclude: Optional[str]) -> Optional[int]:
     """Index of the largest weight in ``row`` among ``ops`` other than ``exclude``; the first on ties."""
@@ -190,6 +247,28 @@ class SearchSpace:
     """Cell types the space can fix (hand-designed) instead of searching (GDAS-FRC: ``reduce``)."""
     executions: ClassVar[tuple[str, ...]] = ("reference",)
     """Supernet executions (the first is the default); ``fast`` computes the reference's numbers faster."""
+
+    @dataclass
+    class Config:
+        """The space's own config section (named ``config_section``); empty unless a space has options."""
+
+    config_section: ClassVar[Optional[str]] = None
+
+    @classmethod
+    def search_defaults(cls, algo: str, preset: str) -> Mapping[str, Any]:
+        """Config keys (dotted) a search of ``algo`` on this space sets differently, for ``preset`` (``paper``:
+        the official settings of that algorithm on this space; ``quick``: on top of the quick preset)."""
+        return {}
+
+    def step_order(self, algo: str, cfg: Any) -> Optional[str]:
+        """The step order (``arch_first``/``weights_first``) of ``algo``'s official code on this space, where it
+        differs from the algorithm's own; None: the algorithm's own."""
+        return None
+
+    @classmethod
+    def final_defaults(cls, preset: str) -> Mapping[str, Any]:
+        """train-final config keys this space's evaluation recipe sets (``paper``), and its quick sizes."""
+        return {}
 
     def __init__(self, cfg: Any = None):
         self.cfg = cfg

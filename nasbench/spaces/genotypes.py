@@ -21,6 +21,26 @@ from nasbench.spaces.base import SearchSpace, create_space
 DEFAULT_SPACE = "darts"
 
 
+def with_meta_keys(d: dict[str, Any], meta: Mapping[str, Any], core: tuple[str, ...]) -> dict[str, Any]:
+    """``d`` (a genotype's JSON fields) with ``meta`` at top level; meta keys that clash with a field in
+    ``core`` (or are ``meta`` itself) go under ``"meta"``."""
+    clashing = {k: v for k, v in meta.items() if k in core or k == "meta"}
+    d.update({k: v for k, v in meta.items() if k not in clashing})
+    if clashing:
+        d["meta"] = clashing
+    return d
+
+
+def meta_of(d: Mapping[str, Any], core: tuple[str, ...]) -> dict[str, Any]:
+    """The inverse of :func:`with_meta_keys`: every key of ``d`` that is not a field in ``core``."""
+    meta = {k: v for k, v in d.items() if k not in core and k != "meta"}
+    if isinstance(d.get("meta"), dict):
+        meta.update(d["meta"])
+    elif "meta" in d:
+        meta["meta"] = d["meta"]
+    return meta
+
+
 def space_named(name: Any) -> SearchSpace:
     """The space of a genotype's ``space`` field (GenotypeError for one that is not registered)."""
     names = registry.names("space")
@@ -93,19 +113,33 @@ def published() -> dict[str, Any]:
     return {k: replace(g, meta=dict(g.meta)) for k, g in registry.items("genotype")}
 
 
-def load_genotype(spec: str | os.PathLike) -> Any:
-    """Load a genotype from a built-in name, a directory (its ``best.json``), a ``.json`` file or a text file."""
+def random_genotype(spec: str, space: Optional[str] = None) -> Any:
+    """The genotype of ``random:SEED``: drawn uniformly from ``space`` (default darts) with that seed."""
+    seed_text = spec.partition(":")[2]
+    try:
+        seed = int(seed_text)
+    except ValueError:
+        raise GenotypeError(f"random:SEED needs an integer seed, got {seed_text!r}") from None
+    return space_named(space or DEFAULT_SPACE).random_genotype(seed).with_meta(source=f"random (seed {seed})",
+                                                                               random_seed=seed)
+
+
+def load_genotype(spec: str | os.PathLike, space: Optional[str] = None) -> Any:
+    """Load a genotype from a built-in name, ``random:SEED`` (of ``space``), a directory (a search run's
+    ``best.json``, else a train-final run's ``genotype.json``), a ``.json`` file or a text file."""
+    if isinstance(spec, str) and spec.startswith("random:"):
+        return random_genotype(spec, space)
     builtins = dict(registry.items("genotype"))
     if isinstance(spec, str) and spec in builtins:
         g = builtins[spec]
         return replace(g, meta=dict(g.meta))
     path = Path(spec).expanduser()
-    if path.is_dir():
-        best = path / "best.json"
-        if not best.is_file():
-            raise GenotypeError(f"directory {path} has no best.json")
-        return _load_json_file(best)
+    if path.is_dir():  # a search run's result, or the cell a train-final run trained
+        for name in ("best.json", "genotype.json"):
+            if (path / name).is_file():
+                return _load_json_file(path / name)
+        raise GenotypeError(f"directory {path} has no best.json")
     if path.is_file():
         return _load_json_file(path) if path.suffix.lower() == ".json" else _load_text_file(path)
     raise GenotypeError(f"no such genotype file or built-in name: {spec}; built-in names: "
-                        f"{', '.join(builtins)}")
+                        f"{', '.join(builtins)}, or random:SEED")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 from nasbench.errors import GenotypeError
+from nasbench.spaces.genotypes import meta_of, with_meta_keys
 from nasbench.spaces.darts.ops import PRIMITIVES, STEPS
 
 Pair = tuple[str, int]
@@ -76,11 +77,7 @@ class Genotype:
             "reduce": None if self.reduce is None else [[op, idx] for op, idx in self.reduce],
             "reduce_concat": list(self.reduce_concat),
         }
-        clashing = {k: v for k, v in self.meta.items() if k in _CORE_KEYS or k == "meta"}
-        d.update({k: v for k, v in self.meta.items() if k not in clashing})
-        if clashing:
-            d["meta"] = clashing
-        return d
+        return with_meta_keys(d, self.meta, _CORE_KEYS)
 
     @classmethod
     def from_dict(cls, d: Any) -> "Genotype":
@@ -90,11 +87,7 @@ class Genotype:
         missing = [k for k in _FIELD_ORDER if k not in d]
         if missing:
             raise GenotypeError(f"genotype is missing {', '.join(repr(k) for k in missing)}")
-        meta = {k: v for k, v in d.items() if k not in _CORE_KEYS and k != "meta"}
-        if isinstance(d.get("meta"), dict):
-            meta.update(d["meta"])
-        elif "meta" in d:
-            meta["meta"] = d["meta"]
+        meta = meta_of(d, _CORE_KEYS)
         g = cls(normal=d["normal"], normal_concat=d["normal_concat"], reduce=d["reduce"],
                 reduce_concat=d["reduce_concat"], space=d.get("space", "darts"), meta=meta)
         validate(g)

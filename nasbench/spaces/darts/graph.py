@@ -9,20 +9,12 @@ from __future__ import annotations
 from typing import Optional
 
 from nasbench.spaces.darts.genotype import Genotype
-
-
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+from nasbench.spaces.dot import preamble, quote
 
 
 def cell_dot(cell: Optional[list] | tuple, concat: tuple[int, ...] | list[int], name: str) -> str:
     """DOT text of one cell (``cell`` is a sequence of (op, input) pairs, two per intermediate node)."""
-    lines = [f"digraph {_quote(name)} {{",
-             "  rankdir=LR;",
-             '  graph [fontname="helvetica", fontsize=20, label=' + _quote(name) + ', labelloc=t];',
-             '  node [style="filled,rounded", shape=rect, align=center, fontsize=20, height=0.5, width=0.5, '
-             'penwidth=2, fontname="helvetica"];',
-             '  edge [fontsize=20, fontname="times"];',
+    lines = [*preamble(name),
              '  "c_{k-2}" [fillcolor=darkseagreen2];',
              '  "c_{k-1}" [fillcolor=darkseagreen2];']
     if cell is None:
@@ -38,13 +30,13 @@ def cell_dot(cell: Optional[list] | tuple, concat: tuple[int, ...] | list[int], 
     for k, (op, j) in enumerate(cell):
         dst = str(k // 2)
         src = "c_{k-2}" if j == 0 else "c_{k-1}" if j == 1 else str(j - 2)
-        lines.append(f"  {_quote(src)} -> {_quote(dst)} [label={_quote(op)}, fillcolor=gray];")
+        lines.append(f"  {quote(src)} -> {quote(dst)} [label={quote(op)}, fillcolor=gray];")
     lines.append('  "c_{k}" [fillcolor=palegoldenrod];')
     for c in concat:
         if c >= 2:
             lines.append(f'  "{c - 2}" -> "c_{{k}}" [fillcolor=gray];')
         else:
-            lines.append(f'  {_quote("c_{k-2}" if c == 0 else "c_{k-1}")} -> "c_{{k}}" [fillcolor=gray];')
+            lines.append(f'  {quote("c_{k-2}" if c == 0 else "c_{k-1}")} -> "c_{{k}}" [fillcolor=gray];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -19,20 +19,15 @@ recompute each search cell's activations in the backward pass instead of storing
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
-from torch.utils.checkpoint import checkpoint
 
-from nasbench.spaces.base import CellWeights, EdgeFactory, SupernetSpec, Topology
+from nasbench.spaces.base import CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology, recomputed
 from nasbench.spaces.darts import fast as supernet_fast
 from nasbench.spaces.darts.network import FixedReductionCell
 from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN
-
-IMPLS = ("fast", "reference")
 
 
 class SearchCell(nn.Module):
@@ -71,7 +66,7 @@ class SearchCell(nn.Module):
         return torch.cat([states[k] for k in self.topology.output], dim=1)
 
 
-class Supernet(nn.Module):
+class Supernet(SearchNetwork):
     """The search network. ``forward(x, weights)`` takes ``{cell_type: CellWeights}``; returns logits.
 
     ``spec.options`` holds ``steps``, ``multiplier``, ``stem_multiplier`` and ``final_bn_relu``; a spec
@@ -110,19 +105,6 @@ class Supernet(nn.Module):
                         else None)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, spec.num_classes)
-        self.impl = "reference"
-        self.memory_efficient = False
-
-    def set_execution(self, impl: str = "fast", memory_efficient: bool = False) -> "Supernet":
-        """How search cells run: ``fast`` or ``reference`` (same numbers), and whether each cell's activations
-        are recomputed in the backward pass instead of stored (``memory_efficient``)."""
-        if impl not in IMPLS:
-            raise ValueError(f"supernet execution must be one of {IMPLS}, got {impl!r}")
-        self.impl, self.memory_efficient = impl, memory_efficient
-        for cell in self.cells:
-            if isinstance(cell, SearchCell):
-                cell.impl = impl
-        return self
 
     def forward(self, x: torch.Tensor, weights: Mapping[str, CellWeights]) -> torch.Tensor:
         s0 = s1 = self.stem(x)
@@ -136,32 +118,3 @@ class Supernet(nn.Module):
             s1 = self.lastact(s1)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
-
-
-def recomputed(cell: nn.Module, *args: Any) -> torch.Tensor:
-    """``cell(*args)``, keeping only its inputs for the backward pass, which runs the cell again.
-
-    The recomputation uses the tensors the cell had at forward time (also under ``functional_call``, as in
-    DARTS's virtual step, whose parameters are gone by the time the backward runs) and the same random
-    numbers; it leaves BatchNorm running statistics as the forward left them.
-    """
-    params = dict(cell.named_parameters())
-    buffers = dict(cell.named_buffers())  # not inputs: the forward's own BN update bumps their version
-    n_args = len(args)
-
-    def run(*flat: Any) -> torch.Tensor:
-        return functional_call(cell, {**dict(zip(params, flat[n_args:])), **buffers}, flat[:n_args])
-
-    return checkpoint(run, *args, *params.values(), use_reentrant=False,
-                      context_fn=lambda: (contextlib.nullcontext(), _buffers_kept(list(buffers.values()))))
-
-
-@contextlib.contextmanager
-def _buffers_kept(buffers: Sequence[torch.Tensor]) -> Iterator[None]:
-    saved = [b.detach().clone() for b in buffers]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, v in zip(buffers, saved):
-                b.copy_(v)
