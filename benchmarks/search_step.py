@@ -269,7 +269,8 @@ def main() -> None:
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, timed
     p.add_argument("--diff", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, equality
     args = p.parse_args()
-    args.space = args.space[0] if len(args.space) == 1 else args.space
+    if args.one or args.diff:  # a worker process runs on one space
+        args.space = args.space[0]
     if args.one:
         print(json.dumps(run_case(*args.one, args)), flush=True)
         return

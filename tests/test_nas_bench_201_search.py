@@ -173,6 +173,8 @@ def test_search_derive_train_final_through_the_cli(algo, nas_cmd, tmp_path):
     net = create_space("nas-bench-201").build_eval_network(g, C=4, layers=1, num_classes=10, auxiliary=False)
     assert result["params"] == sum(p.numel() for p in net.parameters())
     assert json.loads((final / "genotype.json").read_text())["arch"] == best["arch"]
+    evaluated = json.loads(_nas(nas_cmd, "eval", final, "--json", "--device", "cpu").stdout)
+    assert evaluated["test_acc"] == result["test_acc"]  # eval rebuilds the space's network from the run
 
 
 def test_random_cell_dry_run_reports_its_size(nas_cmd):

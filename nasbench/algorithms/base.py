@@ -20,7 +20,8 @@ hook                       what it decides
 ``arch_backward``          how the architecture gradient is obtained (first or second order)
 ``trainable_arch_parameters``  the architecture parameters the optimizer moves
 ``updates_arch``           whether an epoch updates the architecture (warm-up)
-``step_order``             architecture step first (DARTS) or weight step first (GDAS)
+``step_order``/``order``   architecture step first (DARTS) or weight step first (GDAS); ``order()`` is the
+                           run's: ``step_order`` in the config, the space's official order, or the algorithm's
 ``unused_weights``         whether a weight step may leave weights without gradient (GDAS, SGAS)
 ``batch_size``             the batch size of an epoch (SGAS grows it)
 ``frozen_rows``            α rows that must not move at all (SGAS's decided edges)
