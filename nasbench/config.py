@@ -295,8 +295,12 @@ def check_search_config(cfg: DictConfig) -> None:
     if cfg.model.channels < 1:
         raise ConfigError(f"model.channels must be at least 1, got {cfg.model.channels}")
     space = registry.get("space", cfg.model.space)
-    check_supported(registry.get("algorithm", cfg.algo), cfg.model.space)
+    algo_cls = registry.get("algorithm", cfg.algo)
+    check_supported(algo_cls, cfg.model.space)
     space.check_config(cfg)
+    algo_cls.check_config(cfg)
+    for what, layers in algo_cls.stage_depths(cfg):
+        space.check_depth(layers, what)
     if not 0.0 < cfg.data.train_portion < 1.0:
         raise ConfigError(f"data.train_portion must lie strictly between 0 and 1, got {cfg.data.train_portion}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
@@ -310,7 +314,6 @@ def check_search_config(cfg: DictConfig) -> None:
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
     registry.get("dataset", cfg.data.dataset)
-    registry.get("algorithm", cfg.algo).check_config(cfg)
 
 
 def load_run_config(path: str | Path) -> DictConfig:

@@ -125,6 +125,31 @@ def test_resume_refuses_differing_flags(finished_run: Path):
     assert "stored" in line
 
 
+def test_resume_with_another_algorithm_is_refused(run_copy: Path):
+    """The run's own algorithm continues it; naming another one is a mistake, not silently ignored."""
+    line = assert_user_error(invoke("search", "--resume", run_copy, "--algo", "gdas"),
+                             "--resume continues the darts search", "--algo gdas differs")
+    assert "start a new run" in line
+    assert invoke("search", "--resume", run_copy, "--algo", "darts", "--no-progress").exit_code == 0
+
+
+@pytest.mark.parametrize("algo, args, what", [
+    ("darts", ["--layers", "2"], "model.layers=2"),
+    ("gdas", ["--layers", "1"], "model.layers=1"),
+    ("p-darts", ["p_darts.layers=1", "p_darts.add_layers=[0,1,2]"], "p_darts.layers + p_darts.add_layers[0]=1"),
+])
+def test_a_depth_without_a_normal_cell_is_refused(algo, args, what, tmp_path: Path, monkeypatch):
+    """Fewer than 3 cells in the darts space are all reduction cells: the normal α would never move."""
+    monkeypatch.chdir(tmp_path)
+    line = assert_user_error(invoke("search", "--algo", algo, "--dataset", "synthetic", *args),
+                             what, "every cell a reduction cell", "use at least 3")
+    assert "normal cell would never be searched" in line
+    assert list(tmp_path.iterdir()) == []
+    # the NAS-Bench-201 space has normal cells at any depth
+    assert invoke("search", "--algo", algo, "--space", "nas-bench-201", "--dataset", "synthetic", *args,
+                  "--dry-run").exit_code == 0
+
+
 def test_truncated_checkpoint(run_copy: Path):
     ck = run_copy / "checkpoint.pt"
     data = ck.read_bytes()

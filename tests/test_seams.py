@@ -248,7 +248,7 @@ def test_an_edge_that_overrides_only_forward_is_exact_in_the_fast_execution(edge
     from nasbench.algorithms.base import create_strategy
 
     cfg = resolve_search_config("darts", overrides=["data.dataset=synthetic", "model.channels=4",
-                                                    "model.layers=2"])
+                                                    "model.layers=3"])
     s = create_strategy("darts", cfg)
     s.make_edge = lambda C, stride, ops: edge_cls(C, stride, ops, s.space.search_op)
     spec = s.supernet_spec(3, 3)

@@ -121,6 +121,11 @@ class Strategy:
     def check_config(cls, cfg: DictConfig) -> None:
         """Raise ConfigError for settings this algorithm cannot run with."""
 
+    @classmethod
+    def stage_depths(cls, cfg: DictConfig) -> list[tuple[str, int]]:
+        """(setting, cells) of each stage's supernet, for the space's depth check (P-DARTS: one per stage)."""
+        return [("model.layers", int(cfg.model.layers))]
+
     def scaled(self, epochs: float) -> int:
         """An epoch count of the paper's schedule, scaled to this run's length (see ``scale_schedules``)."""
         if not self.cfg.scale_schedules:

@@ -176,6 +176,11 @@ class PDarts(Strategy):
         if min(s.layers + a for a in s.add_layers) < 1:
             raise ConfigError("p_darts.layers + add_layers must be at least 1 in every stage")
 
+    @classmethod
+    def stage_depths(cls, cfg: DictConfig) -> list[tuple[str, int]]:
+        s = cfg.p_darts
+        return [(f"p_darts.layers + p_darts.add_layers[{k}]", int(s.layers + a)) for k, a in enumerate(s.add_layers)]
+
     # ----------------------------------------------------------------- stages
     @property
     def num_stages(self) -> int:

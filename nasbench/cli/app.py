@@ -67,7 +67,8 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
 
 
 # ---------------------------------------------------------------------------------------------- options
-Algo = Annotated[str, typer.Option("--algo", "-a", help="Search algorithm (see `nas list`).")]
+Algo = Annotated[Optional[str], typer.Option("--algo", "-a", help="Search algorithm (see `nas list`; default darts).",
+                                             show_default=False)]
 Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (see `nas list`).")]
 Space = Annotated[Optional[str], typer.Option("--space", "-s", help="Search space (see `nas list`; default darts).")]
 Preset = Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or quick (a CPU-sized run).")]

@@ -40,7 +40,7 @@ def _unrolled_key(algo: str) -> str:
 @user_errors
 def search(
     overrides: Overrides = None,
-    algo: Algo = "darts",
+    algo: Algo = None,
     dataset: Dataset = None,
     space: Space = None,
     preset: Preset = "paper",
@@ -78,8 +78,15 @@ def search(
     from nasbench.search import trainer
 
     overrides = list(overrides or [])
-    if unrolled:  # the resumed run's algorithm, not --algo's (its default), decides
-        unrolled_algo = algo if resume is None else resume_config(resume, [], {}).algo
+    if resume is not None:  # the resumed run's algorithm decides; --algo, if given, must name it
+        stored_algo = resume_config(resume, [], {}).algo
+        if algo is not None and algo != stored_algo:
+            raise NasError(f"--resume continues the {stored_algo} search in {resume}; --algo {algo} differs from it "
+                           "(leave --algo out, or start a new run)")
+        algo = stored_algo
+    algo = algo or "darts"
+    if unrolled:
+        unrolled_algo = algo
         overrides.append(f"{_unrolled_key(unrolled_algo)}=true")
     switches = {"deterministic": deterministic, "tensorboard": tensorboard,
                 "memory_efficient": memory_efficient, "sync_bn": sync_bn}

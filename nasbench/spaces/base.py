@@ -278,6 +278,11 @@ class SearchSpace:
     def check_config(cls, cfg: Any) -> None:
         """Raise ConfigError for model settings this space cannot build."""
 
+    @classmethod
+    def check_depth(cls, layers: int, what: str) -> None:
+        """Raise ConfigError when a network of ``layers`` cells (``what`` names the setting) leaves a searched
+        cell type without a cell, so that its architecture parameters could never move."""
+
     @property
     def topology(self) -> Topology:
         raise NotImplementedError

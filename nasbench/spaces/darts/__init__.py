@@ -45,6 +45,14 @@ class DartsSpace(SearchSpace):
         if m.channels % 2:
             raise ConfigError(f"model.channels must be even (factorized reduce halves it), got {m.channels}")
 
+    @classmethod
+    def check_depth(cls, layers: int, what: str) -> None:
+        """Reduction cells sit at layers//3 and 2·layers//3: fewer than 3 cells leave no normal cell."""
+        reductions = {layers // 3, 2 * layers // 3}
+        if not any(i not in reductions for i in range(layers)):
+            raise ConfigError(f"{what}={layers} makes every cell a reduction cell (they sit at layers//3 and "
+                              f"2·layers//3), so the normal cell would never be searched; use at least 3")
+
     @property
     def topology(self) -> Topology:
         steps = int(self.cfg.model.steps) if self.cfg is not None else STEPS
