@@ -158,6 +158,27 @@ class SearchNetwork(nn.Module):
         return self
 
 
+def reference_nodes(edges: nn.ModuleList, topology: Topology, states: list[torch.Tensor], w: CellWeights,
+                    empty: Optional[Callable[[], torch.Tensor]] = None) -> list[torch.Tensor]:
+    """The reference execution of a cell's nodes, appended to ``states`` (the cell's inputs): node ``i`` is
+    Σ over its incoming edges e of ``w.edges[e] · edges[e](states[src], w.ops[e])`` (the scale only when given),
+    edges that return None left out, in edge order. A node none of whose edges computes anything is
+    ``empty()``."""
+    for i in range(topology.nodes):
+        terms = []
+        for e in topology.node_edges(i):
+            out = edges[e](states[topology.edges[e][1]], w.ops[e])
+            if out is None:
+                continue
+            if w.edges is not None:
+                out = w.edges[e] * out
+            terms.append(out)
+        if not terms and empty is None:
+            raise ValueError(f"no incoming edge of node {i} computes anything")
+        states.append(sum(terms[1:], terms[0]) if terms else empty())
+    return states
+
+
 # ---------------------------------------------------------------------------------------------- memory
 def recomputed(cell: nn.Module, *args: Any) -> torch.Tensor:
     """``cell(*args)``, keeping only its inputs for the backward pass, which runs the cell again.

@@ -24,7 +24,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from nasbench.spaces.base import CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology, recomputed
+from nasbench.spaces.base import (CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology, recomputed,
+                                  reference_nodes)
 from nasbench.spaces.darts import fast as supernet_fast
 from nasbench.spaces.darts.network import FixedReductionCell
 from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN
@@ -52,17 +53,7 @@ class SearchCell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: CellWeights) -> torch.Tensor:
         if self.impl == "fast":
             return supernet_fast.cell_forward(self, s0, s1, w)
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for i in range(self.topology.nodes):
-            terms = []
-            for e in self.topology.node_edges(i):
-                out = self.edges[e](states[self.topology.edges[e][1]], w.ops[e])
-                if out is None:
-                    continue
-                if w.edges is not None:
-                    out = w.edges[e] * out
-                terms.append(out)
-            states.append(sum(terms))
+        states = reference_nodes(self.edges, self.topology, [self.preprocess0(s0), self.preprocess1(s1)], w)
         return torch.cat([states[k] for k in self.topology.output], dim=1)
 
 

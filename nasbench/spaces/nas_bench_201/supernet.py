@@ -22,7 +22,8 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from nasbench.spaces.base import CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology, recomputed
+from nasbench.spaces.base import (CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology, recomputed,
+                                  reference_nodes)
 from nasbench.spaces.edges import NodeSum, SourceCache, add_edge
 from nasbench.spaces.nas_bench_201.network import stage_layout
 from nasbench.spaces.nas_bench_201.ops import (Identity, Pooling, ReLUConvBN, ResNetBasicblock, Zero,
@@ -61,17 +62,7 @@ class SearchCell(nn.Module):
     def forward(self, x: torch.Tensor, w: CellWeights) -> torch.Tensor:
         if self.impl == "fast":
             return self._fast(x, w)
-        states = [x]
-        for i in range(self.topology.nodes):
-            terms = []
-            for e in self.topology.node_edges(i):
-                out = self.edges[e](states[self.topology.edges[e][1]], w.ops[e])
-                if out is None:
-                    continue
-                if w.edges is not None:
-                    out = w.edges[e] * out
-                terms.append(out)
-            states.append(sum(terms[1:], terms[0]) if terms else torch.zeros_like(x))
+        states = reference_nodes(self.edges, self.topology, [x], w, empty=lambda: torch.zeros_like(x))
         return states[self.topology.output[-1]]
 
     def _fast(self, x: torch.Tensor, w: CellWeights) -> torch.Tensor:
