@@ -100,6 +100,7 @@ class SearchConfig:
     out: Optional[str] = None
     scale_schedules: bool = True  # scale epoch-counted schedules with epochs / the paper's epochs
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: epoch ends only)
+    report_freq: int = 50  # a log line every N steps (log.txt; the console too with --no-progress; 0: none)
     memory_format: str = "auto"  # auto: channels_last on CPU where safe and faster, NCHW on CUDA
     supernet: str = "fast"  # fast, or reference: the per-edge NCHW execution (same numbers, slower)
     step_order: str = "auto"  # auto (the algorithm's own on its space), arch_first or weights_first
@@ -305,6 +306,8 @@ def check_search_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.train_portion must lie strictly between 0 and 1, got {cfg.data.train_portion}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
+    if cfg.report_freq < 0:
+        raise ConfigError(f"report_freq must be 0 (no step lines) or more, got {cfg.report_freq}")
     if cfg.step_order not in ("auto", "arch_first", "weights_first"):
         raise ConfigError(f"step_order must be auto, arch_first or weights_first, got {cfg.step_order!r}")
     if cfg.supernet not in ("fast", "reference"):
@@ -382,6 +385,7 @@ class FinalConfig:
     eval_batch_size: int = 256
     device: str = "auto"
     out: Optional[str] = None
+    report_freq: int = 50  # a log line every N steps (log.txt; the console too with --no-progress; 0: none)
     amp: str = "off"  # off, auto (bf16 where supported, else fp16), bf16, fp16
     memory_format: str = "auto"  # auto (channels_last on CPU), channels_last, contiguous
     sync_bn: bool = False  # distributed on CUDA: BatchNorm statistics over all processes (SyncBatchNorm)
@@ -493,6 +497,8 @@ def check_final_config(cfg: DictConfig) -> None:
         raise ConfigError(f"amp must be off, auto, bf16 or fp16, got {cfg.amp!r}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
+    if cfg.report_freq < 0:
+        raise ConfigError(f"report_freq must be 0 (no step lines) or more, got {cfg.report_freq}")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
     registry.get("dataset", cfg.data.dataset)

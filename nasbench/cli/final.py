@@ -105,16 +105,43 @@ def train_final(
 @app.command(name="eval")
 @user_errors
 def eval_(
-    run_dir: Annotated[Path, typer.Argument(help="A train-final run directory.")],
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A train-final run directory (or give --genotype and "
+                                                     "--weights instead).", show_default=False)] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="last, or best (needs --val-split in training).")] = "last",
+    genotype: Genotype = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Trained weights without a run: a "
+                                                    "state_dict file (ours, or the original DARTS code's model.pt), "
+                                                    "with --genotype.")] = None,
+    dataset: Dataset = None,
+    channels: Channels = None,
+    layers: Layers = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
     device: Device = None,
     batch_size: BatchSize = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Re-compute the test accuracy of a train-final run from its saved weights."""
-    from nasbench.final.evaluate import evaluate_run
+    """Re-compute the test accuracy of a train-final run from its saved weights, or of any trained weights
+    of a genotype (--genotype G --weights FILE, the original scripts' test.py --model_path)."""
+    from nasbench.errors import NasError
+    from nasbench.final import evaluate
 
-    report = evaluate_run(run_dir, which=checkpoint, device=device or "auto", batch_size=batch_size)
+    standalone = {"--genotype": genotype, "--weights": weights, "--dataset": dataset, "--channels": channels,
+                  "--layers": layers, "--data-dir": data_dir, "--config": config}
+    if run_dir is not None:
+        given = [k for k, v in standalone.items() if v is not None]
+        if given:
+            raise NasError(f"nas eval RUN_DIR takes the run's own genotype, data and size; {', '.join(given)} "
+                           "belong to nas eval --genotype G --weights FILE (without a run directory)")
+        report = evaluate.evaluate_run(run_dir, which=checkpoint, device=device or "auto", batch_size=batch_size)
+    else:
+        if genotype is None or weights is None:
+            raise NasError("nas eval needs a train-final run directory, or --genotype and --weights")
+        from nasbench import config as cfgmod
+
+        flags = shortcuts(genotype=genotype, dataset=dataset, channels=channels, layers=layers, data_dir=data_dir)
+        cfg = cfgmod.resolve_final_config(config_file=config, shortcuts=flags)
+        report = evaluate.evaluate_weights(cfg, weights, device=device or "auto", batch_size=batch_size)
     if as_json:
         print(json.dumps(report))
     else:

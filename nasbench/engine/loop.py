@@ -7,7 +7,9 @@ the checkpoint codec (the fields every checkpoint carries: version, kind, world,
 rank's random state), the divergence check, and the :class:`Recorder` through which rank 0, and only
 rank 0, writes the run directory (the other ranks hold a :class:`NullRecorder`). A trainer adds its own
 steps and epochs. :func:`run_directory` is the start of a run: rank 0 creates the directory and tells
-the other ranks where it is, or every rank opens the directory a resume continues.
+the other ranks where it is, or every rank opens the directory a resume continues. Everything the engine's
+console prints on rank 0 also goes to the run's ``log.txt`` (:class:`RunLog`), with a line every
+``report_freq`` steps (on the console too when there is no progress bar, as the original scripts log).
 
 The engine knows no search space, algorithm or command: it never imports those packages.
 """
@@ -15,8 +17,11 @@ The engine knows no search space, algorithm or command: it never imports those p
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import io
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -33,6 +38,7 @@ from nasbench.engine.rundir import RunDir, append_jsonl, atomic_torch_save, atom
 from nasbench.errors import NasError
 
 CHECKPOINT_VERSION = 1
+LOG = "log.txt"
 
 
 class TrainingDiverged(NasError):
@@ -93,6 +99,39 @@ class NullRecorder(Recorder):
         pass
 
 
+class RunLog:
+    """A console for the run: what it prints goes to ``console`` (the terminal) and, as plain text, to the
+    run's log.txt, appended line by line (a resumed run continues the same file; a crash keeps every line
+    printed before it). ``log_only`` writes the file alone (the step lines when a progress bar shows them).
+    Everything else (``width``, ``is_terminal``, ...) is the terminal console's."""
+
+    def __init__(self, console: Console, path: Path):
+        self.console = console
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")
+        self._text = Console(file=io.StringIO(), width=120, color_system=None, highlight=False, soft_wrap=True,
+                             emoji=False)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        self.console.print(*objects, **kwargs)
+        self.log_only(*objects, **kwargs)
+
+    def log_only(self, *objects: Any, **kwargs: Any) -> None:
+        if self._file.closed:
+            return
+        kwargs.pop("style", None)
+        with self._text.capture() as cap:
+            self._text.print(*objects, **kwargs)
+        self._file.write(cap.get())
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
 class RunEngine:
     """Device, ranks, console, progress bar, Ctrl-C, checkpoints and records of a run in ``run``.
 
@@ -114,6 +153,12 @@ class RunEngine:
         if not self.dist.is_main:
             self.console = Console(stderr=True, quiet=True)
         self.show_progress = show_progress and self.dist.is_main
+        self.log: Optional[RunLog] = None
+        if self.dist.is_main and run.path.is_dir():  # the run's log.txt: every line the run prints
+            self.log = RunLog(self.console, run.path / LOG)
+            self.console = self.log  # type: ignore[assignment]
+            started = _dt.datetime.now().isoformat(timespec="seconds")
+            self.log.log_only(f"--- {started}: {' '.join(_command_line())}")
         self.recorder: Recorder = Recorder(run) if self.dist.is_main else NullRecorder()
         self._interrupted = False
         self.elapsed, self._t0 = 0.0, time.time()
@@ -142,9 +187,26 @@ class RunEngine:
                                    f"is {self.run.checkpoint_path}")
 
     def _progress(self) -> Progress:
+        terminal = self.log.console if self.log is not None else self.console
         return Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=self.console, transient=True, disable=not self.show_progress)
+                        console=terminal, transient=True, disable=not self.show_progress)
+
+    def report_step(self, what: str, done: int, total: int, stats: str) -> None:
+        """Every ``report_freq`` steps (and at an epoch's last): a line ``what step done/total stats`` in
+        log.txt, and on the console too when no progress bar shows the same."""
+        freq = int(self.cfg.get("report_freq", 0) or 0)
+        if self.log is None or freq <= 0 or (done % freq and done != total):
+            return
+        line = f"{what} step {done}/{total}  {stats}"
+        if self.show_progress:
+            self.log.log_only(line, highlight=False)
+        else:
+            self.log.print(line, highlight=False)
+
+    def close_log(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
     # ------------------------------------------------------------------ Ctrl-C
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -197,6 +259,10 @@ class RunEngine:
         if before != self.dist.world:
             self.console.print(f"re-sharded from {before} to {self.dist.world} process(es): the data position "
                                f"({position}) carries over")
+
+
+def _command_line() -> list[str]:
+    return ["nas", *sys.argv[1:]] if sys.argv and sys.argv[0] else []
 
 
 def run_directory(d: distributed.Dist, *, resume: Optional[Path], new_path: Callable[[], Any],

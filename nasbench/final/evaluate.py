@@ -87,6 +87,86 @@ def evaluate_run(run_dir: str | Path, *, which: str = "last", device: str = "aut
             "images": meter.n}
 
 
+def _weights_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict inside a weights file: a plain state_dict (ours, or the original DARTS code's
+    ``utils.save``), or one of our checkpoints (``checkpoint.pt``/``best.pt``: its ``net``)."""
+    if isinstance(obj, dict) and isinstance(obj.get("net"), dict):
+        obj = obj["net"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise NasError(f"{path} holds no state_dict of network weights")
+    return dict(obj)
+
+
+def official_key(key: str) -> str:
+    """A parameter name of the original DARTS code's evaluation network in our naming: ``nn.DataParallel``'s
+    ``module.`` prefix dropped, and the ``op`` Sequential inside ReLUConvBN/SepConv/DilConv flattened (our
+    ops are the Sequentials themselves): ``cells.0._ops.3.op.1.weight`` → ``cells.0._ops.3.1.weight``."""
+    if key.startswith("module."):
+        key = key[len("module."):]
+    return key.replace(".op.", ".")
+
+
+def load_weights(net: nn.Module, weights: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """Load ``weights`` (our layout or the original code's, see :func:`official_key`) into ``net``; the
+    auxiliary head's weights are dropped, BatchNorm counters absent from old files keep their value. A
+    mismatch is one NasError that says what does not fit."""
+    mine = net.state_dict()
+    renamed = {}
+    for k, v in weights.items():
+        k2 = k if k in mine else official_key(k)
+        if k2.startswith("auxiliary_head."):
+            continue
+        renamed[k2] = v
+    missing = [k for k in mine if k not in renamed and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in renamed if k not in mine]
+    shapes = [k for k in renamed if k in mine and tuple(renamed[k].shape) != tuple(mine[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of another shape (first {k}: {tuple(renamed[k].shape)} in the file, "
+                         f"{tuple(mine[k].shape)} in the network)")
+        raise NasError(f"the weights in {path} do not fit {what}: " + "; ".join(parts)
+                       + " (check --genotype, --channels, --layers and --dataset)")
+    merged = {k: renamed.get(k, mine[k]) for k in mine}
+    net.load_state_dict(merged)
+
+
+def evaluate_weights(cfg: DictConfig, weights_path: str | Path, *, device: str = "auto",
+                     batch_size: Optional[int] = None) -> dict[str, Any]:
+    """Test accuracy of trained weights that did not come from a train-final run (the original scripts'
+    ``test.py --model_path``): the evaluation network of ``cfg``'s genotype, dataset and size, loaded from
+    ``weights_path``, evaluated on the test set in eval mode (no drop-path, no auxiliary head)."""
+    from nasbench.final.train import load_final_genotype
+
+    path = Path(weights_path)
+    weights = _weights_of(torch_load(path), path)
+    genotype = load_final_genotype(str(cfg.genotype), cfg.space)
+    opts = data_options(cfg)
+    info = data_mod.dataset_info(cfg.data.dataset, cfg.data.data_dir, **opts)
+    net = build_model(cfg, genotype, info, auxiliary=False)
+    what = (f"the {cfg.genotype} network (C={cfg.model.channels}, {cfg.model.layers} cells, "
+            f"{info.num_classes} classes)")
+    load_weights(net, weights, path, what)
+    net.drop_path_prob = 0.0
+    net.eval()
+    dev = resolve_device(device)
+    fmt = memory_format(cfg.memory_format, dev, net)
+    net = net.to(dev, memory_format=fmt)
+    test = data_mod.load_dataset(cfg.data.dataset, cfg.data.data_dir, False, data_mod.test_transform(info),
+                                 download=cfg.data.download, **opts)
+    meter = evaluate_model(net, test, test_indices(cfg, len(test)), batch_size or cfg.eval_batch_size, dev, fmt,
+                           nn.CrossEntropyLoss(), cfg.data.workers)
+    return {"weights": str(path), "genotype": str(cfg.genotype), "dataset": cfg.data.dataset,
+            "test_acc": meter.acc, "test_loss": meter.avg_loss, "images": meter.n}
+
+
 class LogitsOnly(nn.Module):
     """The deployable model: images → logits (the evaluation network's auxiliary output dropped)."""
 

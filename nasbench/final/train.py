@@ -233,11 +233,17 @@ class FinalTrainer(RunEngine):
             f"{len(self.data.test_idx)} test; device {self.device}")
         if self.dist.enabled:
             self.console.print(self.dist.describe(cfg.batch_size))
-        with self.catching_sigint():
-            for epoch in range(start_epoch, cfg.epochs):
-                self._run_epoch(epoch, start_step, meter)
-                start_step, meter = 0, Meter()
-        return self._result()
+        try:
+            with self.catching_sigint():
+                for epoch in range(start_epoch, cfg.epochs):
+                    self._run_epoch(epoch, start_step, meter)
+                    start_step, meter = 0, Meter()
+            result = self._result()
+            if self.log is not None:
+                self.log.log_only(f"test accuracy (last epoch): {result['test_acc']:.2f}%")
+            return result
+        finally:
+            self.close_log()
 
     def _run_epoch(self, epoch: int, start_step: int, meter: Meter) -> None:
         cfg, m = self.cfg, self.cfg.model
@@ -259,8 +265,9 @@ class FinalTrainer(RunEngine):
                 self.train_step(*self._to_device(x, y), meter, epoch, step)
                 n_img += y.shape[0] * world
                 rate = n_img / max(time.time() - t0, 1e-9)
-                progress.update(task, advance=1, stats=f"loss {meter.avg_loss:.3f} acc {meter.acc:5.1f}% "
-                                                       f"{rate:5.0f} img/s")
+                stats = f"loss {meter.avg_loss:.3f} acc {meter.acc:5.1f}% {rate:5.0f} img/s"
+                progress.update(task, advance=1, stats=stats)
+                self.report_step(f"epoch {epoch + 1}/{cfg.epochs}", step + 1, n_steps, stats)
                 if self.interrupt_requested():  # all ranks agree on the step at which they stop
                     self._checkpoint(epoch, step + 1, meter)
                     raise KeyboardInterrupt

@@ -240,11 +240,15 @@ class SearchTrainer(RunEngine):
             with self.catching_sigint(), deterministic_mode(cfg.get("deterministic", False), self.device,
                                                             self.console):
                 self._loop(start_epoch, start_step, meter, arch_meter)
+            genotype = self.strategy.derive().with_meta(algo=cfg.algo, run=str(self.run.path))
+            self.recorder.save_genotype(genotype, self.run.best_path)
+            reporting.run_end(self.reporters, self, genotype)  # rank 0's reporters (none on the other ranks)
+            if self.log is not None:
+                self.log.log_only(f"final genotype: {self.strategy.space.short(genotype)}")
+                self.log.log_only(f"written: {self.run.best_path}")
         finally:
             reporting.close_all(self.reporters)
-        genotype = self.strategy.derive().with_meta(algo=cfg.algo, run=str(self.run.path))
-        self.recorder.save_genotype(genotype, self.run.best_path)
-        reporting.run_end(self.reporters, self, genotype)  # rank 0's reporters (none on the other ranks)
+            self.close_log()
         return genotype
 
     def _loop(self, start_epoch: int, start_step: int, meter: Meter, arch_meter: Meter) -> None:
@@ -300,9 +304,10 @@ class SearchTrainer(RunEngine):
                 self.train_step((x, y), valid, lr, meter, arch_meter, epoch, step)
                 n_img += y.shape[0] * world
                 rate = n_img / max(time.time() - t_epoch, 1e-9)
-                progress.update(task, advance=1, stats=f"loss {meter.avg_loss:.3f} acc {meter.acc:5.1f}% "
-                                                       f"lr {lr:.2e} {rate:6.0f} img/s")
+                stats = f"loss {meter.avg_loss:.3f} acc {meter.acc:5.1f}% lr {lr:.2e} {rate:6.0f} img/s"
+                progress.update(task, advance=1, stats=stats)
                 done = step + 1
+                self.report_step(desc, done, n_steps, stats)
                 if self.interrupt_requested():  # all ranks agree on the step at which they stop
                     self._checkpoint(epoch, done, meter, arch_meter)
                     raise KeyboardInterrupt
