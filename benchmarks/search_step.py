@@ -76,10 +76,10 @@ def make_config(case: str, variant: str, args: argparse.Namespace):
                  f"batch_size={args.batch_size}", f"device={args.device}", *VARIANTS[variant], *extra]
     if args.layers is not None:
         overrides.append(f"model.layers={args.layers}")
-    cfg = resolve_search_config(algo, overrides=overrides)
-    if algo == "p-darts":  # P-DARTS's first stage at the paper's width and this run's depth
-        cfg = resolve_search_config(algo, overrides=[*overrides, f"p_darts.layers={cfg.model.layers}"])
-    return algo, cfg
+    if algo == "p-darts" and args.layers is None:  # P-DARTS's first stage at the depth the others run
+        depth = resolve_search_config("darts", overrides=overrides).model.layers
+        overrides.append(f"p_darts.layers={depth}")
+    return algo, resolve_search_config(algo, overrides=overrides)
 
 
 def device_name(dev) -> str:

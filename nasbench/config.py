@@ -281,8 +281,25 @@ def resolve_search_config(
         cfg = _merge(cfg, file_cfg, str(config_file))
     cfg = _merge(cfg, dotlist, "key=value arguments")
     cfg = _merge(cfg, flags, "the command-line flags")
+    cfg = _settle_depth(cfg, strategy_cls.depth_key, [file_cfg, dotlist, flags])
     check_search_config(cfg)
     return cfg
+
+
+def _settle_depth(cfg: DictConfig, key: str, layers: Sequence[Any]) -> DictConfig:
+    """An algorithm whose supernet depth is a setting of its own (P-DARTS: ``p_darts.layers``, the first
+    stage's cells): ``--layers``/``model.layers`` given by the user set it, and ``model.layers`` then
+    mirrors it, so that config.yaml, ``nas show`` and ``nas compare`` report the depth that ran."""
+    if key == "model.layers":
+        return cfg
+    given = _peek("model.layers", layers, None)
+    own = _peek(key, layers[:-1], None)
+    if given is not None and own is not None and int(given) != int(own):
+        raise ConfigError(f"{cfg.algo} takes its depth from {key} (the first stage's cells); --layers/model.layers "
+                          f"{given} contradicts {key}={own}: give one of them")
+    if given is not None:
+        cfg = _merge(cfg, {key: given}, "--layers")
+    return _merge(cfg, {"model.layers": OmegaConf.select(cfg, key)}, key)
 
 
 def check_search_config(cfg: DictConfig) -> None:

@@ -121,6 +121,9 @@ class Strategy:
     def check_config(cls, cfg: DictConfig) -> None:
         """Raise ConfigError for settings this algorithm cannot run with."""
 
+    depth_key = "model.layers"
+    """The setting that sizes the supernet; ``--layers`` sets it (P-DARTS: its first stage's cells)."""
+
     @classmethod
     def stage_depths(cls, cfg: DictConfig) -> list[tuple[str, int]]:
         """(setting, cells) of each stage's supernet, for the space's depth check (P-DARTS: one per stage)."""

@@ -142,6 +142,7 @@ class PDarts(Strategy):
         "arch_optim.grad_clip": 5.0,
     }
     quick_defaults = {"epochs": 9, "p_darts.add_layers": [0, 2, 4]}
+    depth_key = "p_darts.layers"  # --layers N: N cells in the first stage, N + add_layers[s] in stage s
     paper_epochs = 75
 
     def __init__(self, cfg: DictConfig, space: Any = None):

@@ -78,7 +78,7 @@ Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Epochs (epoch-counted schedules scale with it).")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Batch size.")]
 Channels = Annotated[Optional[int], typer.Option("--channels", help="Initial channels C.")]
-Layers = Annotated[Optional[int], typer.Option("--layers", help="Number of cells.")]
+Layers = Annotated[Optional[int], typer.Option("--layers", help="Number of cells (P-DARTS: of its first stage).")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Where datasets are (default $NASBENCH_DATA or "

@@ -96,7 +96,8 @@ def show(run_dir: Annotated[Path, typer.Argument(help="A search run directory (f
     t.add_row("algorithm", f"{cfg.algo} (preset {cfg.preset})")
     t.add_row("data", f"{cfg.data.dataset}" + (f", subset {cfg.data.subset}" if cfg.data.subset else "")
               + f", train_portion {cfg.data.train_portion}")
-    t.add_row("supernet", f"C={m.channels}, {m.layers} cells, {m.steps} nodes")
+    depth = S.cells(cfg)
+    t.add_row("supernet", f"C={m.channels}, {depth} cells{' (per stage)' if '/' in depth else ''}, {m.steps} nodes")
     t.add_row("schedule", f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.optim.lr}, "
                           f"arch lr {cfg.arch_optim.lr}, seed {cfg.seed}")
     section = cfg.get(cfg.algo.replace("-", "_"))

@@ -99,10 +99,18 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- comparison
+def cells(cfg: Any) -> str:
+    """The supernet's depth as it ran: ``8``, or one figure per stage (P-DARTS: ``5/11/17``)."""
+    from nasbench import registry
+
+    depths = [d for _, d in registry.get("algorithm", cfg.algo).stage_depths(cfg)]
+    return "/".join(map(str, depths))
+
+
 def settings(cfg: Any) -> str:
-    """The run's size in a few tokens: ``dataset C16 L8 E50 B64 [n1000]``."""
+    """The run's size in a few tokens: ``dataset C16 L8 E50 B64 [n1000]`` (P-DARTS: ``L5/11/17``)."""
     m = cfg.model
-    parts = [f"{cfg.data.dataset}", f"C{m.channels}", f"L{m.layers}", f"E{cfg.epochs}", f"B{cfg.batch_size}"]
+    parts = [f"{cfg.data.dataset}", f"C{m.channels}", f"L{cells(cfg)}", f"E{cfg.epochs}", f"B{cfg.batch_size}"]
     if cfg.data.subset:
         parts.append(f"n{cfg.data.subset}")
     return " ".join(parts)

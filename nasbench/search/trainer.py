@@ -413,6 +413,7 @@ def dry_run(cfg: DictConfig) -> dict[str, Any]:
         "params": count_weights(net),
         "arch_params": sum(p.numel() for p in strategy.arch_parameters()),
         "layers": spec.layers,
+        **({"stage_layers": depths} if len(depths := [d for _, d in type(strategy).stage_depths(cfg)]) > 1 else {}),
         "channels": spec.C,
         "num_classes": spec.num_classes,
         "input": [info.in_channels, info.image_size, info.image_size],
