@@ -39,6 +39,7 @@ class ModelConfig:
     multiplier: int = 4  # nodes concatenated into the cell output
     stem_multiplier: int = 3
     final_bn_relu: bool = False  # BatchNorm-ReLU before global pooling (GDAS's reimplementation)
+    pool_bn: bool = True  # darts space: a non-affine BN after the supernet's pools (DARTS; GDAS's code has none)
     space: str = "darts"
 
 

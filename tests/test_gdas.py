@@ -13,7 +13,7 @@ from nasbench.config import resolve_search_config
 from nasbench.errors import ConfigError
 from nasbench.spaces.darts.genotype import validate
 from nasbench.spaces.darts.network import FixedReductionCell
-from nasbench.spaces.darts.ops import PRIMITIVES
+from nasbench.spaces.darts.ops import PRIMITIVES, search_op
 from nasbench.search.trainer import dry_run
 from conftest import tiny_strategy
 
@@ -96,8 +96,15 @@ def test_straight_through_weights_are_one_hot_and_carry_the_soft_gradient():
     assert alpha.grad is not None and (alpha.grad.abs().sum(dim=1) > 0).all()
 
 
-def test_alpha_gets_a_gradient_through_the_edges():
-    _, s, net = tiny()
+@pytest.mark.parametrize("hard_weight_sum", [False, True])
+def test_alpha_gets_a_gradient_through_the_edges(hard_weight_sum):
+    _, s, net = tiny(f"gdas.hard_weight_sum={str(hard_weight_sum).lower()}")
+    none = PRIMITIVES.index("none")
+    with torch.no_grad():  # edge 0 draws 'none' (p ≈ 1 − 1e-13), every other edge almost surely not
+        for name in ("alpha_normal", "alpha_reduce"):
+            s.arch[name].zero_()
+            s.arch[name][:, none] = -30.0
+            s.arch[name][0, none] = 30.0
     x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     torch.manual_seed(2)
@@ -106,8 +113,52 @@ def test_alpha_gets_a_gradient_through_the_edges():
     for name in ("alpha_normal", "alpha_reduce"):
         g = s.arch[name].grad
         assert g is not None and torch.isfinite(g).all()
-        # every edge's row moves (the unsampled ops' scalar weights pass the gradient too)
-        assert (g.abs().sum(dim=1) > 0).all(), name
+        assert (g[1:].abs().sum(dim=1) > 0).all(), name  # the sampled ops pass the gradient
+        if hard_weight_sum:  # NAS-Bench-201's formula: the unsampled hard weights pass it too
+            assert g[0].abs().sum() > 0, name
+        else:  # the official NASNet-space edge: 'none' drawn, no gradient at all
+            assert (g[0] == 0).all(), name
+
+
+@pytest.mark.parametrize("hard_weight_sum", [False, True])
+def test_edge_alpha_gradient_equals_the_closed_form(hard_weight_sum):
+    """α's gradient through one edge, against the closed form: with p = softmax((log_softmax(α) + g)/τ),
+    ∂p_k/∂α_j = p_k(δ_kj − p_j)/τ, and ∂L/∂w_k = ⟨∂L/∂out, o_k(x)⟩ for the sampled k (and ⟨∂L/∂out, 1⟩ for
+    the others when their hard weights are summed in)."""
+    torch.manual_seed(3)
+    edge = GumbelEdge(4, 1, PRIMITIVES, lambda n, C, st: search_op(n, C, st, pool_bn=False), hard_weight_sum).double()
+    x = torch.randn(2, 4, 6, 6, dtype=torch.double)
+    R = torch.randn(2, 4, 6, 6, dtype=torch.double)
+    tau = 0.7
+    for index in range(len(PRIMITIVES)):
+        alpha = torch.randn(len(PRIMITIVES), dtype=torch.double, requires_grad=True)
+        g = torch.randn(len(PRIMITIVES), dtype=torch.double)
+        g[index] = 50.0  # this op is the argmax
+        p = torch.softmax((alpha.log_softmax(-1) + g) / tau, -1)
+        w = torch.zeros_like(p).scatter_(-1, p.argmax().view(1), 1.0) - p.detach() + p
+        assert int(p.argmax()) == index
+        out = edge(x, (w, index))
+        (out * R).sum().backward()
+        with torch.no_grad():
+            P = p.detach()
+            c = torch.full_like(P, float(R.sum()) if hard_weight_sum else 0.0)
+            c[index] = float((edge.ops[index](x) * R).sum())
+            expected = sum(c[k] * P[k] * ((torch.arange(len(P)) == k).double() - P) / tau for k in range(len(P)))
+        assert torch.allclose(alpha.grad, expected, rtol=1e-10, atol=1e-14), PRIMITIVES[index]
+        if PRIMITIVES[index] == "none" and not hard_weight_sum:
+            assert (alpha.grad == 0).all()
+
+
+def test_gdas_pools_have_no_batchnorm_and_the_others_keep_it():
+    _, s, net = tiny()
+    pools = [op for e in net.modules() if isinstance(e, GumbelEdge) for n, op in zip(PRIMITIVES, e.ops) if "pool" in n]
+    assert pools and all(isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)) for op in pools)
+    _, d, dnet = tiny_strategy("darts")
+    dpools = [op for e in dnet.modules() if type(e).__name__ == "MixedOp" for n, op in zip(PRIMITIVES, e.ops)
+              if "pool" in n]
+    assert dpools and all(isinstance(op, nn.Sequential) and isinstance(op[1], nn.BatchNorm2d) for op in dpools)
+    assert resolve_search_config("gdas", overrides=["model.space=nas-bench-201"]).gdas.hard_weight_sum
+    assert not resolve_search_config("gdas").gdas.hard_weight_sum
 
 
 def test_tau_schedule_and_checkpoint():

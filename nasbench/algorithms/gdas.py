@@ -13,7 +13,18 @@ Where the paper's text and the official reimplementation (AutoDL-Projects, ``sea
 * derive keeps, per node, the two strongest (op, input) pairs over all incoming edges, so one input
   may feed a node twice (``gdas.distinct_inputs=true`` gives the DARTS rule);
 * one Gumbel sample per edge per forward pass per cell type, shared by all cells of that type;
-* the validation pass in eval mode samples too, as the official ``valid_func`` does.
+* an edge returns the sampled op's output times its hard weight and nothing else (``MixedOp.forward_gdas``
+  of the NASNet-space search model), so α gets no gradient through an edge that drew 'none'; on
+  NAS-Bench-201 the official cell also adds the other ops' hard weights (``gdas.hard_weight_sum``);
+* the pools have no BatchNorm after them (AutoDL-Projects' ``POOLING``; ``model.pool_bn=false``, set by
+  GDAS's defaults; DARTS's search supernet has a non-affine BN there);
+* the official script has no separate validation pass (its per-epoch accuracy is the architecture step's,
+  in training mode); nasbench's per-epoch validation in eval mode, which samples an architecture per
+  batch from its own noise stream, is an addition for the log and changes nothing the search does.
+
+The official search model's convolutions before a non-affine BatchNorm have a bias (``bias=not affine``);
+a per-channel constant before a batch-normalising BN cancels out of every output, so nasbench leaves it
+out (the comparison in the README confirms equal outputs and gradients).
 
 ``gdas.fixed_reduction=true`` is GDAS-FRC: only the normal cell is searched, the reduction cells are the
 paper's hand-designed cell (with non-affine BN in the search supernet, as the official search model).
@@ -62,25 +73,34 @@ def gumbel_straight_through(alpha: torch.Tensor, tau: float,
 class GumbelEdge(MixedOp):
     """A GDAS edge: of its candidate ops only the sampled one runs.
 
-    ``forward(x, w)`` with ``w = (weights [ops], index)`` returns ``Σ_k (w_k·o_k(x) if k == index else w_k)``:
-    the sampled op's output times its (unit) weight; the other weights enter as scalars, zero in value but
-    passing the straight-through gradient to α (the official ``forward_gdas``). ``w`` may also be an
-    ``int`` (that op, unweighted) or ``None`` (nothing), as for :class:`~nasbench.spaces.edges.MixedOp`.
+    ``forward(x, w)`` with ``w = (weights [ops], index)`` returns ``w_index·o_index(x)``, the sampled op's
+    output times its (unit) hard weight, as the official NASNet-space search model
+    (``MixedOp.forward_gdas``): α gets gradient through the sampled op alone, none when 'none' was drawn.
+    With ``hard_weight_sum`` it returns ``Σ_k (w_k·o_k(x) if k == index else w_k)``, the official
+    NAS-Bench-201 cell's formula: the other hard weights enter as scalars, zero in value but passing their
+    straight-through gradient to α. ``w`` may also be an ``int`` (that op, unweighted) or ``None``
+    (nothing), as for :class:`~nasbench.spaces.edges.MixedOp`.
     """
+
+    def __init__(self, C: int, stride: int, ops: Sequence[str], build: Any, hard_weight_sum: bool = False):
+        super().__init__(C, stride, ops, build)
+        self.hard_weight_sum = hard_weight_sum
 
     def forward(self, x: torch.Tensor, w: Any) -> Optional[torch.Tensor]:
         if w is None or isinstance(w, int):
             return super().forward(x, w)
         weights, index = w
-        out = weights[index] * self.ops[index](x)
-        for k in range(len(self.ops)):
-            if k != index:
-                out = out + weights[k]
+        out = self.ops[index](x) * weights[index]
+        if self.hard_weight_sum:
+            for k in range(len(self.ops)):
+                if k != index:
+                    out = out + weights[k]
         return out
 
     def contribute(self, node: NodeSum, src: SourceCache, w: Any,
                    scale: Optional[torch.Tensor], part: str = "out") -> None:
-        """Fast execution: the sampled op (none for 'none') plus the other weights as one scalar term."""
+        """Fast execution: the sampled op (nothing for 'none'), and with ``hard_weight_sum`` the other
+        weights as one scalar term."""
         if w is None or isinstance(w, int):
             return super().contribute(node, src, w, scale, part)
         weights, index = w
@@ -89,7 +109,8 @@ class GumbelEdge(MixedOp):
         out = src.run(self.ops[index])
         if out is not None:
             node.add(out, weights[index], part)
-        node.add_scalar(weights.sum() - weights[index])  # zero in value; the straight-through gradient
+        if self.hard_weight_sum:
+            node.add_scalar(weights.sum() - weights[index])  # zero in value; the straight-through gradient
 
 
 @register_algorithm("gdas")
@@ -104,6 +125,9 @@ class Gdas(Strategy):
         tau_min: float = 0.1  # ... of the last epoch (official code; the paper's text says 1)
         distinct_inputs: bool = False  # derive by the DARTS rule (two different inputs per node)
         fixed_reduction: bool = False  # GDAS-FRC: search the normal cell only, hand-designed reduction cell
+        # the edge adds the unsampled ops' hard weights (zero in value, gradient to their α): the official
+        # NAS-Bench-201 cell does (set there); the official NASNet-space model (the darts space) does not
+        hard_weight_sum: bool = False
 
     paper_defaults = {
         "epochs": 250,
@@ -111,6 +135,7 @@ class Gdas(Strategy):
         "model.channels": 16,
         "model.layers": 6,
         "model.final_bn_relu": True,
+        "model.pool_bn": False,  # AutoDL-Projects' POOLING: no BatchNorm after the pool
         "optim.lr": 0.025,
         "optim.lr_min": 0.001,
         "optim.momentum": 0.9,
@@ -157,7 +182,7 @@ class Gdas(Strategy):
         return self.space.supernet_spec(num_classes, in_channels, ops)
 
     def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
-        return GumbelEdge(C, stride, ops, self.space.search_op)
+        return GumbelEdge(C, stride, ops, self.space.search_op, bool(self.section.hard_weight_sum))
 
     # ----------------------------------------------------------------- forward
     def edge_weights(self, cell_type: str) -> CellWeights:

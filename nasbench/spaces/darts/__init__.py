@@ -61,7 +61,7 @@ class DartsSpace(SearchSpace):
 
     # ------------------------------------------------------------------ networks
     def search_op(self, name: str, C: int, stride: int) -> nn.Module:
-        return search_op(name, C, stride)
+        return search_op(name, C, stride, pool_bn=bool(self.cfg.model.pool_bn) if self.cfg is not None else True)
 
     def supernet_spec(self, num_classes: int, in_channels: int, edge_ops: Mapping[str, EdgeOps], *,
                       C: Optional[int] = None, layers: Optional[int] = None) -> SupernetSpec:

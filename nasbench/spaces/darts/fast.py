@@ -100,6 +100,8 @@ class DartsSource(SourceCache):
             return None
         if isinstance(op, Identity):
             return self.x
+        if isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)):  # a bare pool (model.pool_bn=false): shared too
+            return self.pool(op)
         if type(op) is nn.Sequential and len(op) == 2:
             first, second = op[0], op[1]
             if isinstance(first, (nn.MaxPool2d, nn.AvgPool2d)) and isinstance(second, nn.BatchNorm2d):

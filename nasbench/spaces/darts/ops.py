@@ -131,9 +131,10 @@ OPS: dict[str, OpFactory] = {
 """name → factory(C, stride, affine), exactly the DARTS code's definitions."""
 
 
-def search_op(name: str, C: int, stride: int) -> nn.Module:
-    """An op as the search supernet uses it: non-affine BN, and pools followed by a non-affine BN."""
+def search_op(name: str, C: int, stride: int, pool_bn: bool = True) -> nn.Module:
+    """An op as the search supernet uses it: non-affine BN, and pools followed by a non-affine BN (DARTS's
+    ``MixedOp``; ``pool_bn=False``: the bare pool, as AutoDL-Projects' search models for GDAS)."""
     op = OPS[name](C, stride, False)
-    if "pool" in name:
+    if "pool" in name and pool_bn:
         op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
     return op

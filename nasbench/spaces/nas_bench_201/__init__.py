@@ -88,6 +88,8 @@ class NasBench201Space(SearchSpace):
         if algo in _OFFICIAL_EPOCHS:
             d.update(_OFFICIAL_SEARCH, epochs=_OFFICIAL_EPOCHS[algo])
         d.update(_CARRIED_OVER.get(algo, {}))
+        if algo == "gdas":  # the official cell's edge also sums the unsampled ops' hard weights
+            d["gdas.hard_weight_sum"] = True
         return d
 
     def step_order(self, algo: str, cfg: Any) -> Optional[str]:
