@@ -185,3 +185,10 @@ def test_search_and_derive_end_to_end(tmp_path, nas_cmd):
     assert r.returncode == 0, r.stderr
     g = json.loads(g_path.read_text())
     assert len(g["normal"]) == 8 and len(g["reduce"]) == 8
+
+
+def test_learning_rate_anneals_to_zero_as_the_official_master_branch():
+    from nasbench.config import resolve_search_config
+
+    cfg = resolve_search_config("pc-darts")
+    assert (cfg.optim.lr, cfg.optim.lr_min) == (0.1, 0.0)

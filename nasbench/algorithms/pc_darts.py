@@ -116,7 +116,7 @@ class PcDarts(Strategy):
         "model.channels": 16,
         "model.layers": 8,
         "optim.lr": 0.1,
-        "optim.lr_min": 0.001,
+        "optim.lr_min": 0.0,  # the official master branch's learning_rate_min (0.001 only in its V100 branch)
         "optim.momentum": 0.9,
         "optim.weight_decay": 3e-4,
         "optim.grad_clip": 5.0,
