@@ -249,3 +249,17 @@ def test_search_and_derive_end_to_end(tmp_path, nas_cmd):
     g = json.loads(g_path.read_text())
     assert len(g["normal"]) == 8
     assert g["reduce"] is None
+
+
+def test_arch_step_keeps_its_logits_for_the_architecture_accuracy():
+    _, s, net = tiny()
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    ctx = ArchStepContext(net, (x, y), (x, y), opt, 0.1, nn.CrossEntropyLoss())
+    s.train_generator.manual_seed(5)
+    loss = s.arch_backward(ctx)
+    assert ctx.logits is not None and ctx.logits.shape == (4, 10) and not ctx.logits.requires_grad
+    s.train_generator.manual_seed(5)  # the same draw: the same logits, whose loss was returned
+    with torch.no_grad():
+        again = s.forward(net, x)
+    assert torch.allclose(again, ctx.logits) and torch.isclose(nn.functional.cross_entropy(again, y), loss)

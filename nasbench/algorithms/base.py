@@ -68,6 +68,9 @@ class ArchStepContext:
     lr: float
     criterion: LossFn
     reduce: Callable[[Sequence[Optional[torch.Tensor]]], list] = list
+    logits: Optional[torch.Tensor] = None
+    """Set by ``arch_backward``: the logits of the architecture batch whose loss it returns (the
+    architecture step's accuracy, which the official GDAS script ranks epochs by)."""
 
 
 @dataclass
@@ -197,7 +200,9 @@ class Strategy:
     def arch_backward(self, ctx: ArchStepContext) -> torch.Tensor:
         """First order: ∇_α L_val(w, α) at the current weights. Fills ``.grad``; returns the loss."""
         x, y = ctx.valid
-        loss = ctx.criterion(self.forward(ctx.net, x), y)
+        logits = self.forward(ctx.net, x)
+        ctx.logits = logits.detach()
+        loss = ctx.criterion(logits, y)
         params = self.trainable_arch_parameters()
         grads = ctx.reduce(torch.autograd.grad(loss, params, allow_unused=True))
         for p, g in zip(params, grads):

@@ -64,6 +64,7 @@ class Darts(Strategy):
         x_v, y_v = ctx.valid
         logits = functional_call(net, ({**dict(zip(names, w_virtual)), **buffers}), (x_v, self.weights()))
         loss_val = ctx.criterion(logits, y_v)
+        ctx.logits = logits.detach()  # at the virtual weights w'
         grads = ctx.reduce(torch.autograd.grad(loss_val, [*alphas, *w_virtual], allow_unused=True))
         d_alpha, v = grads[: len(alphas)], grads[len(alphas):]
 

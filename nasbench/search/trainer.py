@@ -165,8 +165,11 @@ class SearchTrainer(RunEngine):
         with torch.no_grad():
             for k, v in saved.items():
                 s.arch[k][frozen[k]] = v
-        meter.loss += float(loss) * valid[1].shape[0]  # this rank's share; summed over ranks at the epoch end
-        meter.n += valid[1].shape[0]
+        y = valid[1]
+        meter.loss += float(loss) * y.shape[0]  # this rank's share; summed over ranks at the epoch end
+        meter.n += y.shape[0]
+        if ctx.logits is not None:
+            meter.correct += int((ctx.logits.argmax(1) == y).sum())
 
     def train_step(self, train: tuple, valid: Optional[tuple], lr: float, meter: Meter, arch_meter: Meter,
                    epoch: int = 0, step: int = 0) -> None:
@@ -356,6 +359,7 @@ class SearchTrainer(RunEngine):
             "train_loss": meter.avg_loss,
             "train_acc": meter.acc,
             "arch_loss": arch_meter.avg_loss if arch_meter.n else None,
+            "arch_acc": arch_meter.acc if arch_meter.n else None,  # the architecture step's (train mode)
             "valid_loss": val.avg_loss,
             "valid_acc": val.acc,
             "arch_updated": s.updates_arch(epoch),
