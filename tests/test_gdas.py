@@ -258,7 +258,7 @@ def test_arch_step_keeps_its_logits_for_the_architecture_accuracy():
     ctx = ArchStepContext(net, (x, y), (x, y), opt, 0.1, nn.CrossEntropyLoss())
     s.train_generator.manual_seed(5)
     loss = s.arch_backward(ctx)
-    assert ctx.logits is not None and ctx.logits.shape == (4, 10) and not ctx.logits.requires_grad
+    assert ctx.logits is not None and ctx.logits.shape == (4, 3) and not ctx.logits.requires_grad
     s.train_generator.manual_seed(5)  # the same draw: the same logits, whose loss was returned
     with torch.no_grad():
         again = s.forward(net, x)
