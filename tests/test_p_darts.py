@@ -216,6 +216,29 @@ def json_roundtrip_free(state):
     return torch.load(buf, weights_only=True)
 
 
+def test_skip_family_one_genotype_per_cap_as_the_official_log():
+    _, s = make()
+    s.stage = 2
+    s.ops = {t: [("skip_connect", "sep_conv_3x3", "max_pool_3x3")] * 14 for t in ("normal", "reduce")}
+    s.init_arch_params(s.supernet_spec(3, 3), torch.device("cpu"))
+    assert s.genotype_variants() == {}  # nothing before the last stage ended
+    a = torch.zeros(14, 3)
+    a[:, 0] = torch.linspace(3.0, 1.0, 14)  # skip_connect strongest everywhere
+    for t in ("normal", "reduce"):
+        set_alpha(s, t, a)
+    end_stage(s)
+    family = s.genotype_variants()
+    assert list(family) == [f"pdarts_max_skip_{c}" for c in range(8, -1, -1)]
+    P = s.op_probabilities("normal")
+    for c in range(9):
+        g = family[f"pdarts_max_skip_{c}"]
+        # each member is the official cap applied to the last stage's weights; the reduction cell is uncapped
+        assert [tuple(p) for p in g.normal] == final_cell(P, s.ops["normal"], DARTS_CELL, max_skip=c)[0]
+        assert sum(op == "skip_connect" for op, _ in g.normal) == c and g.meta["max_skip"] == c
+        assert g.reduce == s.derive().reduce
+    assert family["pdarts_max_skip_2"].normal == s.derive().normal  # the run's own cap (2)
+
+
 def test_search_and_derive_end_to_end(tmp_path, nas_cmd):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -238,6 +261,10 @@ def test_search_and_derive_end_to_end(tmp_path, nas_cmd):
     assert derived["normal"] == best["normal"] and derived["reduce"] == best["reduce"]
     assert all(op != "none" for op, _ in best["normal"] + best["reduce"])
     assert sum(op == "skip_connect" for op, _ in best["normal"]) <= 2
+    family = sorted(p.name for p in (out / "genotypes").glob("pdarts_max_skip_*.json"))
+    assert family == sorted(f"pdarts_max_skip_{c}.json" for c in range(9))
+    two = json.loads((out / "genotypes" / "pdarts_max_skip_2.json").read_text())
+    assert two["normal"] == best["normal"]
 
 
 def test_resume_mid_stage_gives_the_same_search(tmp_path, monkeypatch):

@@ -256,6 +256,11 @@ class Strategy:
     def make_genotype(self, cells: Mapping[str, Any]) -> Any:
         return self.space.make_genotype(cells, meta={"algo": self.name})
 
+    def genotype_variants(self) -> dict[str, Any]:
+        """Other genotypes a finished search offers beside the derived one, by file name (written into the
+        run's genotypes/ folder at the end; P-DARTS: one per cap on skip_connects)."""
+        return {}
+
     # ----------------------------------------------------------------- checkpoints
     def extra_state(self) -> dict[str, Any]:
         """The strategy's own state beyond its tensors (subclasses extend)."""

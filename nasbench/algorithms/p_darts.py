@@ -37,7 +37,7 @@ from torch import nn
 
 from nasbench import registry
 from nasbench.algorithms.base import Decision, Strategy
-from nasbench.errors import ConfigError
+from nasbench.errors import ConfigError, RunDirError
 from nasbench.registry import register_algorithm
 from nasbench.spaces.base import SupernetSpec, Topology
 
@@ -299,6 +299,25 @@ class PDarts(Strategy):
     def make_genotype(self, cells: Mapping[str, Any]) -> Any:
         g = super().make_genotype(cells)
         return g.with_meta(stage=self.stage + 1, final=self.final is not None)
+
+    def capped_genotype(self, max_skip: Optional[int]) -> Any:
+        """The final genotype with at most ``max_skip`` skip_connects in the capped cells (None: no cap),
+        from the last stage's α: the official search logs one such genotype per cap, 8 down to 0."""
+        if self.final is None:
+            raise RunDirError("the P-DARTS search has not finished its last stage: no final genotype to cap yet")
+        if max_skip is not None and max_skip < 0:
+            raise ConfigError(f"the skip cap must be 0 or more, got {max_skip}")
+        cells = {t: final_cell(self.op_probabilities(t), self.ops[t], self.topology,
+                               max_skip if t != "reduce" else None)[0] for t in self.space.cell_types}
+        return self.make_genotype(cells).with_meta(max_skip=max_skip)
+
+    def genotype_variants(self) -> dict[str, Any]:
+        """``pdarts_max_skip_N`` for every cap N from the cell's number of kept edges (8: no cap binds)
+        down to 0, as the official search prints them."""
+        if self.final is None:
+            return {}
+        n = len(self.final[self.space.cell_types[0]])
+        return {f"pdarts_max_skip_{c}": self.capped_genotype(c) for c in range(n, -1, -1)}
 
     # ----------------------------------------------------------------- checkpoints
     def extra_state(self) -> dict[str, Any]:

@@ -7,12 +7,14 @@ from typing import Any, Optional
 
 from nasbench.algorithms.base import create_strategy
 from nasbench.config import load_run_config
-from nasbench.errors import RunDirError
+from nasbench.errors import NasError, RunDirError
 from nasbench.engine.rundir import RunDir, torch_load
 
 
-def derive_run(run_dir: str | Path, epoch: Optional[int] = None) -> tuple[Any, int]:
-    """Derive by the run's own algorithm from epoch ``epoch``'s state (default: the last saved epoch)."""
+def derive_run(run_dir: str | Path, epoch: Optional[int] = None, *, max_skip: Optional[int] = None
+               ) -> tuple[Any, int]:
+    """Derive by the run's own algorithm from epoch ``epoch``'s state (default: the last saved epoch);
+    ``max_skip``: P-DARTS's final genotype under that cap on skip_connects."""
     run = RunDir.open(run_dir)
     cfg = load_run_config(run.config_path)
     saved = run.epochs_saved()
@@ -28,5 +30,11 @@ def derive_run(run_dir: str | Path, epoch: Optional[int] = None) -> tuple[Any, i
         strategy.load_state_dict(state)
     except (KeyError, TypeError, ValueError) as exc:
         raise RunDirError(f"{run.arch_path(epoch)} does not hold a {cfg.algo} architecture state ({exc})") from exc
-    genotype = strategy.derive().with_meta(algo=cfg.algo, run=str(run.path), epoch=epoch)
-    return genotype, epoch
+    if max_skip is None:
+        genotype = strategy.derive()
+    else:
+        capped = getattr(strategy, "capped_genotype", None)
+        if capped is None:
+            raise NasError(f"--max-skip is P-DARTS's cap on skip_connects; a {cfg.algo} run has none")
+        genotype = capped(max_skip)
+    return genotype.with_meta(algo=cfg.algo, run=str(run.path), epoch=epoch), epoch

@@ -245,6 +245,9 @@ class SearchTrainer(RunEngine):
                 self._loop(start_epoch, start_step, meter, arch_meter)
             genotype = self.strategy.derive().with_meta(algo=cfg.algo, run=str(self.run.path))
             self.recorder.save_genotype(genotype, self.run.best_path)
+            for name, variant in self.strategy.genotype_variants().items():
+                self.recorder.save_genotype(variant.with_meta(algo=cfg.algo, run=str(self.run.path)),
+                                            self.run.path / "genotypes" / f"{name}.json")
             reporting.run_end(self.reporters, self, genotype)  # rank 0's reporters (none on the other ranks)
             if self.log is not None:
                 self.log.log_only(f"final genotype: {self.strategy.space.short(genotype)}")
