@@ -16,11 +16,60 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from nasbench.errors import ConfigError, NasError
 
+try:  # typer >= 0.23 carries its own copy of Click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer on Click itself
+    from click import exceptions as click_exc  # type: ignore[no-redef]
+
+
+class NasGroup(TyperGroup):
+    """The ``nas`` group: Click's usage errors (a bad option value, an unknown option, a missing argument)
+    print one ``error:`` line and exit with code 2 like every other user mistake, instead of a boxed panel."""
+
+    def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        _state["debug"] = False  # until this command line's --debug is parsed (in-process runs reuse the module)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exc.NoArgsIsHelpError as exc:  # plain `nas`: the help, as Click gives it
+            if exc.format_message().strip():
+                typer.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except (click_exc.ClickException, NasError) as exc:
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]error{_rank_tag()}:[/] {escape(_usage_message(exc))}", highlight=False,
+                      soft_wrap=True)
+            sys.exit(exc.exit_code if isinstance(exc, click_exc.ClickException) else 2)
+        except (click_exc.Abort, typer.Abort):
+            err.print("error: aborted", highlight=False)
+            sys.exit(1)
+        # without standalone mode Click returns the exit code of a typer.Exit, and a command's value otherwise
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc: Exception) -> str:
+    """The one line of a usage error: Click's message (lower-cased like ours), and where the help is."""
+    if not isinstance(exc, click_exc.ClickException):
+        return str(exc)  # a NasError from an option callback
+    text = " ".join(exc.format_message().split()).rstrip(".")
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click_exc.UsageError) and ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        text += f" (see `{ctx.command_path} {max(ctx.help_option_names, key=len)}`)"
+    return text
+
+
 app = typer.Typer(
     name="nas",
+    cls=NasGroup,
     help="Differentiable neural architecture search: DARTS, GDAS, P-DARTS, PC-DARTS and SGAS on one supernet.",
     no_args_is_help=True,
     add_completion=False,
