@@ -1,11 +1,101 @@
-"""Startup and the command line's own errors: Click's usage errors are one `error:` line like every other
-user mistake."""
+"""Startup and the command line's own errors: `--help`, `nas list` and argument errors answer without importing
+PyTorch (the catalogue of built-ins stands in for the registry, and equals it); Click's usage errors are one
+`error:` line like every other user mistake."""
 
 from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
 from conftest import invoke
+from nasbench import catalogue, registry
+
+# a module whose name is torch or starts with "torch." in `python -X importtime` output
+TORCH_IMPORT = re.compile(r"^import time:.*\|\s*torch(\.|$)", re.M)
+
+
+def run_nas(*args: str) -> subprocess.CompletedProcess:
+    """``python -X importtime -m nasbench ARGS``: the import log on stderr, after what nas printed there."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TERMINAL_WIDTH": "200", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", "nasbench", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def nas_lines(stderr: str) -> list[str]:
+    """What nas itself wrote on stderr (the import log left out), non-empty lines."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("import time:")]
+
+
+# ---------------------------------------------------------------------------------------------- no torch
+@pytest.mark.parametrize("args", [["--help"], ["search", "--help"], ["train-final", "--help"], ["export", "--help"],
+                                  ["list"], ["list", "--json"]])
+def test_help_and_list_answer_without_importing_torch(args):
+    r = run_nas(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not TORCH_IMPORT.search(r.stderr), TORCH_IMPORT.search(r.stderr).group(0)
+    assert nas_lines(r.stderr) == []
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["search", "--epochs", "abc"], "'--epochs'"),
+    (["search", "--bogus"], "--bogus"),
+    (["search", "--layers"], "'--layers' requires an argument"),
+    (["compare"], "missing argument"),
+    (["serach"], "no such command 'serach'"),
+    (["search", "--algo", "nope"], "unknown algorithm 'nope'; choose one of: darts, gdas, p-darts, pc-darts, sgas"),
+    (["search", "--dataset", "nope", "--dry-run"], "unknown dataset 'nope'; choose one of: cifar10"),
+    (["search", "--space", "nope"], "unknown space 'nope'; choose one of: darts, nas-bench-201"),
+    (["train-final", "--genotype", "darts-v2", "--space", "nope"], "unknown space 'nope'"),
+    (["train-final", "--dataset", "nope"], "unknown dataset 'nope'"),
+])
+def test_argument_errors_are_one_line_without_importing_torch(args, fragment):
+    r = run_nas(*args)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert not TORCH_IMPORT.search(r.stderr), TORCH_IMPORT.search(r.stderr).group(0)
+    lines = nas_lines(r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+    assert r.stdout == ""
+
+
+def test_the_lists_are_the_same_with_and_without_the_builtins_imported():
+    light = json.loads(run_nas("list", "--json").stdout)
+    registry.names("algorithm")  # this process imports every built-in module
+    r = invoke("list", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == light
+
+
+# ---------------------------------------------------------------------------------------------- the catalogue
+@pytest.mark.parametrize("kind", sorted(catalogue.BUILTINS))
+def test_the_catalogue_equals_the_registry(kind):
+    """What `nas list` and the name checks read without imports is exactly what the built-in modules register
+    (a new built-in space, algorithm, dataset or published genotype needs its line in nasbench/catalogue.py)."""
+    registered = {name: registry.describe(kind, obj) for name, obj in registry.items(kind)}
+    assert catalogue.BUILTINS[kind] == registered
+
+
+class PluginAlgorithm:
+    summary = "a plugin of the tests"
+    paper = "nobody, 2026"
+
+
+def test_a_plugin_registered_at_runtime_is_listed_and_accepted():
+    registry.register("algorithm", "plugin-algo", PluginAlgorithm)
+    try:
+        listed = json.loads(invoke("list", "--json").stdout)["algorithms"]
+        assert listed["plugin-algo"] == {"summary": "a plugin of the tests", "paper": "nobody, 2026"}
+        assert "darts" in listed
+        registry.check("algorithm", "plugin-algo")
+        assert registry.get("algorithm", "plugin-algo") is PluginAlgorithm
+        r = invoke("search", "--algo", "nope")
+        assert r.exit_code == 2 and "plugin-algo" in r.output and "pc-darts" in r.output
+    finally:
+        registry.unregister("algorithm", "plugin-algo")
+    assert "plugin-algo" not in json.loads(invoke("list", "--json").stdout)["algorithms"]
 
 
 # ---------------------------------------------------------------------------------------------- usage errors

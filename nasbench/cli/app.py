@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from nasbench import registry
 from nasbench.errors import ConfigError, NasError
 
 try:  # typer >= 0.23 carries its own copy of Click
@@ -116,10 +117,24 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
 
 
 # ---------------------------------------------------------------------------------------------- options
+def known_name(kind: str) -> Callable[[Optional[str]], Optional[str]]:
+    """An option callback that refuses an unknown ``kind`` name while the command line is parsed: from the
+    catalogue of built-ins, so a misspelt ``--algo`` is answered before PyTorch is imported."""
+
+    def callback(value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            registry.check(kind, value)
+        return value
+
+    return callback
+
+
 Algo = Annotated[Optional[str], typer.Option("--algo", "-a", help="Search algorithm (see `nas list`; default darts).",
-                                             show_default=False)]
-Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (see `nas list`).")]
-Space = Annotated[Optional[str], typer.Option("--space", "-s", help="Search space (see `nas list`; default darts).")]
+                                             show_default=False, callback=known_name("algorithm"))]
+Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (see `nas list`).",
+                                                callback=known_name("dataset"))]
+Space = Annotated[Optional[str], typer.Option("--space", "-s", help="Search space (see `nas list`; default darts).",
+                                              callback=known_name("space"))]
 Preset = Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or quick (a CPU-sized run).")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of config overrides.")]
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides as key=value (e.g. optim.lr=0.05).",
