@@ -1,6 +1,6 @@
 """Startup and the command line's own errors: `--help`, `nas list` and argument errors answer without importing
 PyTorch (the catalogue of built-ins stands in for the registry, and equals it); Click's usage errors are one
-`error:` line like every other user mistake."""
+`error:` line like every other user mistake; help text keeps its square brackets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from rich.text import Text
 
 from conftest import invoke
 from nasbench import catalogue, registry
@@ -123,3 +124,30 @@ def test_help_still_works_and_debug_still_shows_the_traceback():
     assert r.exit_code != 0 and r.exception is not None and "error:" not in r.output
     r = invoke("search", "--epochs", "abc")  # --debug does not stick to the next command line of a process
     assert r.exit_code == 2 and r.output.startswith("error:")
+
+
+# ---------------------------------------------------------------------------------------------- help markup
+def _help_texts() -> list[tuple[str, str]]:
+    from typer.main import get_command
+
+    from nasbench.cli import app
+
+    group = get_command(app)
+    texts = [("nas", group.help or "")]
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        texts.append((name, cmd.help or ""))
+        texts += [(f"{name} {p.name}", getattr(p, "help", None) or "") for p in cmd.params]
+    return [(where, t) for where, t in texts if t]
+
+
+def test_no_help_text_loses_words_to_rich_markup():
+    """Help is rendered as rich markup: an unescaped [word] (as in nasbench[onnx]) would vanish."""
+    texts = _help_texts()
+    assert len(texts) > 50
+    for where, text in texts:
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), where
+
+
+def test_export_help_names_the_onnx_extra():
+    r = run_nas("export", "--help")
+    assert r.returncode == 0 and "nasbench[onnx]" in r.stdout, r.stdout

@@ -125,7 +125,7 @@ def eval_(
 @user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A train-final run directory.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="pt2 (torch.export) or onnx (needs nasbench[onnx]).")] = "pt2",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="pt2 (torch.export) or onnx (needs nasbench\\[onnx]).")] = "pt2",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default RUN_DIR/model.FORMAT).")] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="last, or best.")] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
