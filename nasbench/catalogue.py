@@ -60,6 +60,9 @@ GENOTYPES: dict[str, str] = {
 }
 """Published genotype name → its ``meta["source"]``."""
 
+PRESETS = ("paper", "quick")
+"""The values of ``--preset`` (``nasbench.config.PRESETS``, which sizes them)."""
+
 BUILTINS: dict[str, dict[str, Any]] = {"algorithm": ALGORITHMS, "space": SPACES, "dataset": DATASETS,
                                       "genotype": GENOTYPES}
 """Kind (as in :mod:`nasbench.registry`) → name → what ``nas list`` shows of it."""

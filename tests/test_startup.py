@@ -53,6 +53,8 @@ def test_help_and_list_answer_without_importing_torch(args):
     (["search", "--space", "nope"], "unknown space 'nope'; choose one of: darts, nas-bench-201"),
     (["train-final", "--genotype", "darts-v2", "--space", "nope"], "unknown space 'nope'"),
     (["train-final", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["search", "--preset", "fast"], "unknown preset 'fast'; choose one of: paper, quick"),
+    (["train-final", "--preset", "fast"], "unknown preset 'fast'"),
 ])
 def test_argument_errors_are_one_line_without_importing_torch(args, fragment):
     r = run_nas(*args)
@@ -77,6 +79,12 @@ def test_the_catalogue_equals_the_registry(kind):
     (a new built-in space, algorithm, dataset or published genotype needs its line in nasbench/catalogue.py)."""
     registered = {name: registry.describe(kind, obj) for name, obj in registry.items(kind)}
     assert catalogue.BUILTINS[kind] == registered
+
+
+def test_the_catalogue_has_the_presets_of_the_config():
+    from nasbench import config
+
+    assert catalogue.PRESETS == config.PRESETS
 
 
 class PluginAlgorithm:

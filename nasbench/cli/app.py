@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from nasbench import registry
+from nasbench import catalogue, registry
 from nasbench.errors import ConfigError, NasError
 
 try:  # typer >= 0.23 carries its own copy of Click
@@ -129,13 +129,21 @@ def known_name(kind: str) -> Callable[[Optional[str]], Optional[str]]:
     return callback
 
 
+def known_preset(value: str) -> str:
+    """An option callback for ``--preset``, answered at parse time like :func:`known_name`."""
+    if value not in catalogue.PRESETS:
+        raise ConfigError(f"unknown preset {value!r}; choose one of: {', '.join(catalogue.PRESETS)}")
+    return value
+
+
 Algo = Annotated[Optional[str], typer.Option("--algo", "-a", help="Search algorithm (see `nas list`; default darts).",
                                              show_default=False, callback=known_name("algorithm"))]
 Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (see `nas list`).",
                                                 callback=known_name("dataset"))]
 Space = Annotated[Optional[str], typer.Option("--space", "-s", help="Search space (see `nas list`; default darts).",
                                               callback=known_name("space"))]
-Preset = Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or quick (a CPU-sized run).")]
+Preset = Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or quick (a CPU-sized run).",
+                                     callback=known_preset)]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of config overrides.")]
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides as key=value (e.g. optim.lr=0.05).",
                                                           show_default=False)]
