@@ -16,11 +16,61 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
+from nasbench import catalogue, registry
 from nasbench.errors import ConfigError, NasError
+
+try:  # typer >= 0.23 carries its own copy of Click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer on Click itself
+    from click import exceptions as click_exc  # type: ignore[no-redef]
+
+
+class NasGroup(TyperGroup):
+    """The ``nas`` group: Click's usage errors (a bad option value, an unknown option, a missing argument)
+    print one ``error:`` line and exit with code 2 like every other user mistake, instead of a boxed panel."""
+
+    def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        _state["debug"] = False  # until this command line's --debug is parsed (in-process runs reuse the module)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exc.NoArgsIsHelpError as exc:  # plain `nas`: the help, as Click gives it
+            if exc.format_message().strip():
+                typer.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except (click_exc.ClickException, NasError) as exc:
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]error{_rank_tag()}:[/] {escape(_usage_message(exc))}", highlight=False,
+                      soft_wrap=True)
+            sys.exit(exc.exit_code if isinstance(exc, click_exc.ClickException) else 2)
+        except (click_exc.Abort, typer.Abort):
+            err.print("error: aborted", highlight=False)
+            sys.exit(1)
+        # without standalone mode Click returns the exit code of a typer.Exit, and a command's value otherwise
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc: Exception) -> str:
+    """The one line of a usage error: Click's message (lower-cased like ours), and where the help is."""
+    if not isinstance(exc, click_exc.ClickException):
+        return str(exc)  # a NasError from an option callback
+    text = " ".join(exc.format_message().split()).rstrip(".")
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click_exc.UsageError) and ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        text += f" (see `{ctx.command_path} {max(ctx.help_option_names, key=len)}`)"
+    return text
+
 
 app = typer.Typer(
     name="nas",
+    cls=NasGroup,
     help="Differentiable neural architecture search: DARTS, GDAS, P-DARTS, PC-DARTS and SGAS on one supernet.",
     no_args_is_help=True,
     add_completion=False,
@@ -67,11 +117,33 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
 
 
 # ---------------------------------------------------------------------------------------------- options
+def known_name(kind: str) -> Callable[[Optional[str]], Optional[str]]:
+    """An option callback that refuses an unknown ``kind`` name while the command line is parsed: from the
+    catalogue of built-ins, so a misspelt ``--algo`` is answered before PyTorch is imported."""
+
+    def callback(value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            registry.check(kind, value)
+        return value
+
+    return callback
+
+
+def known_preset(value: str) -> str:
+    """An option callback for ``--preset``, answered at parse time like :func:`known_name`."""
+    if value not in catalogue.PRESETS:
+        raise ConfigError(f"unknown preset {value!r}; choose one of: {', '.join(catalogue.PRESETS)}")
+    return value
+
+
 Algo = Annotated[Optional[str], typer.Option("--algo", "-a", help="Search algorithm (see `nas list`; default darts).",
-                                             show_default=False)]
-Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (see `nas list`).")]
-Space = Annotated[Optional[str], typer.Option("--space", "-s", help="Search space (see `nas list`; default darts).")]
-Preset = Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or quick (a CPU-sized run).")]
+                                             show_default=False, callback=known_name("algorithm"))]
+Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (see `nas list`).",
+                                                callback=known_name("dataset"))]
+Space = Annotated[Optional[str], typer.Option("--space", "-s", help="Search space (see `nas list`; default darts).",
+                                              callback=known_name("space"))]
+Preset = Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or quick (a CPU-sized run).",
+                                     callback=known_preset)]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of config overrides.")]
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides as key=value (e.g. optim.lr=0.05).",
                                                           show_default=False)]

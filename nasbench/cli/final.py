@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nasbench.cli.app import (BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs, Layers, Nproc,
-                              OutDir, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err, maybe_launch,
-                              out, print_mapping, resume_config, shortcuts, user_errors)
+                              OutDir, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err, known_name,
+                              maybe_launch, out, print_mapping, resume_config, shortcuts, user_errors)
 
 Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built-in name (see `nas list`), a search "
                                                  "run dir, a JSON file from `nas derive`, a genotype text file "
@@ -33,7 +33,7 @@ def train_final(
     genotype: Genotype = None,
     dataset: Dataset = None,
     space: Annotated[Optional[str], typer.Option("--space", "-s", help="The space of a random:SEED genotype "
-                                                 "(default darts).")] = None,
+                                                 "(default darts).", callback=known_name("space"))] = None,
     preset: Preset = "paper",
     config: ConfigFile = None,
     epochs: Epochs = None,
@@ -152,7 +152,7 @@ def eval_(
 @user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A train-final run directory.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="pt2 (torch.export) or onnx (needs nasbench[onnx]).")] = "pt2",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="pt2 (torch.export) or onnx (needs nasbench\\[onnx]).")] = "pt2",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default RUN_DIR/model.FORMAT).")] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="last, or best.")] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

@@ -18,10 +18,11 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
     """Algorithms, search spaces, datasets and built-in genotypes."""
     from nasbench import registry
 
-    algos = {n: {"summary": c.summary, "paper": c.paper} for n, c in registry.items("algorithm")}
-    spaces = {n: getattr(c, "description", "") for n, c in registry.items("space")}
-    datasets = registry.names("dataset")
-    genotypes = {n: g.meta.get("source", "") for n, g in registry.items("genotype")}
+    # the catalogue and what was registered at runtime: no PyTorch import, so `nas list` answers at once
+    algos = registry.listing("algorithm")
+    spaces = registry.listing("space")
+    datasets = list(registry.listing("dataset"))
+    genotypes = registry.listing("genotype")
     if as_json:
         print(json.dumps({"algorithms": algos, "spaces": spaces, "datasets": datasets, "genotypes": genotypes}))
         return

@@ -12,12 +12,18 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from nasbench.spaces.genotypes import space_of
 from nasbench.errors import NasError, RunDirError
 
 FINAL_RESULT_FILES = ("final.json", "result.json", "final/result.json", "final/final.json")
 """Where a train-final result may sit in (or under) a run directory."""
 FINAL_ACC_KEYS = ("test_acc", "valid_acc", "best_acc", "accuracy", "top1")
+
+
+def _space_of(g: Any) -> Any:
+    """The space of ``g``, imported here: the spaces import PyTorch, which `nas --help` should not wait for."""
+    from nasbench.spaces.genotypes import space_of
+
+    return space_of(g)
 
 
 # ---------------------------------------------------------------------------------------------- run directories
@@ -164,7 +170,7 @@ def compare_runs(
             "search_seconds": s["search_seconds"], "valid_acc": s["final_valid"],
             # the darts space's two cells; another space's genotype on one line in the first column
             "genotype_normal": None if g is None else (format_cell(g.normal) if hasattr(g, "normal")
-                                                       else space_of(g).short(g)),
+                                                       else _space_of(g).short(g)),
             "genotype_reduce": None if g is None or not hasattr(g, "reduce") else format_cell(g.reduce),
             "params": params,
             "final_acc": None if s["final"] is None else s["final"]["value"],
