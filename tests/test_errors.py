@@ -94,7 +94,7 @@ def test_unrolled_for_an_algorithm_without_second_order(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)  # the default run directory (runs/...) would land here
     line = assert_user_error(invoke("search", "--algo", "gdas", "--unrolled", *TINY),
                              "--unrolled (second-order architecture gradient) is not available for gdas",
-                             "only darts has it")
+                             "only darts, pc-darts, sgas have it")
     assert "unknown" not in line
     assert list(tmp_path.iterdir()) == []  # nothing written
 

@@ -198,7 +198,13 @@ class Strategy:
 
     # ----------------------------------------------------------------- optimisation
     def arch_backward(self, ctx: ArchStepContext) -> torch.Tensor:
-        """First order: ∇_α L_val(w, α) at the current weights. Fills ``.grad``; returns the loss."""
+        """First order: ∇_α L_val(w, α) at the current weights; second order (an ``unrolled`` key of the
+        algorithm's section set: DARTS, PC-DARTS, SGAS) through one virtual weight step
+        (:mod:`nasbench.algorithms.second_order`). Fills ``.grad``; returns the loss."""
+        if self.section.get("unrolled", False):
+            from nasbench.algorithms.second_order import unrolled_backward
+
+            return unrolled_backward(self, ctx, float(self.section.hvp_r))
         x, y = ctx.valid
         logits = self.forward(ctx.net, x)
         ctx.logits = logits.detach()

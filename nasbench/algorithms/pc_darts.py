@@ -109,6 +109,8 @@ class PcDarts(Strategy):
     class Config:
         k: int = 4  # K: 1/K of an edge's channels go through its mixed op
         warmup_epochs: int = 15  # epochs (of paper_epochs, scaled) without architecture updates
+        unrolled: bool = False  # second order (the official --unrolled): through one virtual weight step
+        hvp_r: float = 0.01  # ε = hvp_r / ‖∇_w' L_val‖ of the finite-difference Hessian-vector product
 
     paper_defaults = {
         "epochs": 50,

@@ -90,6 +90,8 @@ class Sgas(Strategy):
         post_train: int = 5  # weight-only epochs after the last decision (scaled; shrinks first)
         history_size: int = 4  # epochs of q kept for Criterion 2
         batch_increase: int = 8  # batch size grows by this after every decision epoch (0: off)
+        unrolled: bool = False  # second order (the official --unrolled): through one virtual weight step
+        hvp_r: float = 0.01  # ε = hvp_r / ‖∇_w' L_val‖ of the finite-difference Hessian-vector product
 
     paper_defaults = {"epochs": 50}
     quick_defaults = {"epochs": 10}
