@@ -239,3 +239,20 @@ def test_export_takes_out(final_run, tmp_path):
     r = invoke("export", final_run[0], "--out", tmp_path / "m.pt2", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["path"] == str(tmp_path / "m.pt2") and (tmp_path / "m.pt2").is_file()
+
+
+def test_an_sgas_decision_line_writes_its_edge_as_op_from_input():
+    import torch
+
+    from conftest import set_alpha, tiny_strategy
+
+    _, s, _ = tiny_strategy("sgas", build=False)
+    a = torch.zeros(14, 8)
+    a[7, 3] = 5.0  # edge 7 carries state 2 (the first node) into the third node (index 4): op 3 wins clearly
+    for t in ("normal", "reduce"):
+        set_alpha(s, t, a)
+    first = s.decision_epochs()[0]
+    ev = [e for e in s.on_epoch_end(first, None) if e.record["cell"] == "normal"][0]
+    assert (ev.record["edge"], ev.record["input"]) == (7, 2)
+    op = ev.record["op"]
+    assert f"epoch {first} normal edge 7 := {op}<-2 (into node 4)" in ev.message
