@@ -107,11 +107,13 @@ def test_unreadable_images_are_skipped_with_a_count_naming_them(tmp_path):
     assert "8 + 8 images" in proc.stderr.replace("\n", " ")  # 18 readable, 16 for training, in halves
 
 
-def test_an_image_that_fails_only_when_decoded_is_one_error_line_naming_it(tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])  # in this process, and in a DataLoader worker process
+def test_an_image_that_fails_only_when_decoded_is_one_error_line_naming_it(tmp_path, workers):
     root = _image_folder(tmp_path / "imgs")
     (root / "dog" / "broken.png").write_bytes(_broken_stream_png())
-    line = one_error_line(nas("search", "--data-dir", root, "--out", tmp_path / "run", *IMAGEFOLDER))
-    assert "cannot read image" in line and "broken.png" in line
+    proc = nas("search", "--data-dir", root, "--out", tmp_path / "run", *IMAGEFOLDER, f"data.workers={workers}")
+    line = one_error_line(proc)
+    assert line.startswith("error: cannot read image") and "broken.png" in line, proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------- kinds of run

@@ -509,6 +509,17 @@ class FashionMnist(_MnistSpec):
 # Image folders
 
 
+class UnreadableImageError(DataError):
+    """An image file that cannot be decoded. Raised in a DataLoader worker, PyTorch re-raises it in the main
+    process as ``UnreadableImageError("Caught ... Original Traceback ...")``: that keeps only the original
+    message, so that the user still gets one line."""
+
+    def __init__(self, message: str):
+        if message.startswith("Caught ") and "Traceback" in message:
+            message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
+        super().__init__(message)
+
+
 class _RgbLoader:
     """Open an image as RGB, resized to ``size×size`` when ``size`` is set (picklable for workers)."""
 
@@ -522,7 +533,8 @@ class _RgbLoader:
             with open(path, "rb") as f:
                 img = Image.open(f).convert("RGB")
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # PIL's decode errors
-            raise DataError(f"cannot read image {path}: {_reason(exc)}; remove or replace the file") from None
+            raise UnreadableImageError(f"cannot read image {path}: {_reason(exc)}; remove or replace the "
+                                       "file") from None
         if self.size is not None and img.size != (self.size, self.size):
             img = img.resize((self.size, self.size), Image.Resampling.BILINEAR)
         return img
