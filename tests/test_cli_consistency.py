@@ -20,9 +20,10 @@ from conftest import invoke
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
 NAS = [sys.executable, "-m", "nasbench"]
 SEARCH_TINY = ["--dataset", "synthetic", "data.num_train=32", "data.image_size=8", "--channels", "4", "--layers",
-               "3", "--batch-size", "16", "--no-progress", "memory_format=contiguous"]
+               "3", "--batch-size", "16", "--no-progress", "memory_format=contiguous", "plots=false"]
 FINAL_TINY = ["--dataset", "synthetic", "data.num_train=32", "data.num_test=16", "data.image_size=8",
-              "--channels", "4", "--layers", "3", "--batch-size", "16", "--no-progress", "memory_format=contiguous"]
+              "--channels", "4", "--layers", "3", "--batch-size", "16", "--no-progress",
+              "memory_format=contiguous"]
 
 
 def nas(*args, timeout=300):
@@ -88,7 +89,7 @@ def _broken_stream_png() -> bytes:
 
 
 IMAGEFOLDER = ["--dataset", "imagefolder", "data.image_size=8", "--channels", "4", "--layers", "3",
-               "--batch-size", "8", "--epochs", "1", "--no-progress", "memory_format=contiguous"]
+               "--batch-size", "8", "--epochs", "1", "--no-progress", "memory_format=contiguous", "plots=false"]
 
 
 def test_unreadable_images_are_skipped_with_a_count_naming_them(tmp_path):

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nasbench.cli.app import (BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs, Layers, Nproc,
-                              OutDir, OutputAlias, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err, maybe_launch,
-                              one_output, out, print_mapping, resume_config, shortcuts, user_errors)
+                              OutDir, OutputAlias, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err,
+                              maybe_launch, one_output, out, print_mapping, resume_config, shortcuts, user_errors)
 
 Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built-in name (see `nas list`), a search "
                                                  "run dir, a JSON file from `nas derive`, a genotype text file "
@@ -131,7 +131,8 @@ def eval_(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A train-final run directory.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="pt2 (torch.export) or onnx (needs nasbench[onnx]).")] = "pt2",
-    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default RUN_DIR/model.FORMAT).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default "
+                                                                       "RUN_DIR/model.FORMAT).")] = None,
     output_alias: OutputAlias = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="last, or best.")] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

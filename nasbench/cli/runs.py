@@ -125,7 +125,7 @@ def show(
                           f"search time {S.format_hms(s['search_seconds'])}")
     if metrics:
         last = metrics[-1]
-        t.add_row("last epoch", f"train {last.get('train_acc', float('nan')):.1f}%  valid "
+        t.add_row("last epoch", f"epoch {last.get('epoch')}: train {last.get('train_acc', float('nan')):.1f}%  valid "
                                 f"{last.get('valid_acc', float('nan')):.1f}%  (loss {last.get('valid_loss', float('nan')):.3f})"
                                 + (f"  stage {last['stage'] + 1}" if any(r.get("stage") for r in metrics) else ""))
         best_i = max(range(len(metrics)), key=lambda i: metrics[i].get("valid_acc") or -1)
@@ -168,7 +168,8 @@ def _show_final(s: dict[str, Any]) -> None:
     t.add_row("network", f"C={m.channels}, {m.layers} cells, auxiliary "
                          f"{f'weight {m.auxiliary_weight}' if m.auxiliary else 'off'}, drop-path {m.drop_path_prob}")
     t.add_row("recipe", f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {o.lr} ({o.schedule}), "
-                        f"weight decay {o.weight_decay}, cutout {cfg.data.cutout}, seed {cfg.seed} (preset {cfg.preset})")
+                        f"weight decay {o.weight_decay}, cutout {cfg.data.cutout}, seed {cfg.seed} "
+                        f"(preset {cfg.preset})")
     status = "finished" if s["finished"] else "running or stopped"
     t.add_row("progress", f"{s['epochs_done']}/{cfg.epochs} epochs ({status}), time {S.format_hms(s['seconds'])}")
     if metrics:

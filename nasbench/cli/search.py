@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from nasbench.cli.app import (Algo, BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Download, Epochs,
-                              Layers, Nproc, OutDir, OutputAlias, Overrides, Preset, Seed, Space, Subset, SyncBn, app, cells_table,
-                              err, maybe_launch, one_output, out, print_mapping, resume_config, shortcuts, user_errors)
+                              Layers, Nproc, OutDir, OutputAlias, Overrides, Preset, Seed, Space, Subset, SyncBn, app,
+                              cells_table, err, maybe_launch, one_output, out, print_mapping, resume_config, shortcuts,
+                              user_errors)
 from nasbench.errors import NasError
 
 

@@ -279,6 +279,7 @@ def format_stats(st: Optional[dict[str, float]], digits: int = 2) -> str:
 
 __all__ = [
     "FINAL_RESULT_FILES", "FINAL_ACC_KEYS", "is_run_dir", "is_final_run", "latest_genotype", "final_result",
-    "matching_final", "run_summary", "final_run_summary", "summary_json", "settings", "config_without_seed", "stats", "compare_runs", "format_age",
+    "matching_final", "run_summary", "final_run_summary", "summary_json", "settings",
+    "config_without_seed", "stats", "compare_runs", "format_age",
     "format_hms", "format_cell", "format_stats",
 ]
