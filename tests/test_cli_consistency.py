@@ -259,3 +259,15 @@ def test_an_sgas_decision_line_writes_its_edge_as_op_from_input():
     assert (ev.record["edge"], ev.record["input"]) == (7, 2)
     op = ev.record["op"]
     assert f"epoch {first} normal edge 7 := {op}<-2 (into node 4)" in ev.message
+
+
+def test_compare_takes_an_unfinished_train_final_run_as_one(search_run, final_run, tmp_path):
+    import shutil
+
+    unfinished = tmp_path / "f"
+    shutil.copytree(final_run[0], unfinished)
+    (unfinished / "result.json").unlink()
+    r = invoke("compare", search_run[0], unfinished, "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["runs"]
+    assert [row["run"] for row in rows] == [str(search_run[0])]

@@ -27,7 +27,12 @@ def is_run_dir(p: Path) -> bool:
 
 
 def is_final_run(d: Path) -> bool:
-    """A train-final run directory (genotype.json + result.json, no best.json)."""
+    """A train-final run directory: its config says so (finished or not), or, for a result copied without its
+    config, genotype.json + result.json and no best.json."""
+    from nasbench.engine.runkind import FINAL, run_kind
+
+    if run_kind(d) == FINAL:
+        return True
     return (d / "genotype.json").is_file() and (d / "result.json").is_file() and not (d / "best.json").is_file()
 
 
