@@ -230,7 +230,9 @@ class FinalTrainer(RunEngine):
             f"network, {cfg.model.layers} cells, C={cfg.model.channels}, {count_params(self.net):,} parameters"
             f"{' (+ auxiliary head)' if cfg.model.auxiliary else ''}; {len(self.data.train_idx)} training images"
             f"{f', {len(self.data.val_idx)} validation' if self.data.val_idx else ''}, "
-            f"{len(self.data.test_idx)} test; {cfg.epochs} epochs (0-{cfg.epochs - 1}); device {self.device}")
+            f"{len(self.data.test_idx)} test; "
+            + (f"{cfg.epochs} epochs (0-{cfg.epochs - 1})" if cfg.epochs > 1 else "1 epoch (0)")
+            + f"; device {self.device}")
         if self.dist.enabled:
             self.console.print(self.dist.describe(cfg.batch_size))
         with self.catching_sigint():
