@@ -135,6 +135,8 @@ def _checkpoint_json(path: Path) -> Optional[dict[str, Any]]:
 
 
 def _genotype_json(g: Any) -> Optional[dict[str, Any]]:
+    from nasbench.spaces.genotypes import space_of  # (here: `nas --help` should not wait for PyTorch)
+
     if g is None:
         return None
     return {**g.to_dict(), "text": space_of(g).format_text(g)}
@@ -143,6 +145,8 @@ def _genotype_json(g: Any) -> Optional[dict[str, Any]]:
 def summary_json(s: dict[str, Any]) -> dict[str, Any]:
     """:func:`run_summary` or :func:`final_run_summary` as plain JSON data (``nas show --json``)."""
     from omegaconf import OmegaConf
+
+    from nasbench.spaces.genotypes import space_of
 
     run, cfg, metrics = s["run"], s["cfg"], s["metrics"]
     common = {"run": str(run.path), "epochs_done": s["epochs_done"], "epochs": int(cfg.epochs),
