@@ -4,6 +4,7 @@ numbering, one edge notation, one name for the output flag, and `nas show --json
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -182,7 +183,7 @@ def test_config_naming_a_directory_says_a_yaml_file_is_expected(tmp_path):
 # ---------------------------------------------------------------------------------------------- epoch numbers
 def test_epochs_are_numbered_from_0_everywhere(search_run, final_run):
     out, proc = search_run
-    logged = [ln.split()[1] for ln in proc.stderr.splitlines() if ln.startswith("epoch ")]
+    logged = re.findall(r"^epoch +(\d+) +train", proc.stderr, re.M)  # the per-epoch lines
     assert logged == ["0", "1"], proc.stderr  # as metrics.jsonl and genotypes/epoch_000.json, epoch_001.json
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1]
     assert sorted(p.name for p in (out / "genotypes").iterdir()) == ["epoch_000.json", "epoch_001.json"]
@@ -190,7 +191,7 @@ def test_epochs_are_numbered_from_0_everywhere(search_run, final_run):
     assert d.returncode == 0, d.stderr
     assert "epoch 1" in d.stdout
     assert load_genotype(out.parent / "e1.json") == load_genotype(out / "genotypes" / "epoch_001.json")
-    final_logged = [ln.split()[1] for ln in final_run[1].stderr.splitlines() if ln.startswith("epoch ")]
+    final_logged = re.findall(r"^epoch +(\d+) +train", final_run[1].stderr, re.M)
     assert final_logged == ["0"], final_run[1].stderr
 
 
