@@ -240,6 +240,8 @@ def parse_dotlist(items: Sequence[str]) -> dict[str, Any]:
 
 def load_yaml(path: str | Path) -> DictConfig:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a directory; a YAML file of config keys is expected")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
@@ -342,6 +344,8 @@ def load_run_config(path: str | Path) -> DictConfig:
     file_cfg = load_yaml(path)
     algo = file_cfg.get("algo")
     if algo is None:
+        if file_cfg.get("kind") == "train-final":
+            raise ConfigError(f"{Path(path).parent} is a train-final run, not a search run")
         raise ConfigError(f"{path} has no 'algo' key: not a nasbench search config")
     space = str(OmegaConf.select(file_cfg, "model.space", default="darts"))
     cfg = _merge(_schema(algo, space), file_cfg, str(path))
@@ -530,6 +534,8 @@ def load_final_config(path: str | Path) -> DictConfig:
     """The resolved train-final config stored in a run directory, checked against today's schema."""
     file_cfg = load_yaml(path)
     if file_cfg.get("kind") != "train-final":
+        if "algo" in file_cfg:
+            raise ConfigError(f"{Path(path).parent} is a search run, not a train-final run")
         raise ConfigError(f"{path} is not a train-final config (no 'kind: train-final')")
     return _merge(OmegaConf.structured(FinalConfig), file_cfg, str(path))
 

@@ -174,7 +174,7 @@ def test_reference_file_matches_builtins(key):
 
 def test_unknown_op_lists_valid_ones():
     bad = [("sep_conv_7x7", 0)] + NORMAL[1:]
-    with pytest.raises(GenotypeError, match=r"normal cell, node 0 \(pair 0\): unknown op 'sep_conv_7x7'; "
+    with pytest.raises(GenotypeError, match=r"normal cell, node 2 \(pair 0\): unknown op 'sep_conv_7x7'; "
                                             r"valid ops: max_pool_3x3, .*dil_conv_5x5") as e:
         validate(make(normal=bad))
     assert "none" not in str(e.value).split("valid ops:")[1]
@@ -182,17 +182,17 @@ def test_unknown_op_lists_valid_ones():
 
 def test_none_op_rejected():
     bad = NORMAL[:5] + [("none", 1)] + NORMAL[6:]
-    with pytest.raises(GenotypeError, match=r"normal cell, node 2 \(pair 5\): op 'none' is not allowed"):
+    with pytest.raises(GenotypeError, match=r"normal cell, node 4 \(pair 5\): op 'none' is not allowed"):
         validate(make(normal=bad))
 
 
 def test_bad_input_index():
     bad = [("sep_conv_3x3", 2)] + NORMAL[1:]
-    with pytest.raises(GenotypeError, match=r"normal cell, node 0 \(pair 0\): input 2 is out of range; "
-                                            r"node 0 may take inputs 0 \(c_\{k-2\}\), 1 \(c_\{k-1\}\)"):
+    with pytest.raises(GenotypeError, match=r"normal cell, node 2 \(pair 0\): input 2 is out of range; "
+                                            r"node 2 may take inputs 0 \(c_\{k-2\}\), 1 \(c_\{k-1\}\)"):
         validate(make(normal=bad))
     bad_reduce = REDUCE[:7] + [("skip_connect", 6)]
-    with pytest.raises(GenotypeError, match=r"reduce cell, node 3 \(pair 7\): input 6 is out of range"):
+    with pytest.raises(GenotypeError, match=r"reduce cell, node 5 \(pair 7\): input 6 is out of range"):
         validate(make(reduce=bad_reduce))
 
 

@@ -234,8 +234,8 @@ def test_describe_short_dot_and_state_names(space):
     g = space.parse_text(EXAMPLE)
     header, rows = space.describe(g)
     assert header == ["node", "cell"] and len(rows) == 3
-    assert rows[0] == ["1", "nor_conv_3x3 ← in"] and rows[2][0] == "3 (out)"
-    assert rows[2][1] == "skip_connect ← in, nor_conv_3x3 ← 1, nor_conv_3x3 ← 2"
+    assert rows[0] == ["1", "nor_conv_3x3~0"] and rows[2][0] == "3 (out)"
+    assert rows[2][1] == "skip_connect~0, nor_conv_3x3~1, nor_conv_3x3~2"  # as in the architecture string
     assert [space.state_name(i) for i in range(4)] == ["in", "1", "2", "3"]
     dots = space.dot(space.parse_text(MIXED))
     assert list(dots) == ["cell"]

@@ -55,7 +55,7 @@ def test_train_final_log_txt_with_progress_bar_and_resume_appends(nas_cmd, tmp_p
     # with the progress bar on, the step lines go to log.txt only
     assert not re.search(r"step \d+/\d+", r.stderr)
     log = (out / "log.txt").read_text()
-    assert len(re.findall(r"epoch 1/1 step \d+/3 ", log)) == 3  # 48 images, batch 16, a line every step
+    assert len(re.findall(r"epoch 0 step \d+/3 ", log)) == 3  # 48 images, batch 16, a line every step
     assert "test accuracy (last epoch)" in log
     r = run(nas_cmd, "train-final", "--resume", out, "--epochs", "2")
     assert r.returncode == 2  # (a changed flag is refused) ...

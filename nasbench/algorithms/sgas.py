@@ -201,7 +201,8 @@ class Sgas(Strategy):
                   "decision": len([s for s in self.selected[t] if s not in (UNDECIDED, self.none_idx)]),
                   "scores": table}
         self.decisions.append({k: v for k, v in record.items() if k != "scores"})
-        msg = (f"sgas: epoch {epoch} {t} edge {edge} (node {node} ← input {src}) := {prims[op]} "
+        msg = (f"sgas: epoch {epoch} {t} edge {edge} := {prims[op]}<-{src} (into node "
+               f"{node + self.topology.n_inputs}) "
                f"score {float(score[edge]):.3f}" + (f"; pruned edges {pruned}" if pruned else ""))
         return Decision(msg, record)
 

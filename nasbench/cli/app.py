@@ -160,6 +160,17 @@ OutDir = Annotated[Optional[str], typer.Option("--out", "-o", help="Run director
 Download = Annotated[Optional[bool], typer.Option("--download/--no-download", help="Let torchvision fetch the data "
                                                                                    "(needs internet).", show_default=False)]
 
+OutputAlias = Annotated[Optional[Path], typer.Option("--output", hidden=True,
+                                                     help="Old name of --out (kept for scripts).")]
+
+
+def one_output(out_path: Optional[Path], alias: Optional[Path]) -> Optional[Path]:
+    """``-o/--out``, or its old name ``--output``; both at once must agree."""
+    if out_path is not None and alias is not None and out_path != alias:
+        raise NasError(f"--out {out_path} and --output {alias} disagree; --output is the old name of --out, "
+                       "give one")
+    return out_path if out_path is not None else alias
+
 
 Nproc = Annotated[Optional[int], typer.Option("--nproc", help="Run N processes on this machine through torchrun "
                                               "(DDP; the batch size is split over them).")]
@@ -215,8 +226,9 @@ def cells_table(genotype: Any, title: str) -> Table:
     """The genotype as its space lays it out (the DARTS space: one row per node, a column per cell type)."""
     from nasbench.spaces.genotypes import space_of
 
-    header, rows = space_of(genotype).describe(genotype)
-    t = Table(title=title)
+    space = space_of(genotype)
+    header, rows = space.describe(genotype)
+    t = Table(title=title, caption=space.notation())
     for k, name in enumerate(header):
         t.add_column(name, justify="right" if k == 0 else "left")
     for row in rows:

@@ -10,8 +10,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nasbench.cli.app import (BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs, Layers, Nproc,
-                              OutDir, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err, known_name,
-                              maybe_launch, out, print_mapping, resume_config, shortcuts, user_errors)
+                              OutDir, OutputAlias, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err,
+                              known_name, maybe_launch, one_output, out, print_mapping, resume_config, shortcuts,
+                              user_errors)
 
 Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built-in name (see `nas list`), a search "
                                                  "run dir, a JSON file from `nas derive`, a genotype text file "
@@ -21,6 +22,9 @@ Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built
 def _resume_final_config(run_dir: Path, overrides: list[str], flags: dict[str, Any]) -> Any:
     """The stored config of a train-final run; flags given again must agree with it."""
     from nasbench import config as cfgmod
+    from nasbench.engine.runkind import FINAL, expect_run_kind
+
+    expect_run_kind(run_dir, FINAL, "nas train-final --resume")
 
     return resume_config(run_dir, overrides, flags, load=cfgmod.load_final_config,
                           shortcuts=cfgmod.FINAL_SHORTCUTS)
@@ -133,6 +137,9 @@ def eval_(
         if given:
             raise NasError(f"nas eval RUN_DIR takes the run's own genotype, data and size; {', '.join(given)} "
                            "belong to nas eval --genotype G --weights FILE (without a run directory)")
+        from nasbench.engine.runkind import FINAL, expect_run_kind
+
+        expect_run_kind(run_dir, FINAL, "nas eval")
         report = evaluate.evaluate_run(run_dir, which=checkpoint, device=device or "auto", batch_size=batch_size)
     else:
         if genotype is None or weights is None:
@@ -153,13 +160,18 @@ def eval_(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A train-final run directory.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="pt2 (torch.export) or onnx (needs nasbench\\[onnx]).")] = "pt2",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default RUN_DIR/model.FORMAT).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default "
+                                                                       "RUN_DIR/model.FORMAT).")] = None,
+    output_alias: OutputAlias = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="last, or best.")] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Export the trained model (eval mode, no auxiliary head) and check its outputs against PyTorch."""
+    from nasbench.engine.runkind import FINAL, expect_run_kind
     from nasbench.final.evaluate import export_run
 
+    expect_run_kind(run_dir, FINAL, "nas export")
+    output = one_output(output, output_alias)
     report = export_run(run_dir, fmt, output, which=checkpoint)
     if as_json:
         print(json.dumps(report))

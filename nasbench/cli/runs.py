@@ -50,9 +50,14 @@ def plot(
 
     if fmt not in graph.FORMATS:
         raise NasError(f"unknown plot format {fmt!r}; choose one of: {', '.join(graph.FORMATS)}")
+    from nasbench.engine.runkind import FINAL, run_kind
+
     p = Path(source).expanduser()
     is_run = S.is_run_dir(p)
-    if is_run:
+    if is_run and run_kind(p) == FINAL:  # a train-final run: the cell it trains (no search plots)
+        g = load_genotype(str(p / "genotype.json"))
+        target, stem, is_run = out_dir or p / "plots", "", False
+    elif is_run:
         g, _ = S.latest_genotype(p)
         target, stem = out_dir or p / "plots", ""
     else:
@@ -85,9 +90,22 @@ def plot(
 # ---------------------------------------------------------------------------------------------- show
 @app.command()
 @user_errors
-def show(run_dir: Annotated[Path, typer.Argument(help="A search run directory (finished or still running).")]) -> None:
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="A search or train-final run directory (finished or still "
+                                                 "running).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """A summary of a run: config highlights, progress, accuracy, current genotype, checkpoint age."""
-    s = S.run_summary(run_dir)
+    from nasbench.engine.runkind import FINAL, run_kind
+
+    final_run = run_kind(run_dir) == FINAL
+    s = S.final_run_summary(run_dir) if final_run else S.run_summary(run_dir)
+    if as_json:
+        print(json.dumps(S.summary_json(s)))
+        return
+    if final_run:
+        _show_final(s)
+        return
     cfg, run, metrics = s["cfg"], s["run"], s["metrics"]
     t = Table(title=f"run {run.path}", show_header=False)
     t.add_column("key", style="bold")
@@ -108,7 +126,7 @@ def show(run_dir: Annotated[Path, typer.Argument(help="A search run directory (f
                           f"search time {S.format_hms(s['search_seconds'])}")
     if metrics:
         last = metrics[-1]
-        t.add_row("last epoch", f"train {last.get('train_acc', float('nan')):.1f}%  valid "
+        t.add_row("last epoch", f"epoch {last.get('epoch')}: train {last.get('train_acc', float('nan')):.1f}%  valid "
                                 f"{last.get('valid_acc', float('nan')):.1f}%  (loss {last.get('valid_loss', float('nan')):.3f})"
                                 + (f"  stage {last['stage'] + 1}" if any(r.get("stage") for r in metrics) else ""))
         best_i = max(range(len(metrics)), key=lambda i: metrics[i].get("valid_acc") or -1)
@@ -121,18 +139,55 @@ def show(run_dir: Annotated[Path, typer.Argument(help="A search run directory (f
         if figures:
             text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in figures.items())
             t.add_row("parameter-free ops", text + (f"  [yellow]({escape(warning)})[/]" if warning else ""))
-    ck = run.checkpoint_path
+    _checkpoint_row(t, run.checkpoint_path)
+    if s["final"]:
+        t.add_row("train-final", f"{s['final']['value']:.2f}% ({s['final']['key']}, {s['final']['file']})")
+    out.print(t)
+    if s["genotype"] is not None:
+        out.print(cells_table(s["genotype"], f"current genotype ({s['genotype_source']})"))
+
+
+def _checkpoint_row(t: Table, ck: Path) -> None:
     if ck.is_file():
         t.add_row("checkpoint", f"{ck.stat().st_size / 1e6:.1f} MB, "
                                 f"written {S.format_age(time.time() - ck.stat().st_mtime)} ago "
                                 f"({_dt.datetime.fromtimestamp(ck.stat().st_mtime).isoformat(timespec='seconds')})")
     else:
         t.add_row("checkpoint", "none yet")
-    if s["final"]:
-        t.add_row("train-final", f"{s['final']['value']:.2f}% ({s['final']['key']}, {s['final']['file']})")
+
+
+def _show_final(s: dict[str, Any]) -> None:
+    """``nas show`` of a train-final run: its genotype, recipe, progress and accuracy."""
+    cfg, run, metrics, result = s["cfg"], s["run"], s["metrics"], s["result"]
+    m, o = cfg.model, cfg.optim
+    t = Table(title=f"train-final run {run.path}", show_header=False)
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    t.add_row("genotype", f"{cfg.genotype} (trained: genotype.json)")
+    t.add_row("data", f"{cfg.data.dataset}" + (f", subset {cfg.data.subset}" if cfg.data.subset else "")
+              + (f", val_split {cfg.data.val_split}" if cfg.data.val_split else ""))
+    t.add_row("network", f"C={m.channels}, {m.layers} cells, auxiliary "
+                         f"{f'weight {m.auxiliary_weight}' if m.auxiliary else 'off'}, drop-path {m.drop_path_prob}")
+    t.add_row("recipe", f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {o.lr} ({o.schedule}), "
+                        f"weight decay {o.weight_decay}, cutout {cfg.data.cutout}, seed {cfg.seed} "
+                        f"(preset {cfg.preset})")
+    status = "finished" if s["finished"] else "running or stopped"
+    t.add_row("progress", f"{s['epochs_done']}/{cfg.epochs} epochs ({status}), time {S.format_hms(s['seconds'])}")
+    if metrics:
+        last = metrics[-1]
+        t.add_row("last epoch", f"epoch {last.get('epoch')}: train {last.get('train_acc', float('nan')):.2f}%  "
+                                f"test {last.get('test_acc', float('nan')):.2f}%"
+                                + (f"  val {last['val_acc']:.2f}%" if last.get("val_acc") is not None else ""))
+    if result is not None:
+        t.add_row("test accuracy", f"{result.get('test_acc', float('nan')):.2f}% (result.json)")
+        if isinstance(result.get("params"), int):
+            t.add_row("parameters", f"{result['params']:,} (without the auxiliary head)")
+        if result.get("best_epoch") is not None:
+            t.add_row("best val", f"{result.get('best_val_acc', float('nan')):.2f}% at epoch {result['best_epoch']}")
+    _checkpoint_row(t, run.checkpoint_path)
     out.print(t)
     if s["genotype"] is not None:
-        out.print(cells_table(s["genotype"], f"current genotype ({s['genotype_source']})"))
+        out.print(cells_table(s["genotype"], "trained genotype (genotype.json)"))
 
 
 # ---------------------------------------------------------------------------------------------- compare

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from nasbench.cli.app import (Algo, BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Download, Epochs,
-                              Layers, Nproc, OutDir, Overrides, Preset, Seed, Space, Subset, SyncBn, app, cells_table,
-                              err, maybe_launch, out, print_mapping, resume_config, shortcuts, user_errors)
+                              Layers, Nproc, OutDir, OutputAlias, Overrides, Preset, Seed, Space, Subset, SyncBn, app,
+                              cells_table, err, maybe_launch, one_output, out, print_mapping, resume_config, shortcuts,
+                              user_errors)
 from nasbench.errors import NasError
 
 
@@ -79,6 +80,9 @@ def search(
 
     overrides = list(overrides or [])
     if resume is not None:  # the resumed run's algorithm decides; --algo, if given, must name it
+        from nasbench.engine.runkind import SEARCH, expect_run_kind
+
+        expect_run_kind(resume, SEARCH, "nas search --resume")
         stored_algo = resume_config(resume, [], {}).algo
         if algo is not None and algo != stored_algo:
             raise NasError(f"--resume continues the {stored_algo} search in {resume}; --algo {algo} differs from it "
@@ -129,15 +133,19 @@ def search(
 @user_errors
 def derive(
     run_dir: Annotated[Path, typer.Argument(help="A search run directory.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the genotype "
-                                                                            "(default RUN_DIR/best.json).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the genotype "
+                                                                         "(default RUN_DIR/best.json).")] = None,
+    output_alias: OutputAlias = None,
     epoch: Annotated[Optional[int], typer.Option("--epoch", help="Derive from this epoch's architecture "
                                                                  "(0-based; default the last).")] = None,
 ) -> None:
     """Derive the genotype from a run's architecture parameters by its algorithm's rule."""
+    from nasbench.engine.runkind import SEARCH, expect_run_kind
     from nasbench.search.derive import derive_run
     from nasbench.spaces.genotypes import save_genotype
 
+    expect_run_kind(run_dir, SEARCH, "nas derive")
+    output = one_output(output, output_alias)
     genotype, used_epoch = derive_run(run_dir, epoch)
     target = output or (Path(run_dir) / "best.json")
     save_genotype(genotype, target)

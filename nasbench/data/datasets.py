@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -508,6 +509,17 @@ class FashionMnist(_MnistSpec):
 # Image folders
 
 
+class UnreadableImageError(DataError):
+    """An image file that cannot be decoded. Raised in a DataLoader worker, PyTorch re-raises it in the main
+    process as ``UnreadableImageError("Caught ... Original Traceback ...")``: that keeps only the original
+    message, so that the user still gets one line."""
+
+    def __init__(self, message: str):
+        if message.startswith("Caught ") and "Traceback" in message:
+            message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
+        super().__init__(message)
+
+
 class _RgbLoader:
     """Open an image as RGB, resized to ``size×size`` when ``size`` is set (picklable for workers)."""
 
@@ -517,8 +529,12 @@ class _RgbLoader:
     def __call__(self, path: str) -> Any:
         from PIL import Image
 
-        with open(path, "rb") as f:
-            img = Image.open(f).convert("RGB")
+        try:
+            with open(path, "rb") as f:
+                img = Image.open(f).convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # PIL's decode errors
+            raise UnreadableImageError(f"cannot read image {path}: {_reason(exc)}; remove or replace the "
+                                       "file") from None
         if self.size is not None and img.size != (self.size, self.size):
             img = img.resize((self.size, self.size), Image.Resampling.BILINEAR)
         return img
@@ -531,13 +547,66 @@ def _class_dirs(folder: Path) -> list[str]:
         return []
 
 
-def _image_folder(folder: Path, transform: Transform, size: int | None, what: str) -> Any:
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+_unreadable_seen: dict[str, list[tuple[str, str]]] = {}
+"""The unreadable files found in each folder this process checked (a folder is checked and reported once)."""
+
+
+def unreadable_images(paths: Sequence[str], key: str) -> list[tuple[str, str]]:
+    """``(path, reason)`` of the files among ``paths`` that PIL cannot open or that fail its integrity check
+    (``verify``: a garbage file, a truncated PNG), found once per ``key``. Reads every file, decodes none."""
+    from PIL import Image
+
+    if key not in _unreadable_seen:
+        bad = []
+        for path in paths:
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except Exception as exc:  # PIL raises many types for a bad file (OSError, SyntaxError, struct.error, ...)
+                bad.append((path, _reason(exc).replace(f" {path!r}", "")))  # the path is named once
+        _unreadable_seen[key] = bad
+    return _unreadable_seen[key]
+
+
+def _warn_skipped(bad: list[tuple[str, str]], what: str) -> None:
+    """One warning line on stderr (from rank 0 of a distributed run) naming the skipped files."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    shown = ", ".join(f"{p} ({why})" for p, why in bad[:5]) + (f", and {len(bad) - 5} more" if len(bad) > 5 else "")
+    sys.stderr.write(f"warning: {what}: skipped {len(bad)} unreadable image{'s' if len(bad) != 1 else ''}: "
+                     f"{shown}\n")
+    sys.stderr.flush()
+
+
+def _image_folder(folder: Path, transform: Transform, size: int | None, what: str, check: bool = False) -> Any:
+    """torchvision's ImageFolder of ``folder``; with ``check`` its unreadable files are left out, with a warning
+    (a corrupt file would otherwise stop the run mid-epoch)."""
     from torchvision.datasets import ImageFolder
 
     try:
-        return ImageFolder(str(folder), transform=transform, loader=_RgbLoader(size))
+        ds = ImageFolder(str(folder), transform=transform, loader=_RgbLoader(size))
     except (FileNotFoundError, OSError) as e:
         raise DataError(f"{what}: no usable class folders with images in {folder} ({e})") from None
+    if check:
+        key = str(folder.resolve())
+        first_time = key not in _unreadable_seen
+        bad = unreadable_images([p for p, _ in ds.samples], key)
+        if bad:
+            skip = {p for p, _ in bad}
+            ds.samples = [s for s in ds.samples if s[0] not in skip]
+            ds.imgs = ds.samples
+            ds.targets = [t for _, t in ds.samples]
+            if not ds.samples:
+                raise DataError(f"{what}: none of the images in {folder} can be read (e.g. {bad[0][0]}: "
+                                f"{bad[0][1]})")
+            if first_time:
+                _warn_skipped(bad, what)
+    return ds
 
 
 @_register("imagenet")
@@ -606,8 +675,8 @@ class ImageFolderSpec(DatasetSpec):
             raise DataError(self._missing(root))
         size = int(image_size) if image_size < LARGE_IMAGE else None  # large sizes: the transforms resize
         if val_dir is not None:
-            return _image_folder(train_dir if train else val_dir, transform, size, "imagefolder")
-        full = _image_folder(root, transform, size, "imagefolder")
+            return _image_folder(train_dir if train else val_dir, transform, size, "imagefolder", check=True)
+        full = _image_folder(root, transform, size, "imagefolder", check=True)
         n = len(full)
         n_test = max(1, int(round(n * self.test_share))) if n >= 2 else 0
         g = torch.Generator().manual_seed(self.split_seed)

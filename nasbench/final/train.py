@@ -193,7 +193,7 @@ class FinalTrainer(RunEngine):
             self.scaler.load_state_dict(state["scaler"])
         self.best_val_acc = float(state.get("best_val_acc", -1.0))
         self.best_epoch = int(state.get("best_epoch", -1))
-        self.restore_shared(state, f"epoch {int(state['epoch']) + 1}, global batch {state['step']}")
+        self.restore_shared(state, f"epoch {int(state['epoch'])}, global batch {state['step']}")
         # the stored meter is the sum over all ranks: rank 0 carries it on
         meter = Meter(**state["meter"]) if self.dist.is_main else Meter()
         return int(state["epoch"]), int(state["step"]), meter
@@ -222,7 +222,7 @@ class FinalTrainer(RunEngine):
         state = self.load_checkpoint()
         if state is not None:
             start_epoch, start_step, meter = self._restore(state)
-            self.console.print(f"resuming {self.run.path} at epoch {start_epoch + 1}, step {start_step}")
+            self.console.print(f"resuming {self.run.path} at epoch {start_epoch}, step {start_step}")
         self.recorder.rewind(start_epoch)  # records of epochs after the checkpoint are written again
         info = self.data.info
         self.console.print(
@@ -230,7 +230,9 @@ class FinalTrainer(RunEngine):
             f"network, {cfg.model.layers} cells, C={cfg.model.channels}, {count_params(self.net):,} parameters"
             f"{' (+ auxiliary head)' if cfg.model.auxiliary else ''}; {len(self.data.train_idx)} training images"
             f"{f', {len(self.data.val_idx)} validation' if self.data.val_idx else ''}, "
-            f"{len(self.data.test_idx)} test; device {self.device}")
+            f"{len(self.data.test_idx)} test; "
+            + (f"{cfg.epochs} epochs (0-{cfg.epochs - 1})" if cfg.epochs > 1 else "1 epoch (0)")
+            + f"; device {self.device}")
         if self.dist.enabled:
             self.console.print(self.dist.describe(cfg.batch_size))
         try:
@@ -260,14 +262,14 @@ class FinalTrainer(RunEngine):
         self.net.train()
         t0, n_img = time.time(), 0
         with self._progress() as progress:
-            task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_steps, completed=start_step, stats="")
+            task = progress.add_task(f"epoch {epoch}", total=n_steps, completed=start_step, stats="")
             for step, (x, y) in enumerate(loader, start=start_step):
                 self.train_step(*self._to_device(x, y), meter, epoch, step)
                 n_img += y.shape[0] * world
                 rate = n_img / max(time.time() - t0, 1e-9)
                 stats = f"loss {meter.avg_loss:.3f} acc {meter.acc:5.1f}% {rate:5.0f} img/s"
                 progress.update(task, advance=1, stats=stats)
-                self.report_step(f"epoch {epoch + 1}/{cfg.epochs}", step + 1, n_steps, stats)
+                self.report_step(f"epoch {epoch}", step + 1, n_steps, stats)
                 if self.interrupt_requested():  # all ranks agree on the step at which they stop
                     self._checkpoint(epoch, step + 1, meter)
                     raise KeyboardInterrupt
@@ -281,7 +283,7 @@ class FinalTrainer(RunEngine):
             loss = self.criterion(logits, y)
             if logits_aux is not None:
                 loss = loss + cfg.model.auxiliary_weight * self.criterion(logits_aux, y)
-        self.check_finite(loss, "training", lambda: f"epoch {epoch + 1}, step {step}")
+        self.check_finite(loss, "training", lambda: f"epoch {epoch}, step {step}")
         self.optim.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.optim.grad_clip > 0:
@@ -305,7 +307,7 @@ class FinalTrainer(RunEngine):
             "train_loss": train.avg_loss, "train_acc": train.acc,
             "test_loss": test.avg_loss, "test_acc": test.acc,
         }
-        line = (f"epoch {epoch + 1:3d}/{cfg.epochs}  train {train.acc:5.2f}% (loss {train.avg_loss:.3f})  "
+        line = (f"epoch {epoch:3d}  train {train.acc:5.2f}% (loss {train.avg_loss:.3f})  "
                 f"test {test.acc:5.2f}% (loss {test.avg_loss:.3f})")
         if val is not None:
             record.update(val_loss=val.avg_loss, val_acc=val.acc)

@@ -85,7 +85,7 @@ def plot_edges(run: RunDir, cfg: Any, out_dir: Path) -> list[Path]:
             for op, pts in edges[e].items():
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, color=colors[op], marker="." if len(xs) < 20 else None, lw=1.2, label=op)
-            ax.set_title(f"{space.state_name(src)} → {node}", fontsize=9)
+            ax.set_title(f"node {node + topology.n_inputs} <- {src}", fontsize=9)  # the genotypes' input index
             ax.tick_params(labelsize=7)
         handles = [plt.Line2D([], [], color=colors[op], lw=2) for op in ops_order]
         fig.legend(handles, ops_order, loc="lower center", ncol=min(len(ops_order), 4), fontsize=8, frameon=False)

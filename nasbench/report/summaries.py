@@ -33,7 +33,12 @@ def is_run_dir(p: Path) -> bool:
 
 
 def is_final_run(d: Path) -> bool:
-    """A train-final run directory (genotype.json + result.json, no best.json)."""
+    """A train-final run directory: its config says so (finished or not), or, for a result copied without its
+    config, genotype.json + result.json and no best.json."""
+    from nasbench.engine.runkind import FINAL, run_kind
+
+    if run_kind(d) == FINAL:
+        return True
     return (d / "genotype.json").is_file() and (d / "result.json").is_file() and not (d / "best.json").is_file()
 
 
@@ -102,6 +107,72 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "best_valid": max(valid) if valid else None,
         "final": final_result(run.path),
     }
+
+
+def final_run_summary(run_dir: Path) -> dict[str, Any]:
+    """What ``nas show`` prints of a train-final run: its config, metrics, genotype and result (if finished)."""
+    from nasbench.config import load_final_config
+    from nasbench.engine.rundir import RunDir
+    from nasbench.spaces.genotypes import load_genotype
+
+    run = RunDir.open(run_dir)
+    cfg = load_final_config(run.config_path)
+    metrics = run.metrics()
+    g_path = run.path / "genotype.json"
+    result = None
+    try:
+        result = json.loads((run.path / "result.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        pass
+    return {
+        "run": run, "cfg": cfg, "metrics": metrics,
+        "genotype": load_genotype(g_path) if g_path.is_file() else None,
+        "finished": isinstance(result, dict), "result": result if isinstance(result, dict) else None,
+        "epochs_done": len(metrics),
+        "seconds": sum(float(m.get("seconds") or 0.0) for m in metrics),
+    }
+
+
+def _checkpoint_json(path: Path) -> Optional[dict[str, Any]]:
+    if not path.is_file():
+        return None
+    st = path.stat()
+    return {"path": str(path), "bytes": st.st_size, "modified": st.st_mtime}
+
+
+def _genotype_json(g: Any) -> Optional[dict[str, Any]]:
+    from nasbench.spaces.genotypes import space_of  # (here: `nas --help` should not wait for PyTorch)
+
+    if g is None:
+        return None
+    return {**g.to_dict(), "text": space_of(g).format_text(g)}
+
+
+def summary_json(s: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_summary` or :func:`final_run_summary` as plain JSON data (``nas show --json``)."""
+    from omegaconf import OmegaConf
+
+    from nasbench.spaces.genotypes import space_of
+
+    run, cfg, metrics = s["run"], s["cfg"], s["metrics"]
+    common = {"run": str(run.path), "epochs_done": s["epochs_done"], "epochs": int(cfg.epochs),
+              "finished": s["finished"], "last_epoch": metrics[-1] if metrics else None,
+              "genotype": _genotype_json(s["genotype"]), "checkpoint": _checkpoint_json(run.checkpoint_path),
+              "config": OmegaConf.to_container(cfg, resolve=True)}
+    if "result" in s:
+        return {"kind": "train-final", **common, "seconds": s["seconds"], "result": s["result"]}
+    best = None
+    scored = [m for m in metrics if m.get("valid_acc") is not None]
+    if scored:
+        top = max(scored, key=lambda m: m["valid_acc"])
+        best = {"epoch": top["epoch"], "valid_acc": top["valid_acc"]}
+    collapse = None
+    if s["genotype"] is not None:
+        figures, warning = space_of(s["genotype"]).collapse(s["genotype"])
+        collapse = {**figures, "warning": warning}
+    return {"kind": "search", **common, "algo": cfg.algo, "search_seconds": s["search_seconds"],
+            "best_valid": best, "genotype_source": s["genotype_source"], "collapse": collapse,
+            "final": None if s["final"] is None else {k: s["final"][k] for k in ("file", "key", "value")}}
 
 
 # ---------------------------------------------------------------------------------------------- comparison
@@ -231,6 +302,7 @@ def format_stats(st: Optional[dict[str, float]], digits: int = 2) -> str:
 
 __all__ = [
     "FINAL_RESULT_FILES", "FINAL_ACC_KEYS", "is_run_dir", "is_final_run", "latest_genotype", "final_result",
-    "matching_final", "run_summary", "settings", "config_without_seed", "stats", "compare_runs", "format_age",
+    "matching_final", "run_summary", "final_run_summary", "summary_json", "settings",
+    "config_without_seed", "stats", "compare_runs", "format_age",
     "format_hms", "format_cell", "format_stats",
 ]

@@ -55,7 +55,7 @@ def check_batch_split(strategy: Strategy, world: int) -> None:
     for epoch in range(strategy.stage_epochs()):
         b = strategy.batch_size(epoch)
         if b % world:
-            raise ConfigError(f"{strategy.name} grows the batch to {b} at epoch {epoch + 1}, which does not split "
+            raise ConfigError(f"{strategy.name} grows the batch to {b} at epoch {epoch}, which does not split "
                               f"over {world} processes; make the batch size and its growth multiples of {world}")
 
 
@@ -301,7 +301,7 @@ class SearchTrainer(RunEngine):
         t_epoch, n_img = time.time(), 0
         self.net.train()
         label = s.stage_label()
-        desc = f"epoch {self.global_epoch + 1}" + (f" {label}" if label else "")
+        desc = f"epoch {self.global_epoch}" + (f" {label}" if label else "")
         with self._progress() as progress:
             task = progress.add_task(desc, total=n_steps, completed=start_step, stats="")
             for step, (x, y) in enumerate(loader, start=start_step):
@@ -377,7 +377,7 @@ class SearchTrainer(RunEngine):
     def _print_epoch(self, ge: int, meter: Meter, val: Meter, lr: float, seconds: float, genotype: Any) -> None:
         label = self.strategy.stage_label()
         self.console.print(
-            f"epoch {ge + 1:3d}{' ' + label if label else ''}  train {meter.acc:5.1f}% (loss {meter.avg_loss:.3f})"
+            f"epoch {ge:3d}{' ' + label if label else ''}  train {meter.acc:5.1f}% (loss {meter.avg_loss:.3f})"
             f"  valid {val.acc:5.1f}% (loss {val.avg_loss:.3f})  lr {lr:.2e}  {seconds:5.1f}s  "
             f"{self.strategy.space.short(genotype)}")
 

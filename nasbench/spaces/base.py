@@ -394,6 +394,10 @@ class SearchSpace:
         """A table of the genotype (header, rows) for the terminal."""
         raise NotImplementedError
 
+    def notation(self) -> Optional[str]:
+        """What the edge notation of :meth:`describe` means (a caption under its table), if anything."""
+        return None
+
     def dot(self, genotype: Any) -> dict[str, str]:
         """Graphviz DOT text of each cell, by a file stem."""
         return {}

@@ -120,17 +120,23 @@ class DartsSpace(SearchSpace):
         return "normal " + " ".join(f"{op}<-{i}" for op, i in genotype.normal)
 
     def describe(self, genotype: Any) -> tuple[list[str], list[list[str]]]:
+        # the official genotype's input index (as in the log and the Genotype(...) text): a node is the index
+        # its successors name it by, 2.. (0 and 1 are the cell inputs)
         header = ["node", "normal cell", "reduction cell"]
         rows = []
         for i in range(len(genotype.normal) // 2):
-            row = [str(i)]
+            row = [str(i + 2)]
             for cell in (genotype.normal, genotype.reduce):
                 if cell is None:
                     row.append("(fixed)" if i == 0 else "")
                 else:
-                    row.append(", ".join(f"{op} ← {geno.state_name(j)}" for op, j in cell[2 * i: 2 * i + 2]))
+                    row.append(", ".join(f"{op}<-{j}" for op, j in cell[2 * i: 2 * i + 2]))
             rows.append(row)
         return header, rows
+
+    def notation(self) -> Optional[str]:
+        return ("op<-input: inputs 0, 1 are the cell inputs c_{k-2}, c_{k-1}; 2.. the nodes "
+                "(drawn 0.. in the cell plots)")
 
     def dot(self, genotype: Any) -> dict[str, str]:
         from nasbench.spaces.darts.graph import genotype_dots

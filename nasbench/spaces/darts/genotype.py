@@ -127,7 +127,7 @@ def _check_pair(pair: Any, where: str, node: int, primitives: Sequence[str]) -> 
         raise GenotypeError(f"{where}: unknown op {op!r}; valid ops: {valid}")
     if not 0 <= idx <= node + 1:
         choices = ", ".join(f"{j} ({state_name(j)})" for j in range(node + 2))
-        raise GenotypeError(f"{where}: input {idx} is out of range; node {node} may take inputs {choices}")
+        raise GenotypeError(f"{where}: input {idx} is out of range; node {node + 2} may take inputs {choices}")
 
 
 def check_cell(pairs: Any, cell: str, primitives: Sequence[str], steps: int) -> None:
@@ -138,9 +138,9 @@ def check_cell(pairs: Any, cell: str, primitives: Sequence[str], steps: int) -> 
     if len(pairs) != 2 * steps:
         raise GenotypeError(f"{cell} cell: has {len(pairs)} (op, input) pairs; expected {2 * steps} "
                             f"(two per intermediate node, {steps} nodes)")
-    for k, pair in enumerate(pairs):
+    for k, pair in enumerate(pairs):  # nodes by their input index (2..), as the pairs name them
         node = k // 2
-        _check_pair(pair, f"{cell} cell, node {node} (pair {k})", node, primitives)
+        _check_pair(pair, f"{cell} cell, node {node + 2} (pair {k})", node, primitives)
 
 
 def check_concat(concat: Any, name: str, steps: int) -> None:

@@ -201,10 +201,14 @@ class NasBench201Space(SearchSpace):
         return geno.format_text(genotype)
 
     def describe(self, genotype: Any) -> tuple[list[str], list[list[str]]]:
-        rows = [[str(i), ", ".join(f"{op} ← {geno.state_name(j)}" for op, j in node)]
+        # the benchmark's own notation, as in its architecture string (the log): op~input
+        rows = [[str(i), ", ".join(f"{op}~{j}" for op, j in node)]
                 for i, node in enumerate(genotype.nodes, start=1)]
         rows[-1][0] += " (out)"
         return ["node", "cell"], rows
+
+    def notation(self) -> Optional[str]:
+        return "op~input: input 0 is the cell input, 1.. the nodes (the benchmark's architecture string)"
 
     def dot(self, genotype: Any) -> dict[str, str]:
         from nasbench.spaces.nas_bench_201.graph import genotype_dots
