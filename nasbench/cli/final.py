@@ -129,11 +129,12 @@ def export(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default RUN_DIR/model.FORMAT).")] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="last, or best.")] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --output file.")] = False,
 ) -> None:
     """Export the trained model (eval mode, no auxiliary head) and check its outputs against PyTorch."""
     from nasbench.final.evaluate import export_run
 
-    report = export_run(run_dir, fmt, output, which=checkpoint)
+    report = export_run(run_dir, fmt, output, which=checkpoint, force=force)
     if as_json:
         print(json.dumps(report))
     else:

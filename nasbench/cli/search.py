@@ -133,13 +133,21 @@ def derive(
                                                                             "(default RUN_DIR/best.json).")] = None,
     epoch: Annotated[Optional[int], typer.Option("--epoch", help="Derive from this epoch's architecture "
                                                                  "(0-based; default the last).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing -o file.")] = False,
 ) -> None:
-    """Derive the genotype from a run's architecture parameters by its algorithm's rule."""
+    """Derive the genotype from a run's architecture parameters by its algorithm's rule.
+
+    The last epoch's genotype goes to RUN_DIR/best.json; with --epoch, to RUN_DIR/genotypes/derived_epoch_NNN.json
+    (never over the run's result); -o names another file (an existing one only with --force)."""
+    from nasbench.engine.rundir import RunDir, check_new_file
     from nasbench.search.derive import derive_run
     from nasbench.spaces.genotypes import save_genotype
 
+    if output is not None:
+        check_new_file(output, force, "-o/--output")
     genotype, used_epoch = derive_run(run_dir, epoch)
-    target = output or (Path(run_dir) / "best.json")
+    run = RunDir(run_dir)
+    target = output or (run.derived_path(used_epoch) if epoch is not None else run.best_path)
     save_genotype(genotype, target)
     out.print(cells_table(genotype, f"{genotype.meta.get('algo', '')} genotype, epoch {used_epoch}"))
     out.print(str(target), highlight=False, soft_wrap=True)
