@@ -120,7 +120,9 @@ def never_started_search(out: Path, *overrides: str) -> None:
 def test_a_start_that_failed_before_its_first_checkpoint_starts_again_in_the_same_directory(tmp_path):
     out = tmp_path / "r"
     never_started_search(out, "data.subset=5000")
-    # --resume with the fix is refused, and says how to start it again
+    # --resume repeats the error, and --resume with the fix is refused: both say how to start it again
+    assert_one_error(nas("search", "--resume", out), "data.subset=5000 must be", "never reached its first checkpoint",
+                     f"--out {out}")
     assert_one_error(nas("search", "--resume", out, "--subset", "16"), "never reached its first checkpoint",
                      f"--out {out}")
     proc = nas("search", "--out", out, *TINY, "epochs=1", "--subset", "16")

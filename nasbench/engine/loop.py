@@ -210,6 +210,19 @@ def check_run_place(d: distributed.Dist, resume: Optional[Path], out: Optional[s
         RunDir.check_new(out)
 
 
+@contextlib.contextmanager
+def restart_hint(resume: Optional[Path]) -> Iterator[None]:
+    """A user error while a resume checks its stored config's data names the way out when the run never
+    reached its first checkpoint: a new start with corrected flags into the same directory."""
+    try:
+        yield
+    except NasError as exc:
+        if resume is None or not RunDir(resume).never_started():
+            raise
+        raise type(exc)(f"{exc}; {resume} never reached its first checkpoint: start it again with --out "
+                        f"{resume} and corrected flags instead of --resume") from exc
+
+
 def run_directory(d: distributed.Dist, *, resume: Optional[Path], new_path: Callable[[], Any],
                   config_yaml: Callable[[], str], prepare: Optional[Callable[[RunDir], None]] = None,
                   check_writable: bool = False) -> RunDir:

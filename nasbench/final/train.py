@@ -34,7 +34,7 @@ from nasbench import data as data_mod
 from nasbench.config import data_options, to_yaml
 from nasbench.engine import distributed
 from nasbench.engine.device import amp_dtype, memory_format, resolve_device
-from nasbench.engine.loop import RunEngine, check_run_place, run_directory
+from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
 from nasbench.errors import NasError, RunDirError
@@ -379,8 +379,9 @@ def train_final(cfg: DictConfig, *, resume: Optional[Path] = None, console: Opti
     check_run_place(d, resume, cfg.out)
     if resume is None:
         genotype = load_final_genotype(str(cfg.genotype), cfg.space)
-    data = load_final_data(cfg)
-    check_final_data(cfg, data)
+    with restart_hint(resume):
+        data = load_final_data(cfg)
+        check_final_data(cfg, data)
 
     def prepare(run: RunDir) -> None:  # on rank 0, in the new run directory
         for sub in ("genotypes", "arch"):  # search-run folders RunDir.create makes; unused here

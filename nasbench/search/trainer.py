@@ -24,7 +24,7 @@ from torch import nn
 from nasbench import data as data_mod
 from nasbench.engine import distributed
 from nasbench.engine.device import deterministic_mode, memory_format, resolve_device
-from nasbench.engine.loop import RunEngine, check_run_place, run_directory
+from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
 from nasbench.search.data import ArchStream, SearchData, load_search_data
@@ -432,8 +432,9 @@ def search(cfg: DictConfig, *, resume: Optional[Path] = None, console: Optional[
     # everything that can be checked is checked before anything is written: the place (a run another process
     # holds, a file, a run that got somewhere), then the data and the batch it must hold
     check_run_place(d, resume, cfg.out)
-    data = load_search_data(cfg)
-    check_search_data(cfg, data, d.world)
+    with restart_hint(resume):
+        data = load_search_data(cfg)
+        check_search_data(cfg, data, d.world)
     # a resume: every rank reads the stored config and checkpoint; else rank 0 names the directory (its
     # default name has a timestamp), creates it with config.yaml and tells the others
     run = run_directory(d, resume=resume, new_path=lambda: cfg.out or default_run_dir(cfg),
