@@ -137,8 +137,8 @@ def derive(
 ) -> None:
     """Derive the genotype from a run's architecture parameters by its algorithm's rule.
 
-    The last epoch's genotype goes to RUN_DIR/best.json; with --epoch, to RUN_DIR/genotypes/derived_epoch_NNN.json
-    (never over the run's result); -o names another file (an existing one only with --force)."""
+    Writes RUN_DIR/best.json; with --epoch N, RUN_DIR/genotypes/derived_epoch_NNN.json; -o: a new file unless --force.
+    """
     from nasbench.engine.rundir import RunDir, check_new_file
     from nasbench.search.derive import derive_run
     from nasbench.spaces.genotypes import save_genotype
