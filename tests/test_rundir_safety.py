@@ -180,11 +180,23 @@ def test_a_sized_down_sgas_run_finishes_and_prints_its_batch_plan(tmp_path):
                "--dataset", "synthetic", "--channels", "4", "--layers", "3", "data.image_size=8", "plots=false",
                "--device", "cpu", "--no-progress", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "sgas batch size by epoch: 1-3: 8, 4: 9, 5: 10, 6: 11, 7: 12, 8: 13, 9: 14, 10: 15" in \
-        proc.stderr.replace("\n", "")
+    assert ("sgas batch size by epoch: 1-3: 8, 4: 9, 5: 10, 6: 11, 7: 12, 8: 13, 9: 14, 10: 15"
+            in " ".join(proc.stderr.split()))
     sizes = [json.loads(line)["batch_size"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sizes == [8, 8, 8, 9, 10, 11, 12, 13, 14, 15]
     assert json.loads((out / "best.json").read_text())["complete"] is True
+
+
+def test_an_explicit_sgas_growth_stops_at_what_the_data_holds(tmp_path):
+    """`sgas.batch_increase=8` from a batch of 8 on 32 + 32 images: 8, 16, 24, 32, then 40 failed on main (and
+    the run could never be resumed); the batch now stays at 32 and the run finishes."""
+    out = tmp_path / "r"
+    proc = nas("search", "--algo", "sgas", "--out", out, *TINY, "epochs=8", "data.num_train=64",
+               "sgas.batch_increase=8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(held at 32: the images of the smaller half of the search split)" in " ".join(proc.stderr.split())
+    sizes = [json.loads(line)["batch_size"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sizes == [8, 16, 24, 32, 32, 32, 32, 32]
 
 
 # ---------------------------------------------------------------------------------------------- derive / export
