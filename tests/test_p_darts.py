@@ -265,6 +265,13 @@ def test_search_and_derive_end_to_end(tmp_path, nas_cmd):
     assert family == sorted(f"pdarts_max_skip_{c}.json" for c in range(9))
     two = json.loads((out / "genotypes" / "pdarts_max_skip_2.json").read_text())
     assert two["normal"] == best["normal"]
+    r = subprocess.run([*nas_cmd, "derive", str(out), "--max-skip", "0"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout
+    zero = json.loads((out / "genotypes" / "derived_epoch_002_max_skip_0.json").read_text())
+    assert zero["normal"] == json.loads((out / "genotypes" / "pdarts_max_skip_0.json").read_text())["normal"]
+    assert all(op != "skip_connect" for op, _ in zero["normal"]) and zero["max_skip"] == 0
+    assert json.loads((out / "best.json").read_text()) == best  # the run's result stays
 
 
 def test_resume_mid_stage_gives_the_same_search(tmp_path, monkeypatch):

@@ -230,8 +230,16 @@ class Strategy:
         """Whether stage-local ``epoch`` updates the architecture."""
         return True
 
+    max_batch: Optional[int] = None
+    """The largest global batch the data holds (set by the trainer from the search split): a batch that
+    grows (SGAS) stops there."""
+
     def batch_size(self, epoch: int) -> int:
         return int(self.cfg.batch_size)
+
+    def limit_batch(self, n: int) -> None:
+        """The data holds global batches of at most ``n`` images (see ``max_batch``)."""
+        self.max_batch = int(n)
 
     # ----------------------------------------------------------------- schedule hooks
     def on_epoch_start(self, epoch: int, net: nn.Module) -> None:

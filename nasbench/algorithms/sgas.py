@@ -14,7 +14,10 @@ type is decided greedily. With p = softmax(α) of each edge over all ops:
 normalises to zeros), as the official code (lightaime/sgas ``cnn/train_search.py``) does; only undecided
 edges compete. The winner gets its strongest non-'none' op and its α row is frozen; a node with two
 decided edges has its other edges pruned (frozen, computing nothing). Decided edges compute only their
-op, so steps get cheaper, and the batch size grows by ``batch_increase`` after every decision epoch.
+op, so steps get cheaper, and the batch size grows after every decision epoch: by ``batch_increase``, or
+(the default, ``None``) by the official 8 images per 64 of batch, in proportion to the batch the run starts
+with (``round(8 · batch_size / 64)``, at least 1: 8 for the paper's 64, 1 for a batch of 8). A grown batch
+stops at what the data holds (the smaller half of the search split), so a run sized down still finishes.
 
 Schedule: the paper's 50 epochs are warm-up 9 + decision_freq 5 × (8 − 1) + post_train 5 + 1, so the
 last of the 8 decisions is at epoch 44. With ``scale_schedules`` (default) warm-up, decision frequency and
@@ -89,13 +92,15 @@ class Sgas(Strategy):
         decision_freq: int = 5  # epochs between decisions (scaled, at least 1)
         post_train: int = 5  # weight-only epochs after the last decision (scaled; shrinks first)
         history_size: int = 4  # epochs of q kept for Criterion 2
-        batch_increase: int = 8  # batch size grows by this after every decision epoch (0: off)
+        # the batch grows by this after every decision epoch (0: off; None: 8 per 64 of batch_size, ≥ 1)
+        batch_increase: Optional[int] = None
         unrolled: bool = False  # second order (the official --unrolled): through one virtual weight step
         hvp_r: float = 0.01  # ε = hvp_r / ‖∇_w' L_val‖ of the finite-difference Hessian-vector product
 
     paper_defaults = {"epochs": 50}
     quick_defaults = {"epochs": 10}
     paper_epochs = 50
+    official_batch, official_increase = 64, 8  # the official code grows its batch of 64 by 8 per decision
 
     def __init__(self, cfg: DictConfig, space: Any = None):
         super().__init__(cfg, space)
@@ -116,7 +121,7 @@ class Sgas(Strategy):
                               "post_train ≥ 0")
         if registry.get("space", cfg.model.space).zero_op is None:
             raise ConfigError(f"sgas ranks edges by their weight off the zero op; the {cfg.model.space} space has none")
-        if s.batch_increase < 0:
+        if s.batch_increase is not None and s.batch_increase < 0:
             raise ConfigError(f"sgas.batch_increase must be ≥ 0, got {s.batch_increase}")
         n = _decisions(cfg)
         w, f = _schedule(cfg, n)
@@ -137,9 +142,21 @@ class Sgas(Strategy):
         w, f = self.schedule()
         return epoch >= w and (epoch - w) % f == 0
 
+    def batch_increase(self) -> int:
+        """Images added to the batch after each decision: ``sgas.batch_increase``, or by default the official
+        8 per 64 scaled to this run's batch size (rounded half up, at least 1)."""
+        inc = self.section.get("batch_increase")
+        if inc is not None:
+            return int(inc)
+        return max(1, int(self.official_increase * int(self.cfg.batch_size) / self.official_batch + 0.5))
+
     def batch_size(self, epoch: int) -> int:
         done = sum(1 for d in self.decision_epochs() if d < epoch)
-        return int(self.cfg.batch_size) + int(self.section.batch_increase) * done
+        base = int(self.cfg.batch_size)
+        grown = base + self.batch_increase() * done
+        if self.max_batch is not None:
+            grown = min(grown, max(base, self.max_batch))
+        return grown
 
     def updates_arch(self, epoch: int) -> bool:
         # after the last decision no α row can move any more: skip the architecture steps

@@ -216,7 +216,9 @@ def resume_config(run_dir: Path, overrides: list[str], flags: dict[str, Any], *,
     if differing:
         detail = ", ".join(f"{k} (stored {OmegaConf.select(stored, k, default='?')!r}, given {asked[k]!r})"
                            for k in differing)
-        raise NasError(f"--resume continues with the run's stored config; these flags differ from it: {detail}")
+        fresh = (f"; it never reached its first checkpoint, so start it again with --out {run_dir} instead of "
+                 "--resume" if run.never_started() else "")
+        raise NasError(f"--resume continues with the run's stored config; these flags differ from it: {detail}{fresh}")
     stored.out = str(run_dir)
     return stored
 

@@ -165,6 +165,7 @@ def export(
     output_alias: OutputAlias = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="last, or best.")] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing -o/--out file.")] = False,
 ) -> None:
     """Export the trained model (eval mode, no auxiliary head) and check its outputs against PyTorch."""
     from nasbench.engine.runkind import FINAL, expect_run_kind
@@ -172,7 +173,7 @@ def export(
 
     expect_run_kind(run_dir, FINAL, "nas export")
     output = one_output(output, output_alias)
-    report = export_run(run_dir, fmt, output, which=checkpoint)
+    report = export_run(run_dir, fmt, output, which=checkpoint, force=force)
     if as_json:
         print(json.dumps(report))
     else:

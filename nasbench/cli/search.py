@@ -138,16 +138,31 @@ def derive(
     output_alias: OutputAlias = None,
     epoch: Annotated[Optional[int], typer.Option("--epoch", help="Derive from this epoch's architecture "
                                                                  "(0-based; default the last).")] = None,
+    which: Annotated[str, typer.Option("--which", help="last (the last epoch), or best: the epoch whose "
+                                       "architecture steps were most accurate (as the official GDAS script "
+                                       "keeps).")] = "last",
+    max_skip: Annotated[Optional[int], typer.Option("--max-skip", help="P-DARTS: the final genotype with at "
+                                                    "most N skip_connects in the normal cell.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing -o file.")] = False,
 ) -> None:
-    """Derive the genotype from a run's architecture parameters by its algorithm's rule."""
+    """Derive the genotype from a run's architecture parameters by its algorithm's rule.
+
+    Writes RUN_DIR/best.json; with --epoch N, --which best or --max-skip N, RUN_DIR/genotypes/derived_epoch_NNN
+    [_max_skip_N].json; -o: a new file unless --force.
+    """
+    from nasbench.engine.rundir import RunDir, check_new_file
     from nasbench.engine.runkind import SEARCH, expect_run_kind
     from nasbench.search.derive import derive_run
     from nasbench.spaces.genotypes import save_genotype
 
     expect_run_kind(run_dir, SEARCH, "nas derive")
     output = one_output(output, output_alias)
-    genotype, used_epoch = derive_run(run_dir, epoch)
-    target = output or (Path(run_dir) / "best.json")
+    if output is not None:
+        check_new_file(output, force, "-o/--out")
+    genotype, used_epoch = derive_run(run_dir, epoch, max_skip=max_skip, which=which)
+    run = RunDir(run_dir)
+    own_result = epoch is None and which == "last" and max_skip is None
+    target = output or (run.best_path if own_result else run.derived_path(used_epoch, max_skip))
     save_genotype(genotype, target)
     out.print(cells_table(genotype, f"{genotype.meta.get('algo', '')} genotype, epoch {used_epoch}"))
     out.print(str(target), highlight=False, soft_wrap=True)

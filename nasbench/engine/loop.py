@@ -265,22 +265,60 @@ def _command_line() -> list[str]:
     return ["nas", *sys.argv[1:]] if sys.argv and sys.argv[0] else []
 
 
+def check_run_place(d: distributed.Dist, resume: Optional[Path], out: Optional[str]) -> None:
+    """Before the data is loaded and anything is written (rank 0): the run a resume continues exists and no
+    other process holds it; a new run's ``out`` is free, or a run that never started (see RunDir.check_new)."""
+    if not d.is_main:
+        return
+    if resume is not None:
+        RunDir.open(resume).check_unlocked()
+    elif out:
+        RunDir.check_new(out)
+
+
+@contextlib.contextmanager
+def restart_hint(resume: Optional[Path]) -> Iterator[None]:
+    """A user error while a resume checks its stored config's data names the way out when the run never
+    reached its first checkpoint: a new start with corrected flags into the same directory."""
+    try:
+        yield
+    except NasError as exc:
+        if resume is None or not RunDir(resume).never_started():
+            raise
+        raise type(exc)(f"{exc}; {resume} never reached its first checkpoint: start it again with --out "
+                        f"{resume} and corrected flags instead of --resume") from exc
+
+
 def run_directory(d: distributed.Dist, *, resume: Optional[Path], new_path: Callable[[], Any],
                   config_yaml: Callable[[], str], prepare: Optional[Callable[[RunDir], None]] = None,
                   check_writable: bool = False) -> RunDir:
-    """The run directory of a run: the one ``resume`` names, opened by every rank (and with
-    ``check_writable`` checked by rank 0), or a new one at ``new_path()``, which rank 0 creates with
-    config.yaml (``config_yaml()``) and whatever ``prepare(run)`` adds, and tells the other ranks of; they
-    never touch it (on other machines it need not exist)."""
+    """The run directory of a run: the one ``resume`` names, opened by every rank (and locked, and with
+    ``check_writable`` checked, by rank 0), or a new one at ``new_path()``, which rank 0 creates and locks,
+    with config.yaml (``config_yaml()``) and whatever ``prepare(run)`` adds, and tells the other ranks of;
+    they never touch it (on other machines it need not exist). Rank 0's run holds the lock (RunDir.lock)
+    until the caller unlocks it or the process ends: a second process that would write the directory is
+    refused."""
     if resume is not None:
         run = RunDir.open(resume)
-        if check_writable and d.is_main:
-            run.check_writable()
+        if d.is_main:
+            run.lock()
+            if check_writable:
+                try:
+                    run.check_writable()
+                except BaseException:
+                    run.unlock()
+                    raise
         return run
     path = str(new_path())
     if d.is_main:
-        run = RunDir.create(path)
-        atomic_write_text(run.config_path, config_yaml())
-        if prepare is not None:
-            prepare(run)
+        run = RunDir.create(path)  # (a directory that never started is reused: its config is overwritten)
+        try:
+            atomic_write_text(run.config_path, config_yaml())
+            if prepare is not None:
+                prepare(run)
+        except BaseException:
+            run.unlock()
+            raise
+        d.broadcast_object(path)
+        return run
     return RunDir(d.broadcast_object(path))

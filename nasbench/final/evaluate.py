@@ -15,7 +15,7 @@ from nasbench import data as data_mod
 from nasbench.config import data_options
 from nasbench.engine.device import autocast, memory_format, resolve_device
 from nasbench.engine.meters import Meter
-from nasbench.engine.rundir import RunDir, torch_load
+from nasbench.engine.rundir import RunDir, check_new_file, make_parent, torch_load
 from nasbench.errors import NasError, RunDirError
 from nasbench.final.train import BEST_FILE, GENOTYPE_FILE, build_model, input_size, test_indices
 from nasbench.spaces.genotypes import load_genotype
@@ -179,10 +179,13 @@ class LogitsOnly(nn.Module):
 
 
 def export_run(run_dir: str | Path, fmt: str = "pt2", output: Optional[str | Path] = None, *,
-               which: str = "last", batch: int = 4, atol: float = 1e-4) -> dict[str, Any]:
-    """Export the trained model (eval mode, no auxiliary head, no drop-path) and check it on a batch."""
+               which: str = "last", batch: int = 4, atol: float = 1e-4, force: bool = False) -> dict[str, Any]:
+    """Export the trained model (eval mode, no auxiliary head, no drop-path) and check it on a batch. An
+    ``output`` that exists is overwritten only with ``force`` (the run's own RUN_DIR/model.FORMAT always)."""
     if fmt not in ("pt2", "onnx"):
         raise NasError(f"--format must be pt2 or onnx, got {fmt!r}")
+    if output:
+        check_new_file(output, force, "-o/--out")
     if fmt == "onnx":
         missing = [m for m in ("onnx", "onnxscript") if not _importable(m)]
         if missing:
@@ -196,7 +199,7 @@ def export_run(run_dir: str | Path, fmt: str = "pt2", output: Optional[str | Pat
     with torch.no_grad():
         expected = model(x)
     target = Path(output) if output else run.path / f"model.{fmt}"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(target)
     batch_dim = torch.export.Dim("batch", min=1, max=4096)
     dynamic = True
     try:

@@ -34,7 +34,7 @@ from nasbench import data as data_mod
 from nasbench.config import data_options, to_yaml
 from nasbench.engine import distributed
 from nasbench.engine.device import amp_dtype, memory_format, resolve_device
-from nasbench.engine.loop import RunEngine, run_directory
+from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
 from nasbench.errors import NasError, RunDirError
@@ -210,9 +210,11 @@ class FinalTrainer(RunEngine):
                                rank=self.dist.rank, world=w)
         return sum_meter(meter, self.dist)
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, data: Optional[FinalData] = None) -> dict[str, Any]:
+        """Train on ``data`` (checked and loaded before the run directory was made; loaded from the config
+        when not given)."""
         cfg = self.cfg
-        self.data = load_final_data(cfg)
+        self.data = data if data is not None else load_final_data(cfg)
         self.best_val_acc, self.best_epoch = -1.0, -1
         self.start_clock()
         seed_everything(cfg.seed)
@@ -357,6 +359,15 @@ def check_distributed(cfg: DictConfig, world: int) -> None:
     distributed.split_batch(int(cfg.batch_size), world)
 
 
+def check_final_data(cfg: DictConfig, data: FinalData) -> None:
+    """The batch fits the training images: checked before the run directory is made."""
+    n = len(data.train_idx)
+    if int(cfg.batch_size) > n:
+        held = f" ({len(data.val_idx)} held out by data.val_split)" if data.val_idx else ""
+        raise NasError(f"batch size {cfg.batch_size} is larger than the {n} training images{held}; lower "
+                       "--batch-size or use more data (--subset)")
+
+
 def has_unused_parameters(genotype: Any) -> bool:
     """Whether the network of ``genotype`` has parameters a forward leaves without gradient (DDP must be told)."""
     return space_of(genotype).unused_parameters(genotype)
@@ -373,8 +384,13 @@ def train_final(cfg: DictConfig, *, resume: Optional[Path] = None, console: Opti
     """Train (or resume) the evaluation network of ``cfg``; returns the run directory and result.json's content."""
     d = distributed.context(resolve_device(cfg.device).type)
     check_distributed(cfg, d.world)
+    # checked before anything is written: the place, the genotype, the data and the batch it must hold
+    check_run_place(d, resume, cfg.out)
     if resume is None:
         genotype = load_final_genotype(str(cfg.genotype), cfg.space)
+    with restart_hint(resume):
+        data = load_final_data(cfg)
+        check_final_data(cfg, data)
 
     def prepare(run: RunDir) -> None:  # on rank 0, in the new run directory
         for sub in ("genotypes", "arch"):  # search-run folders RunDir.create makes; unused here
@@ -386,7 +402,12 @@ def train_final(cfg: DictConfig, *, resume: Optional[Path] = None, console: Opti
     # directory and tells the others, which never touch it
     run = run_directory(d, resume=resume, new_path=lambda: cfg.out or default_run_dir(cfg),
                         config_yaml=lambda: to_yaml(cfg), prepare=prepare)
-    if resume is not None:
-        genotype = load_genotype(run.path / GENOTYPE_FILE)
-    trainer = FinalTrainer(cfg, run, genotype, console=console, show_progress=show_progress)
-    return run, trainer.fit()
+    try:
+        if resume is not None:
+            genotype = load_genotype(run.path / GENOTYPE_FILE)
+        trainer = FinalTrainer(cfg, run, genotype, console=console, show_progress=show_progress)
+        if run.reused:
+            trainer.console.print(f"starting again in {run.path}: its last start failed before its first checkpoint")
+        return run, trainer.fit(data)
+    finally:
+        run.unlock()

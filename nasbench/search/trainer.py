@@ -24,7 +24,7 @@ from torch import nn
 from nasbench import data as data_mod
 from nasbench.engine import distributed
 from nasbench.engine.device import deterministic_mode, memory_format, resolve_device
-from nasbench.engine.loop import RunEngine, run_directory
+from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
 from nasbench.search.data import ArchStream, SearchData, load_search_data
@@ -57,6 +57,45 @@ def check_batch_split(strategy: Strategy, world: int) -> None:
         if b % world:
             raise ConfigError(f"{strategy.name} grows the batch to {b} at epoch {epoch}, which does not split "
                               f"over {world} processes; make the batch size and its growth multiples of {world}")
+
+
+def batch_capacity(data: SearchData, world: int) -> int:
+    """The largest global batch both halves of the search split hold (a multiple of ``world``)."""
+    n = min(len(data.weight_idx), len(data.arch_idx))
+    return n - n % world
+
+
+def check_search_data(cfg: DictConfig, data: SearchData, world: int) -> None:
+    """The batch fits both halves of the search split (a batch that grows stops at what they hold): checked
+    before the run directory is made."""
+    b = int(cfg.batch_size)
+    for what, idx in (("weight", data.weight_idx), ("architecture", data.arch_idx)):
+        if b > len(idx):
+            raise ConfigError(
+                f"batch size {b} is larger than the {len(idx)} images of the {what} half of the search split "
+                f"({len(data.weight_idx) + len(data.arch_idx)} images, data.train_portion="
+                f"{cfg.data.train_portion}); lower --batch-size or use more data (--subset, data.train_portion)")
+
+
+def batch_plan(strategy: Strategy) -> Optional[str]:
+    """The planned batch size per epoch (counted from 1, as the log does) when it changes during the run's
+    first stage, else None; says where the data held a growing batch back."""
+    epochs = range(strategy.stage_epochs())
+    sizes = [strategy.batch_size(e) for e in epochs]
+    if len(set(sizes)) < 2:
+        return None
+    cap, strategy.max_batch = strategy.max_batch, None
+    uncapped = [strategy.batch_size(e) for e in epochs]
+    strategy.max_batch = cap
+    parts, start = [], 0
+    for e in range(1, len(sizes) + 1):
+        if e == len(sizes) or sizes[e] != sizes[start]:
+            parts.append(f"{start + 1 if e == start + 1 else f'{start + 1}-{e}'}: {sizes[start]}")
+            start = e
+    line = f"{strategy.name} batch size by epoch: " + ", ".join(parts)
+    if uncapped != sizes:
+        line += f" (held at {cap}: the images of the smaller half of the search split)"
+    return line
 
 
 def check_distributed(cfg: DictConfig, world: int) -> None:
@@ -217,9 +256,12 @@ class SearchTrainer(RunEngine):
         self.data = data if data is not None else load_search_data(self.cfg)
         self._build_stage(fresh_arch=True)
 
-    def fit(self) -> Any:
+    def fit(self, data: Optional[SearchData] = None) -> Any:
+        """Run the search on ``data`` (checked and loaded before the run directory was made; loaded from the
+        config when not given)."""
         cfg = self.cfg
-        self.data = load_search_data(cfg)
+        self.data = data if data is not None else load_search_data(cfg)
+        self.strategy.limit_batch(batch_capacity(self.data, self.dist.world))
         pin = self.device.type == "cuda"
         self.arch_stream = ArchStream(self.data.dataset, self.data.arch_idx, cfg.seed, cfg.data.workers, pin,
                                       rank=self.dist.rank, world=self.dist.world)
@@ -236,6 +278,9 @@ class SearchTrainer(RunEngine):
             seed_rank(cfg.seed, self.dist)
         self.recorder.rewind(self.global_epoch)  # records of epochs after the checkpoint are written again
         self._announce()
+        plan = batch_plan(self.strategy)
+        if plan:
+            self.console.print(plan, highlight=False)
         from nasbench.report import reporters as reporting
 
         self.reporters = reporting.make_reporters(cfg, self.run, self.console) if self.dist.is_main else []
@@ -396,12 +441,23 @@ def search(cfg: DictConfig, *, resume: Optional[Path] = None, console: Optional[
     """Run (or resume) a search; returns the run directory and the final genotype."""
     d = distributed.context(resolve_device(cfg.device).type)
     check_distributed(cfg, d.world)
+    # everything that can be checked is checked before anything is written: the place (a run another process
+    # holds, a file, a run that got somewhere), then the data and the batch it must hold
+    check_run_place(d, resume, cfg.out)
+    with restart_hint(resume):
+        data = load_search_data(cfg)
+        check_search_data(cfg, data, d.world)
     # a resume: every rank reads the stored config and checkpoint; else rank 0 names the directory (its
     # default name has a timestamp), creates it with config.yaml and tells the others
     run = run_directory(d, resume=resume, new_path=lambda: cfg.out or default_run_dir(cfg),
                         config_yaml=lambda: to_yaml(cfg), check_writable=True)
-    trainer = SearchTrainer(cfg, run, console=console, show_progress=show_progress)
-    genotype = trainer.fit()
+    try:
+        trainer = SearchTrainer(cfg, run, console=console, show_progress=show_progress)
+        if run.reused:
+            trainer.console.print(f"starting again in {run.path}: its last start failed before its first checkpoint")
+        genotype = trainer.fit(data)
+    finally:
+        run.unlock()
     return run, genotype
 
 
