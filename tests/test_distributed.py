@@ -8,6 +8,7 @@ global batch's mean loss.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -158,6 +159,29 @@ def kill_at_first_checkpoint(cmd: list[str], out: Path) -> None:
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+        # torchrun starts its workers in sessions of their own: they outlive the launcher and would go on
+        # training into ``out`` (the run's lock refuses a resume while rank 0 lives): kill them too
+        for pid in _pids_running_in(out):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 30
+        while _pids_running_in(out) and time.time() < deadline:
+            time.sleep(0.05)
+
+
+def _pids_running_in(out: Path) -> list[int]:
+    """The processes whose command line names ``out`` (Linux /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmdline = (d / "cmdline").read_bytes().split(b"\0")
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if str(out).encode() in cmdline and ") Z " not in stat:  # zombies hold no lock
+                pids.append(int(d.name))
+    return pids
 
 
 def test_resume_a_two_process_run_with_one_process(tmp_path, nas_cmd):

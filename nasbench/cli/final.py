@@ -95,13 +95,13 @@ def train_final(
 
     try:
         run, result = final.train_final(cfg, resume=resume, console=err, show_progress=not no_progress)
-        if not distributed.context().is_main:
-            return
-        if as_json:
-            print(json.dumps(result))
-        else:
-            err.print(f"test accuracy (last epoch): [bold]{result['test_acc']:.2f}%[/]")
-            out.print(str(run.path / final.RESULT_FILE), highlight=False, soft_wrap=True)
+        if distributed.context().is_main:
+            if as_json:
+                print(json.dumps(result))
+            else:
+                err.print(f"test accuracy (last epoch): [bold]{result['test_acc']:.2f}%[/]")
+                out.print(str(run.path / final.RESULT_FILE), highlight=False, soft_wrap=True)
+        distributed.shutdown(wait=True)  # every rank finished: leave together
     finally:
         distributed.shutdown()
 

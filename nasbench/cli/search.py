@@ -124,6 +124,7 @@ def search(
         if distributed.context().is_main:
             err.print(cells_table(genotype, f"derived genotype ({cfg.algo})"))
             out.print(str(run.best_path), highlight=False, soft_wrap=True)
+        distributed.shutdown(wait=True)  # every rank finished: leave together
     finally:
         distributed.shutdown()
 

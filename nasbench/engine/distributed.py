@@ -192,8 +192,13 @@ class Dist:
                         f"the {what} {n} of rank {r} differs from rank 0's (sum {sr!r} vs {s0!r}): the processes "
                         "no longer run the same search; stopping")
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Leave the process group; ``wait`` (a run that ended normally): first wait for every rank, so
+        that no rank tears gloo down while another still talks to it (seen: a rank aborting with
+        "terminate called without an active exception" when rank 0 was still writing results)."""
         if self.enabled and dist.is_initialized():
+            if wait:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -224,10 +229,11 @@ def context(device_type: str = "cpu") -> Dist:
     return _CONTEXT
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group (see :meth:`Dist.close`); nothing in one process or when already left."""
     global _CONTEXT
     if _CONTEXT is not None:
-        _CONTEXT.close()
+        _CONTEXT.close(wait)
     _CONTEXT = None
 
 
