@@ -101,6 +101,7 @@ class SearchConfig:
     scale_schedules: bool = True  # scale epoch-counted schedules with epochs / the paper's epochs
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: epoch ends only)
     memory_format: str = "auto"  # auto: channels_last on CPU where safe and faster, NCHW on CUDA
+    threads: Optional[int] = None  # CPU threads of the run, shared over its processes (null: $OMP_NUM_THREADS or torch's)
     supernet: str = "fast"  # fast, or reference: the per-edge NCHW execution (same numbers, slower)
     step_order: str = "auto"  # auto (the algorithm's own on its space), arch_first or weights_first
     memory_efficient: bool = False  # recompute each cell's activations in the backward pass (less memory)
@@ -284,6 +285,13 @@ def resolve_search_config(
     return cfg
 
 
+def check_threads(threads: Any) -> Optional[int]:
+    """``threads`` if it is a thread count (or None: torch's own choice); a ConfigError otherwise."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a whole number of at least 1, got {threads!r}")
+    return threads
+
+
 def check_search_config(cfg: DictConfig) -> None:
     """Sizes that cannot work, caught before anything is built."""
     if cfg.epochs < 1:
@@ -305,6 +313,7 @@ def check_search_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.train_portion must lie strictly between 0 and 1, got {cfg.data.train_portion}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
+    check_threads(cfg.get("threads"))
     if cfg.step_order not in ("auto", "arch_first", "weights_first"):
         raise ConfigError(f"step_order must be auto, arch_first or weights_first, got {cfg.step_order!r}")
     if cfg.supernet not in ("fast", "reference"):
@@ -384,6 +393,7 @@ class FinalConfig:
     out: Optional[str] = None
     amp: str = "off"  # off, auto (bf16 where supported, else fp16), bf16, fp16
     memory_format: str = "auto"  # auto (channels_last on CPU), channels_last, contiguous
+    threads: Optional[int] = None  # CPU threads of the run, shared over its processes (null: $OMP_NUM_THREADS or torch's)
     sync_bn: bool = False  # distributed on CUDA: BatchNorm statistics over all processes (SyncBatchNorm)
     model: FinalModelConfig = field(default_factory=FinalModelConfig)
     data: FinalDataConfig = field(default_factory=FinalDataConfig)
@@ -493,6 +503,7 @@ def check_final_config(cfg: DictConfig) -> None:
         raise ConfigError(f"amp must be off, auto, bf16 or fp16, got {cfg.amp!r}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
+    check_threads(cfg.get("threads"))
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
     registry.get("dataset", cfg.data.dataset)

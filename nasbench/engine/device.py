@@ -21,6 +21,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def apply_threads(threads: Optional[int], world: int = 1) -> int:
+    """Set this process's intra-op CPU threads to its share of ``threads`` (``world`` processes share them,
+    at least one each) and return the count in use.
+
+    None keeps PyTorch's own choice: ``OMP_NUM_THREADS`` when set, else one thread per core. On a busy
+    machine that default makes OpenMP threads spin against other processes, so ``--threads`` sets it.
+    Inter-op threads are left alone: eager training does not use them, and PyTorch allows setting them only
+    before any parallel work.
+    """
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads) // max(1, world)))
+    return torch.get_num_threads()
+
+
+def threads_label(n: int) -> str:
+    """``1 thread``, ``4 threads``: the CPU threads in a run's start line."""
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
 def memory_format(name: str, device: torch.device, net: Optional[nn.Module] = None,
                   impl: Optional[str] = None) -> torch.memory_format:
     """The memory format of ``name``; ``auto`` is channels_last on CPU, where it pays (measured: about 0.6×

@@ -33,7 +33,7 @@ from torch import nn
 from nasbench import data as data_mod
 from nasbench.config import data_options, to_yaml
 from nasbench.engine import distributed
-from nasbench.engine.device import amp_dtype, memory_format, resolve_device
+from nasbench.engine.device import amp_dtype, memory_format, resolve_device, threads_label
 from nasbench.engine.loop import RunEngine, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
@@ -230,7 +230,7 @@ class FinalTrainer(RunEngine):
             f"network, {cfg.model.layers} cells, C={cfg.model.channels}, {count_params(self.net):,} parameters"
             f"{' (+ auxiliary head)' if cfg.model.auxiliary else ''}; {len(self.data.train_idx)} training images"
             f"{f', {len(self.data.val_idx)} validation' if self.data.val_idx else ''}, "
-            f"{len(self.data.test_idx)} test; device {self.device}")
+            f"{len(self.data.test_idx)} test; device {self.device}, {threads_label(self.threads)}")
         if self.dist.enabled:
             self.console.print(self.dist.describe(cfg.batch_size))
         with self.catching_sigint():
