@@ -101,7 +101,7 @@ class SearchConfig:
     scale_schedules: bool = True  # scale epoch-counted schedules with epochs / the paper's epochs
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: epoch ends only)
     memory_format: str = "auto"  # auto: channels_last on CPU where safe and faster, NCHW on CUDA
-    threads: Optional[int] = None  # CPU threads of the run, shared over its processes (null: $OMP_NUM_THREADS or torch's)
+    threads: Optional[int] = None  # CPU threads, shared over the processes (null: $OMP_NUM_THREADS or torch's)
     supernet: str = "fast"  # fast, or reference: the per-edge NCHW execution (same numbers, slower)
     step_order: str = "auto"  # auto (the algorithm's own on its space), arch_first or weights_first
     memory_efficient: bool = False  # recompute each cell's activations in the backward pass (less memory)
@@ -393,7 +393,7 @@ class FinalConfig:
     out: Optional[str] = None
     amp: str = "off"  # off, auto (bf16 where supported, else fp16), bf16, fp16
     memory_format: str = "auto"  # auto (channels_last on CPU), channels_last, contiguous
-    threads: Optional[int] = None  # CPU threads of the run, shared over its processes (null: $OMP_NUM_THREADS or torch's)
+    threads: Optional[int] = None  # CPU threads, shared over the processes (null: $OMP_NUM_THREADS or torch's)
     sync_bn: bool = False  # distributed on CUDA: BatchNorm statistics over all processes (SyncBatchNorm)
     model: FinalModelConfig = field(default_factory=FinalModelConfig)
     data: FinalDataConfig = field(default_factory=FinalDataConfig)
