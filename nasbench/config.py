@@ -103,6 +103,7 @@ class SearchConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: epoch ends only)
     report_freq: int = 50  # a log line every N steps (log.txt; the console too with --no-progress; 0: none)
     memory_format: str = "auto"  # auto: channels_last on CPU where safe and faster, NCHW on CUDA
+    threads: Optional[int] = None  # CPU threads, shared over the processes (null: $OMP_NUM_THREADS or torch's)
     supernet: str = "fast"  # fast, or reference: the per-edge NCHW execution (same numbers, slower)
     step_order: str = "auto"  # auto (the algorithm's own on its space), arch_first or weights_first
     memory_efficient: bool = False  # recompute each cell's activations in the backward pass (less memory)
@@ -305,6 +306,13 @@ def _settle_depth(cfg: DictConfig, key: str, layers: Sequence[Any]) -> DictConfi
     return _merge(cfg, {"model.layers": OmegaConf.select(cfg, key)}, key)
 
 
+def check_threads(threads: Any) -> Optional[int]:
+    """``threads`` if it is a thread count (or None: torch's own choice); a ConfigError otherwise."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a whole number of at least 1, got {threads!r}")
+    return threads
+
+
 def check_search_config(cfg: DictConfig) -> None:
     """Sizes that cannot work, caught before anything is built."""
     if cfg.epochs < 1:
@@ -328,6 +336,7 @@ def check_search_config(cfg: DictConfig) -> None:
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
     if cfg.report_freq < 0:
         raise ConfigError(f"report_freq must be 0 (no step lines) or more, got {cfg.report_freq}")
+    check_threads(cfg.get("threads"))
     if cfg.step_order not in ("auto", "arch_first", "weights_first"):
         raise ConfigError(f"step_order must be auto, arch_first or weights_first, got {cfg.step_order!r}")
     if cfg.supernet not in ("fast", "reference"):
@@ -410,6 +419,7 @@ class FinalConfig:
     report_freq: int = 50  # a log line every N steps (log.txt; the console too with --no-progress; 0: none)
     amp: str = "off"  # off, auto (bf16 where supported, else fp16), bf16, fp16
     memory_format: str = "auto"  # auto (channels_last on CPU), channels_last, contiguous
+    threads: Optional[int] = None  # CPU threads, shared over the processes (null: $OMP_NUM_THREADS or torch's)
     sync_bn: bool = False  # distributed on CUDA: BatchNorm statistics over all processes (SyncBatchNorm)
     model: FinalModelConfig = field(default_factory=FinalModelConfig)
     data: FinalDataConfig = field(default_factory=FinalDataConfig)
@@ -521,6 +531,7 @@ def check_final_config(cfg: DictConfig) -> None:
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
     if cfg.report_freq < 0:
         raise ConfigError(f"report_freq must be 0 (no step lines) or more, got {cfg.report_freq}")
+    check_threads(cfg.get("threads"))
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
     registry.get("dataset", cfg.data.dataset)

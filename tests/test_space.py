@@ -145,6 +145,6 @@ def test_auto_memory_format_avoids_channels_last_where_pytorch_cpu_convs_crash()
     assert not channels_last_unsafe(wide) and channels_last_unsafe(narrow)
     cpu = torch.device("cpu")
     assert memory_format("auto", cpu, wide) == torch.channels_last
-    assert memory_format("auto", cpu, narrow) == torch.contiguous_format
+    assert memory_format("auto", cpu, narrow) == torch.channels_last  # its unsafe convs now run NCHW
     assert memory_format("auto", torch.device("cuda"), wide) == torch.contiguous_format
     assert memory_format("channels_last", cpu, narrow) == torch.channels_last

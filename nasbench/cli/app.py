@@ -174,6 +174,8 @@ def one_output(out_path: Optional[Path], alias: Optional[Path]) -> Optional[Path
 
 Nproc = Annotated[Optional[int], typer.Option("--nproc", help="Run N processes on this machine through torchrun "
                                               "(DDP; the batch size is split over them).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the run, shared over its --nproc "
+                                               "processes (default $OMP_NUM_THREADS, else one per core).")]
 SyncBn = Annotated[bool, typer.Option("--sync-bn", help="Distributed on CUDA: BatchNorm statistics over all "
                                       "processes (SyncBatchNorm).")]
 
@@ -182,10 +184,10 @@ def shortcuts(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def maybe_launch(nproc: Optional[int], check: Callable[[int], None]) -> None:
+def maybe_launch(nproc: Optional[int], check: Callable[[int], None], threads: Optional[int] = None) -> None:
     """With ``--nproc N`` (and not already under torchrun): ``check(N)`` (the settings N processes need,
     so that a mistake is reported once, before any starts), then run this same command line in N processes
-    through torchrun and exit with their exit code."""
+    through torchrun (``threads`` shared over them) and exit with their exit code."""
     if nproc is None or "WORLD_SIZE" in os.environ:
         return
     from nasbench.engine import distributed
@@ -193,7 +195,7 @@ def maybe_launch(nproc: Optional[int], check: Callable[[int], None]) -> None:
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     check(nproc)
-    raise typer.Exit(distributed.launch(nproc, distributed.strip_nproc(sys.argv[1:])))
+    raise typer.Exit(distributed.launch(nproc, distributed.strip_nproc(sys.argv[1:]), threads))
 
 
 
@@ -221,6 +223,14 @@ def resume_config(run_dir: Path, overrides: list[str], flags: dict[str, Any], *,
         raise NasError(f"--resume continues with the run's stored config; these flags differ from it: {detail}{fresh}")
     stored.out = str(run_dir)
     return stored
+
+
+def set_threads(cfg: Any, threads: Optional[int]) -> None:
+    """``--threads``: checked and put into ``cfg`` (also when resuming: the thread count may change)."""
+    from nasbench.config import check_threads
+
+    if threads is not None:
+        cfg.threads = check_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -10,9 +10,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nasbench.cli.app import (BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Epochs, Layers, Nproc,
-                              OutDir, OutputAlias, Overrides, Preset, Seed, Subset, SyncBn, app, cells_table, err,
-                              known_name, maybe_launch, one_output, out, print_mapping, resume_config, shortcuts,
-                              user_errors)
+                              OutDir, OutputAlias, Overrides, Preset, Seed, Subset, SyncBn, Threads, app, cells_table,
+                              err, known_name, maybe_launch, one_output, out, print_mapping, resume_config,
+                              set_threads, shortcuts, user_errors)
 
 Genotype = Annotated[Optional[str], typer.Option("--genotype", "-g", help="Built-in name (see `nas list`), a search "
                                                  "run dir, a JSON file from `nas derive`, a genotype text file "
@@ -60,6 +60,7 @@ def train_final(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Build the network, report its size, touch no data.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (log lines only).")] = False,
+    threads: Threads = None,
     nproc: Nproc = None,
     sync_bn: SyncBn = False,
 ) -> None:
@@ -81,6 +82,7 @@ def train_final(
         cfg = _resume_final_config(resume, overrides, flags)
     else:
         cfg = cfgmod.resolve_final_config(preset=preset, config_file=config, overrides=overrides, shortcuts=flags)
+    set_threads(cfg, threads)
     if dry_run:
         g = final.load_final_genotype(str(cfg.genotype), cfg.space)
         report = final.model_report(cfg, g)
@@ -90,7 +92,7 @@ def train_final(
             err.print(cells_table(g, f"genotype {cfg.genotype}"))
             print_mapping("evaluation network", report)
         return
-    maybe_launch(nproc, lambda n: final.check_distributed(cfg, n))
+    maybe_launch(nproc, lambda n: final.check_distributed(cfg, n), cfg.threads)
     from nasbench.engine import distributed
 
     try:

@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from nasbench.cli.app import (Algo, BatchSize, Channels, ConfigFile, DataDir, Dataset, Device, Download, Epochs,
-                              Layers, Nproc, OutDir, OutputAlias, Overrides, Preset, Seed, Space, Subset, SyncBn, app,
-                              cells_table, err, maybe_launch, one_output, out, print_mapping, resume_config, shortcuts,
-                              user_errors)
+                              Layers, Nproc, OutDir, OutputAlias, Overrides, Preset, Seed, Space, Subset, SyncBn,
+                              Threads, app, cells_table, err, maybe_launch, one_output, out, print_mapping,
+                              resume_config, set_threads, shortcuts, user_errors)
 from nasbench.errors import NasError
 
 
@@ -71,6 +71,7 @@ def search(
                                                    "pass: far less memory, about a third more time.")] = False,
     supernet: Annotated[Optional[str], typer.Option("--supernet", help="fast (default) or reference: the per-edge "
                                                     "NCHW execution of the DARTS code (same numbers).")] = None,
+    threads: Threads = None,
     nproc: Nproc = None,
     sync_bn: SyncBn = False,
 ) -> None:
@@ -105,6 +106,7 @@ def search(
     else:
         cfg = cfgmod.resolve_search_config(algo, preset=preset, config_file=config, overrides=overrides,
                                            shortcuts=flags)
+    set_threads(cfg, threads)
     if dry_run:
         report = trainer.dry_run(cfg)
         if as_json:
@@ -116,7 +118,7 @@ def search(
         from nasbench.report.reporters import check_tensorboard
 
         check_tensorboard()
-    maybe_launch(nproc, lambda n: trainer.check_distributed(cfg, n))
+    maybe_launch(nproc, lambda n: trainer.check_distributed(cfg, n), cfg.threads)
     from nasbench.engine import distributed
 
     try:

@@ -21,31 +21,93 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def apply_threads(threads: Optional[int], world: int = 1) -> int:
+    """Set this process's intra-op CPU threads to its share of ``threads`` (``world`` processes share them,
+    at least one each) and return the count in use.
+
+    None keeps PyTorch's own choice: ``OMP_NUM_THREADS`` when set, else one thread per core. On a busy
+    machine that default makes OpenMP threads spin against other processes, so ``--threads`` sets it.
+    Inter-op threads are left alone: eager training does not use them, and PyTorch allows setting them only
+    before any parallel work.
+    """
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads) // max(1, world)))
+    return torch.get_num_threads()
+
+
+def threads_label(n: int) -> str:
+    """``1 thread``, ``4 threads``: the CPU threads in a run's start line."""
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
 def memory_format(name: str, device: torch.device, net: Optional[nn.Module] = None,
                   impl: Optional[str] = None) -> torch.memory_format:
     """The memory format of ``name``; ``auto`` is channels_last on CPU, where it pays (measured: about 0.6×
-    the time of NCHW for a search step), and NCHW on CUDA.
+    the time of NCHW for a search step), and NCHW on CUDA; the ``reference`` supernet execution is NCHW by
+    definition.
 
-    ``auto`` falls back to NCHW for a ``net`` that :func:`channels_last_unsafe` flags, and for the
-    ``reference`` supernet execution, which is NCHW by definition.
+    When the answer is channels_last on CPU, the convolutions of ``net`` that PyTorch's channels_last CPU
+    kernels crash on (:func:`unsafe_conv`) are switched to run in NCHW (:func:`guard_channels_last`), so a
+    net never meets that defect whatever its width, batch or thread count; the rest stays channels_last.
     """
-    if name == "channels_last":
-        return torch.channels_last
-    if impl == "reference":
+    if impl == "reference" and name != "channels_last":
         return torch.contiguous_format
-    if name == "auto" and device.type == "cpu" and not (net is not None and channels_last_unsafe(net)):
-        return torch.channels_last
-    return torch.contiguous_format
+    fmt = torch.channels_last if name == "channels_last" or (name == "auto" and device.type == "cpu") \
+        else torch.contiguous_format
+    if fmt == torch.channels_last and device.type == "cpu" and net is not None:
+        guard_channels_last(net)
+    return fmt
+
+
+def unsafe_conv(m: nn.Module) -> bool:
+    """Whether ``m`` is a convolution whose channels_last CPU backward corrupts the heap in PyTorch.
+
+    Found with 2.14.1 (oneDNN 3.12; ``benchmarks/channels_last_crash.py`` reproduces it without nasbench):
+    the weight gradient of a 1×1 convolution with stride > 1 and 2–15 input channels, on a channels_last
+    input with an odd batch and more than one thread, aborts ("double free or corruption", "free(): invalid
+    next size") or segfaults. 3×3/5×5 strided convolutions (full or depthwise), stride 1, 16 or more input
+    channels and NCHW did not crash. Narrow supernets (C=4, PC-DARTS's C/K-channel edges) have such convs
+    in their factorized reduces.
+    """
+    return (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
+            and m.in_channels < 16)
 
 
 def channels_last_unsafe(net: nn.Module) -> bool:
-    """Whether ``net`` has a strided conv with fewer than 8 input channels.
+    """Whether ``net`` has a convolution that channels_last on CPU would crash on (see :func:`unsafe_conv`)."""
+    return any(unsafe_conv(m) for m in net.modules())
 
-    PyTorch's CPU backward of such a conv in channels_last corrupts the heap (seen with 2.14.1: 1×1
-    stride-2 convs with 2–7 input channels abort with "double free or corruption"); narrow supernets
-    (C=4, or PC-DARTS's C/K-channel edges) have them in factorized reduces.
+
+class NCHWConv2d(nn.Conv2d):
+    """A :class:`~torch.nn.Conv2d` that always computes in NCHW (its input and weight made contiguous) and
+    hands its output back in its input's layout, so that the layers around it stay channels_last.
+
+    :func:`guard_channels_last` turns the convolutions that PyTorch's channels_last CPU kernels crash on into
+    this class; parameters, ``state_dict`` and ``isinstance(m, nn.Conv2d)`` are unchanged.
     """
-    return any(isinstance(m, nn.Conv2d) and max(m.stride) > 1 and m.in_channels < 8 for m in net.modules())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels_last = x.dim() == 4 and x.stride(1) < x.stride(3)
+        y = self._conv_forward(_nchw_strides(x), _nchw_strides(self.weight), self.bias)
+        return y.contiguous(memory_format=torch.channels_last) if channels_last else y
+
+
+def _nchw_strides(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of NCHW. ``contiguous()`` is not enough: a 1×1 weight in channels_last has strides
+    (C, 1, C, C), which count as contiguous, and PyTorch picks its channels_last kernel from them."""
+    return t if t.stride() == torch.empty(t.shape, device="meta").stride() else t.clone(
+        memory_format=torch.contiguous_format)
+
+
+def guard_channels_last(net: nn.Module) -> int:
+    """Make every :func:`unsafe_conv` of ``net`` an :class:`NCHWConv2d`; how many there are."""
+    n = 0
+    for m in net.modules():
+        if unsafe_conv(m):
+            if type(m) is nn.Conv2d:
+                m.__class__ = NCHWConv2d
+            n += 1
+    return n
 
 
 def amp_dtype(name: str, device: torch.device) -> Optional[torch.dtype]:

@@ -264,16 +264,20 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def launch(nproc: int, argv: Sequence[str]) -> int:
+def launch(nproc: int, argv: Sequence[str], threads: Optional[int] = None) -> int:
     """Run ``python -m nasbench <argv>`` under torchrun with ``nproc`` local processes; their exit code.
 
     torchrun runs in a child process (:func:`torchrun_main`, which passes on the workers' own exit code,
     e.g. 2 for a user error, where torchrun itself would say 1). Each process gets ``OMP_NUM_THREADS`` =
-    cores / nproc (at least 1) unless the user set it. Ctrl-C reaches the workers directly (they share the
+    threads / nproc with ``threads`` (the run's ``--threads``), else cores / nproc unless the user set it
+    (at least 1). Ctrl-C reaches the workers directly (they share the
     terminal), which checkpoint and stop; this process just waits for them.
     """
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, cores() // nproc)))
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(max(1, threads // nproc))
+    else:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, cores() // nproc)))
     cmd = [sys.executable, "-m", "nasbench.engine.distributed", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "nasbench", *argv]
     proc = subprocess.Popen(cmd, env=env)

@@ -33,7 +33,7 @@ from torch import nn
 from nasbench import data as data_mod
 from nasbench.config import data_options, to_yaml
 from nasbench.engine import distributed
-from nasbench.engine.device import amp_dtype, memory_format, resolve_device
+from nasbench.engine.device import amp_dtype, memory_format, resolve_device, threads_label
 from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
@@ -234,7 +234,7 @@ class FinalTrainer(RunEngine):
             f"{f', {len(self.data.val_idx)} validation' if self.data.val_idx else ''}, "
             f"{len(self.data.test_idx)} test; "
             + (f"{cfg.epochs} epochs (0-{cfg.epochs - 1})" if cfg.epochs > 1 else "1 epoch (0)")
-            + f"; device {self.device}")
+            + f"; device {self.device}, {threads_label(self.threads)}")
         if self.dist.enabled:
             self.console.print(self.dist.describe(cfg.batch_size))
         try:

@@ -23,7 +23,7 @@ from torch import nn
 
 from nasbench import data as data_mod
 from nasbench.engine import distributed
-from nasbench.engine.device import deterministic_mode, memory_format, resolve_device
+from nasbench.engine.device import deterministic_mode, memory_format, resolve_device, threads_label
 from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
@@ -324,7 +324,8 @@ class SearchTrainer(RunEngine):
         self.console.print(
             f"[bold]{self.cfg.algo}[/]{where}: supernet {self.spec.layers} cells, C={self.spec.C}, "
             f"{count_weights(self.net):,} weights, {sum(p.numel() for p in s.arch_parameters()):,} architecture "
-            f"parameters; {len(self.data.weight_idx)} + {len(self.data.arch_idx)} images; device {self.device}")
+            f"parameters; {len(self.data.weight_idx)} + {len(self.data.arch_idx)} images; device {self.device}, "
+            f"{threads_label(self.threads)}")
         if self.dist.enabled:
             self.console.print(self.dist.describe(s.batch_size(0)))
 
