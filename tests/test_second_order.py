@@ -1,6 +1,6 @@
 """Second order for PC-DARTS and SGAS (their official codes take --unrolled): the same virtual step and
-Hessian-vector product as DARTS, checked against autograd through the virtual step; SGAS's decided rows
-stay bitwise unchanged; the CLI's --unrolled reaches them."""
+Hessian-vector product as DARTS, checked against autograd through the virtual step (SGAS's decided rows
+stay bitwise unchanged in second order too: tests/test_sgas.py); the CLI's --unrolled reaches them."""
 
 import pytest
 import torch
@@ -8,10 +8,6 @@ from torch.func import functional_call
 
 from nasbench.algorithms.base import ArchStepContext
 from nasbench.config import resolve_search_config
-from nasbench.engine.meters import Meter
-from nasbench.engine.rundir import RunDir
-from nasbench.search.data import SearchData
-from nasbench.search.trainer import SearchTrainer
 from conftest import invoke, tiny_strategy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,30 +70,6 @@ def test_unrolled_gradient_matches_differentiating_through_the_virtual_step(case
     assert torch.allclose(ctx.logits, logits.detach())
     if case == "sgas":  # a decided edge runs one op: some weights take no part (they must not break it)
         assert any(g is None for g in g_train)
-
-
-def test_sgas_unrolled_keeps_decided_rows_bitwise(tmp_path):
-    cfg, _, _ = tiny_strategy("sgas", "sgas.unrolled=true", build=False)
-    trainer = SearchTrainer(cfg, RunDir.create(tmp_path / "run"), show_progress=False)
-    torch.manual_seed(0)
-    trainer.build(SearchData(None, [], [], num_classes=3, in_channels=3))
-    s = trainer.strategy
-    torch.manual_seed(5)
-    with torch.no_grad():
-        for k in s.arch:
-            s.arch[k].copy_(torch.randn_like(s.arch[k]))
-    s.on_epoch_end(9, trainer.net)
-    s.on_epoch_end(14, trainer.net)
-    before = {k: v.detach().clone() for k, v in s.arch.items()}
-    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
-    for step in range(3):
-        trainer._arch_step((x, y), (x, y), 0.025, Meter(), 0, step)
-        trainer._weight_step(x, y, Meter(), 0, step)
-    for k, v in s.arch.items():
-        mask = s.frozen_rows()[k]
-        assert int(mask.sum()) >= 2
-        assert torch.equal(v.detach()[mask], before[k][mask])
-        assert not torch.equal(v.detach()[~mask], before[k][~mask])
 
 
 def test_cli_unrolled_reaches_pc_darts_and_sgas_and_names_who_has_it():

@@ -109,8 +109,9 @@ def test_no_decision_outside_the_schedule():
     assert len(s.on_epoch_end(9, None)) == 2  # one edge per cell type
 
 
-def test_decided_alpha_rows_stay_bitwise_unchanged_through_optimizer_steps(tmp_path):
-    cfg, s, _ = make()
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_decided_alpha_rows_stay_bitwise_unchanged_through_optimizer_steps(tmp_path, unrolled):
+    cfg, s, _ = make(f"sgas.unrolled={str(unrolled).lower()}")
     trainer = SearchTrainer(cfg, RunDir.create(tmp_path / "run"), show_progress=False)
     torch.manual_seed(0)
     trainer.build(SearchData(None, [], [], num_classes=3, in_channels=3))
