@@ -65,7 +65,7 @@ def main() -> None:
     nas("search", "--algo", algo, "--preset", "quick", *data, "--out", str(search_dir), "--no-progress")
     # 2. derive the cell by the algorithm's rule
     searched = root / "searched.json"
-    nas("derive", str(search_dir), "--output", str(searched))
+    nas("derive", str(search_dir), "-o", str(searched))
     # 3. a random cell of the same space (fixed seed)
     rand = root / "random.json"
     save_genotype(random_genotype(a.random_seed), rand)
