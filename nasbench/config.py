@@ -519,6 +519,9 @@ def check_final_config(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "model.layers", "model.channels"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}")
+    if cfg.model.auxiliary and cfg.batch_size == 1:
+        raise ConfigError("the auxiliary head cannot train on batches of one image (its BatchNorm normalises 1×1 "
+                          "maps over the batch); use --batch-size 2 or more, or --no-auxiliary")
     if not 0.0 <= cfg.data.val_split < 1.0:
         raise ConfigError(f"data.val_split must be in [0, 1), got {cfg.data.val_split}")
     if not 0.0 <= cfg.model.drop_path_prob < 1.0:

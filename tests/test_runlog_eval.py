@@ -115,3 +115,17 @@ def test_eval_weights_mistakes_are_one_line(nas_cmd, tmp_path):
         r = run(nas_cmd, *args)
         assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_train_final_with_the_auxiliary_head_and_a_last_batch_of_one_image(nas_cmd, tmp_path):
+    """17 images in batches of 8: the last batch (one image) is left out with the auxiliary head, whose
+    BatchNorm cannot normalise one value; a batch size of 1 with the head is one error line."""
+    out = tmp_path / "f"
+    common = ["--genotype", "darts-v2", "--dataset", "synthetic", "--config", small_data_yaml(tmp_path),
+              "--channels", "8", "--layers", "3", "--epochs", "1", "--no-progress", "--auxiliary"]
+    r = run(nas_cmd, "train-final", *common, "--subset", "17", "--batch-size", "8", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and (out / "result.json").exists()
+    r = run(nas_cmd, "train-final", *common, "--subset", "4", "--batch-size", "1", "--out", tmp_path / "g")
+    assert r.returncode == 2 and "--no-auxiliary" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "g").exists()

@@ -255,12 +255,14 @@ class FinalTrainer(RunEngine):
         drop = m.drop_path_prob * epoch / cfg.epochs
         self.net.drop_path_prob = drop
         world = self.dist.world
+        # distributed: only whole global batches, so that every rank takes every step; with the auxiliary head,
+        # also no last batch of a single image (its BatchNorm on 1×1 maps cannot normalise one value)
+        drop_last = world > 1 or (m.auxiliary and len(self.data.train_idx) % cfg.batch_size == 1)
         loader = data_mod.make_loader(self.data.train, self.data.train_idx, cfg.batch_size // world, seed=cfg.seed,
                                       epoch=epoch, start_batch=start_step, workers=cfg.data.workers,
                                       pin_memory=self.device.type == "cuda", what="the training set",
-                                      rank=self.dist.rank, world=world, drop_last=world > 1)
-        # distributed: only whole global batches, so that every rank takes every step
-        n_steps = data_mod.batches_per_epoch(len(self.data.train_idx), cfg.batch_size, drop_last=world > 1)
+                                      rank=self.dist.rank, world=world, drop_last=drop_last)
+        n_steps = data_mod.batches_per_epoch(len(self.data.train_idx), cfg.batch_size, drop_last=drop_last)
         self.net.train()
         t0, n_img = time.time(), 0
         with self._progress() as progress:
