@@ -167,7 +167,7 @@ def test_sgas_grows_the_batch_in_proportion_to_the_batch_chosen():
     big.limit_batch(32)
     assert [big.batch_size(e) for e in range(10)] == [8, 8, 8, 16, 24, 32, 32, 32, 32, 32]
     plan = batch_plan(big)
-    assert plan == ("sgas batch size by epoch: 1-3: 8, 4: 16, 5: 24, 6-10: 32 (held at 32: the images of the "
+    assert plan == ("sgas batch size by epoch: 0-2: 8, 3: 16, 4: 24, 5-9: 32 (held at 32: the images of the "
                     "smaller half of the search split)")
     assert batch_plan(tiny_strategy("darts", build=False)[1]) is None
 
@@ -180,7 +180,7 @@ def test_a_sized_down_sgas_run_finishes_and_prints_its_batch_plan(tmp_path):
                "--dataset", "synthetic", "--channels", "4", "--layers", "3", "data.image_size=8", "plots=false",
                "--device", "cpu", "--no-progress", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert ("sgas batch size by epoch: 1-3: 8, 4: 9, 5: 10, 6: 11, 7: 12, 8: 13, 9: 14, 10: 15"
+    assert ("sgas batch size by epoch: 0-2: 8, 3: 9, 4: 10, 5: 11, 6: 12, 7: 13, 8: 14, 9: 15"
             in " ".join(proc.stderr.split()))
     sizes = [json.loads(line)["batch_size"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sizes == [8, 8, 8, 9, 10, 11, 12, 13, 14, 15]

@@ -78,8 +78,8 @@ def check_search_data(cfg: DictConfig, data: SearchData, world: int) -> None:
 
 
 def batch_plan(strategy: Strategy) -> Optional[str]:
-    """The planned batch size per epoch (counted from 1, as the log does) when it changes during the run's
-    first stage, else None; says where the data held a growing batch back."""
+    """The planned batch size per epoch (counted from 0, as the log and metrics.jsonl count them) when it
+    changes during the run's first stage, else None; says where the data held a growing batch back."""
     epochs = range(strategy.stage_epochs())
     sizes = [strategy.batch_size(e) for e in epochs]
     if len(set(sizes)) < 2:
@@ -90,7 +90,7 @@ def batch_plan(strategy: Strategy) -> Optional[str]:
     parts, start = [], 0
     for e in range(1, len(sizes) + 1):
         if e == len(sizes) or sizes[e] != sizes[start]:
-            parts.append(f"{start + 1 if e == start + 1 else f'{start + 1}-{e}'}: {sizes[start]}")
+            parts.append(f"{start if e == start + 1 else f'{start}-{e - 1}'}: {sizes[start]}")
             start = e
     line = f"{strategy.name} batch size by epoch: " + ", ".join(parts)
     if uncapped != sizes:
