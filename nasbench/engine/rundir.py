@@ -106,13 +106,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         pass
 
 
+def file_in_path(path: str | os.PathLike) -> Optional[Path]:
+    """The first of ``path``'s existing parent folders that is a file, not a directory (None: none is)."""
+    return next((q for q in Path(path).parents if q.exists() and not q.is_dir()), None)
+
+
 def make_parent(path: str | os.PathLike) -> None:
     """Create ``path``'s parent folders; a parent that is a file (or unwritable) is a NasError."""
     parent = Path(path).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        bad = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), parent)
+        bad = file_in_path(path) or parent
         raise NasError(f"cannot write {path}: {bad} is a file, not a directory") from None
     except OSError as exc:
         raise NasError(f"cannot write {path}: {exc.strerror or exc}") from exc
@@ -126,7 +131,7 @@ def check_new_file(path: str | os.PathLike, force: bool, option: str) -> Path:
         raise NasError(f"{option} {p} is a directory; name a file")
     if p.exists() and not force:
         raise NasError(f"{p} already exists; pass --force to overwrite it, or choose another {option}")
-    bad = next((q for q in p.parents if q.exists() and not q.is_dir()), None)
+    bad = file_in_path(p)
     if bad is not None:
         raise NasError(f"cannot write {p}: {bad} is a file, not a directory")
     return p
@@ -236,7 +241,7 @@ class RunDir:
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise RunDirError(f"--out {p} is a file, not a directory; name a new directory")
-        bad = next((q for q in p.parents if q.exists() and not q.is_dir()), None)
+        bad = file_in_path(p)
         if bad is not None:
             raise RunDirError(f"cannot write to output directory {p}: {bad} is a file, not a directory")
         if not p.exists() or not any(p.iterdir()):
