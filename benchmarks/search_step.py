@@ -18,12 +18,16 @@ steps is reported. Variants:
 * ``fast-nchw`` / ``reference-cl`` (equality only, on CPU): the fast supernet in NCHW, and the reference in
   channels_last — the rounding floor of a change of layout.
 
-Each (case, variant) runs in its own process, since peak memory is a high-water mark:
-``torch.cuda.max_memory_allocated`` on CUDA, the peak resident set size (ru_maxrss) on CPU. A further
-process per case and non-reference variant runs one forward/backward of both supernets with equal weights,
+Peak memory is a high-water mark: on CPU the peak resident set size (ru_maxrss), so each (case, variant)
+runs in its own process there; on CUDA ``torch.cuda.max_memory_allocated`` after a reset of the peak, so
+every measurement runs in this one process (``--isolate`` gives each its own process there too). A further
+measurement per case and non-reference variant runs one forward/backward of both supernets with equal weights,
 α and batch, and reports the largest per-tensor relative difference ‖Δ‖/‖ref‖ of the logits, of the
 architecture gradients and of the weight gradients (tensors whose reference gradient is zero up to
-rounding, a conv bias before a BN, are measured against the largest gradient instead).
+rounding, a conv bias before a BN, are measured against the largest gradient instead). On CUDA the
+equality check runs with TF32 off (PyTorch lets cuDNN use TF32 for fp32 convolutions by default, which
+rounds to 10 mantissa bits and would hide what the two supernets compute); the timed steps keep
+PyTorch's defaults, as a search does.
 
 One JSON line per measurement goes to stdout, and a table to stderr at the end.
 """
@@ -114,6 +118,7 @@ def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
         train, valid = batch(), batch()
         times = []
         if dev.type == "cuda":
+            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         for i in range(args.warmup + args.steps):
             if dev.type == "cuda":
@@ -156,13 +161,19 @@ def run_diff(case: str, variant: str, args: argparse.Namespace) -> dict:
     import torch
 
     result = {"kind": "diff", "case": case, "space": args.space, "variant": variant}
-    for dtype, batch in ((torch.float32, args.batch_size), (torch.float64, min(args.batch_size, args.diff_batch_f64))):
-        if batch <= 0:
-            continue
-        d = _diff_once(case, variant, args, dtype, batch)
-        suffix = "" if dtype == torch.float32 else "_f64"
-        result.update({f"{k}{suffix}": v for k, v in d.items()})
-        result[f"batch{suffix}"] = batch
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for dtype, batch in ((torch.float32, args.batch_size),
+                             (torch.float64, min(args.batch_size, args.diff_batch_f64))):
+            if batch <= 0:
+                continue
+            d = _diff_once(case, variant, args, dtype, batch)
+            suffix = "" if dtype == torch.float32 else "_f64"
+            result.update({f"{k}{suffix}": v for k, v in d.items()})
+            result[f"batch{suffix}"] = batch
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     return result
 
 
@@ -207,6 +218,7 @@ def _diff_once(case: str, variant: str, args: argparse.Namespace, dtype, batch: 
         out[name] = (logits.detach().double(), dict(zip(s.arch, grads[:n])), dict(zip(params, grads[n:])))
         del logits, loss, grads
     (l1, a1, w1), (l0, a0, w0) = out["other"], out["ref"]
+    del ref, other, out
     return {"logits": float((l1 - l0).norm() / l0.norm()), "arch_grads": rel_diffs(a1, a0),
             "weight_grads": rel_diffs(w1, w0)}
 
@@ -231,8 +243,10 @@ def table(rows: list[dict]) -> None:
     diffs = {(label(r), r["variant"]): r for r in rows if r.get("kind") == "diff"}
     if not steps:
         return
-    t = Table(title=f"search step, C={rows[0].get('channels')}, {rows[0].get('layers')} cells (darts space), "
-                    f"batch {rows[0].get('batch_size')}: {next(iter(steps.values()))['device']}")
+    first = next(iter(steps.values()))
+    spaces = ", ".join(dict.fromkeys(r.get("space", "darts") for r in steps.values()))
+    t = Table(title=f"search step, C={first.get('channels')}, {first.get('layers')} cells ({spaces} space), "
+                    f"batch {first.get('batch_size')}: {first['device']}")
     for col in ("case", "variant", "step", "× ref", "peak memory", "× ref", "max ‖Δ‖/‖ref‖ fp32 (logits, α, w)",
                 "float64"):
         t.add_column(col, justify="left" if col in ("case", "variant") else "right")
@@ -252,6 +266,20 @@ def table(rows: list[dict]) -> None:
     Console(stderr=True, width=160).print(t)
 
 
+def in_process(job: list[str], case: str, space: str, args: argparse.Namespace) -> dict:
+    """One measurement of ``job`` (``--one``/``--diff`` case variant) in this process: CUDA only, where the
+    peak memory is reset before each; an exception becomes an error row, as a failed process does."""
+    import torch
+
+    one = argparse.Namespace(**{**vars(args), "space": space})
+    try:
+        return (run_case if job[0] == "--one" else run_diff)(job[1], job[2], one)
+    except Exception as e:  # noqa: BLE001 - reported in the row, the other measurements go on
+        return {"case": case, "space": space, "job": job, "error": [f"{type(e).__name__}: {e}"]}
+    finally:
+        torch.cuda.empty_cache()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="*", help="algorithms (and darts-2nd); default all")
@@ -265,6 +293,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-diff", action="store_true", help="skip the equality check")
+    p.add_argument("--isolate", action="store_true",
+                   help="on CUDA too, each measurement in its own process (CPU always does this)")
     p.add_argument("--diff-batch-f64", type=int, default=16, help="batch of the float64 equality check (0: none)")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, timed
     p.add_argument("--diff", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, equality
@@ -292,6 +322,11 @@ def main() -> None:
             diff_variants = [v for v in variants if v != "reference"] + ([] if cuda else DIFF_ONLY_CPU)
             jobs += [["--diff", case, v] for v in dict.fromkeys(diff_variants)]
         for job in jobs:
+            if cuda and not args.isolate:  # the peak is reset per measurement: one process does
+                rows.append(in_process(job, case, space, args))
+                failed |= "error" in rows[-1]
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             proc = subprocess.run([sys.executable, __file__, *job, *passthrough, "--space", space], capture_output=True,
                                   text=True)
             if proc.returncode != 0:

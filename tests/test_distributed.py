@@ -276,6 +276,17 @@ def test_nproc_starts_torchrun(nas_cmd, tmp_path):
     assert sizes[0] == 8 and sizes[-1] > 8
 
 
+def test_nproc_1_runs_the_distributed_path_with_one_process(nas_cmd, tmp_path):
+    """`--nproc 1` joins a process group of one (gloo here, nccl on a GPU: the GPU check's one-GPU run) and
+    wraps the supernet in DDP, so the distributed path can be checked on a single device."""
+    out = tmp_path / "run"
+    proc = subprocess.run([*nas_cmd, "search", "--nproc", "1", "--algo", "darts", "--out", str(out), "--no-progress",
+                           *TINY, "epochs=1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed: 1 process (gloo); global batch 8 = 1 × 8 per process" in (out / "log.txt").read_text()
+    assert (out / "best.json").exists()
+
+
 def test_a_global_batch_that_does_not_split_under_torchrun_stops_every_rank(tmp_path):
     """Started by torchrun directly (no `--nproc` check first): each rank says it in one line, exit code 2
     through `python -m nasbench.engine.distributed`."""

@@ -42,7 +42,9 @@ class RanksDiverged(NasError):
 class Dist:
     """This process's place in the run: ``rank`` of ``world`` processes (``local_rank`` on its machine).
 
-    One process without torchrun: rank 0 of 1, and every collective below is the identity.
+    One process without torchrun: rank 0 of 1, and every collective below is the identity. Under torchrun
+    the process group is joined whatever the number of processes, so ``--nproc 1`` runs the distributed
+    path (DDP, the collectives, nccl on a GPU) with one process.
     """
 
     rank: int = 0
@@ -52,7 +54,7 @@ class Dist:
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.backend is not None
 
     @property
     def is_main(self) -> bool:
@@ -65,7 +67,8 @@ class Dist:
 
     def describe(self, global_batch: int) -> str:
         """The log line of a distributed run: processes, backend and the split of the global batch."""
-        return (f"distributed: {self.world} processes ({self.backend}); global batch {global_batch} = "
+        procs = f"{self.world} process{'es' if self.world != 1 else ''}"
+        return (f"distributed: {procs} ({self.backend}); global batch {global_batch} = "
                 f"{self.world} × {global_batch // self.world} per process")
 
     def device(self, requested: torch.device) -> torch.device:
@@ -215,10 +218,10 @@ def context(device_type: str = "cpu") -> Dist:
     global _CONTEXT
     if _CONTEXT is not None:
         return _CONTEXT
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "WORLD_SIZE" not in os.environ:
         _CONTEXT = Dist()
         return _CONTEXT
+    world = int(os.environ["WORLD_SIZE"])
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
