@@ -1,0 +1,102 @@
+"""Carrying out the runs of a study: each run's ``nas`` commands in order, in processes of their own.
+
+Two launchers hand the runs out and collect the same report of each (:func:`run_unit`'s value):
+
+* ``local``: ``jobs`` runs at once on this machine, each a chain of ``python -m nasbench ...`` processes;
+* ``ray``: every run a Ray task (``ray.init(address=...)``; a local Ray instance when no address is given),
+  asking Ray for as many CPUs as the run has threads. The study folder must be on a filesystem the Ray
+  workers share (the run directories are written there and read back by the study).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from nasbench.errors import ConfigError
+
+LAUNCHERS = ("local", "ray")
+RAY_HINT = "pip install 'nasbench[ray]' (or: pip install ray)"
+
+
+@dataclass
+class Job:
+    """One run handed to a launcher: its name, the ``nas`` commands left, where their output goes, its threads."""
+
+    name: str
+    steps: list[tuple[str, list[str]]]
+    log_path: str
+    threads: int
+
+
+def run_unit(job: Job) -> dict[str, Any]:
+    """Run ``job``'s commands one after the other (``python -m nasbench ARGS``, ``OMP_NUM_THREADS`` its thread
+    count), their output appended to its log; stop at the first that fails. Returns the name, each command's
+    exit code, start (epoch seconds) and duration, and whether all succeeded."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(job.threads))
+    done: list[dict[str, Any]] = []
+    Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
+    for label, args in job.steps:
+        t0 = time.time()
+        with open(job.log_path, "a", encoding="utf-8") as log:
+            log.write(f"$ nas {shlex.join(args)}\n")
+            log.flush()
+            rc = subprocess.run([sys.executable, "-m", "nasbench", *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env).returncode
+            log.write(f"# exit code {rc}\n")
+        done.append({"step": label, "args": args, "rc": rc, "started": t0, "seconds": time.time() - t0})
+        if rc != 0:
+            break
+    return {"name": job.name, "steps": done, "ok": all(s["rc"] == 0 for s in done)}
+
+
+def check_launcher(launcher: str, address: Optional[str]) -> None:
+    """An unknown launcher, an address without Ray, or Ray not installed: one line, before anything runs."""
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {launcher!r}; choose one of: {', '.join(LAUNCHERS)}")
+    if address is not None and launcher != "ray":
+        raise ConfigError("--address is the Ray cluster of --launcher ray")
+    if launcher == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"--launcher ray needs Ray, which is not installed; {RAY_HINT}") from None
+
+
+def run_local(jobs: list[Job], parallel: int, on_done: Callable[[dict[str, Any]], None]) -> None:
+    """``parallel`` runs at once on this machine; ``on_done`` gets each report as its run ends."""
+    pool = ThreadPoolExecutor(max_workers=parallel)
+    pending: set[Future] = {pool.submit(run_unit, j) for j in jobs}
+    try:
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                on_done(f.result())
+    finally:  # an interrupt: the runs not yet started never start; the running ones stop at their checkpoint
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_ray(jobs: list[Job], address: Optional[str], on_done: Callable[[dict[str, Any]], None]) -> None:
+    """Every run a Ray task on the cluster at ``address`` (a local Ray instance when None)."""
+    import ray
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        refs = {ray.remote(num_cpus=j.threads)(run_unit).remote(j): j for j in jobs}
+        while refs:
+            finished, _ = ray.wait(list(refs), num_returns=1)
+            for r in finished:
+                refs.pop(r)
+                on_done(ray.get(r))
+    finally:
+        ray.shutdown()
+
+
+__all__ = ["Job", "LAUNCHERS", "run_unit", "check_launcher", "run_local", "run_ray"]
