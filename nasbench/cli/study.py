@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from nasbench.cli.app import DataDir, Overrides, app, err, known_name, out, user_errors
@@ -32,26 +35,35 @@ def _num(x: Optional[dict[str, float]], digits: int = 0, sep: bool = True) -> st
 
 
 def study_table(summary: dict[str, Any]) -> Table:
+    """One row per algorithm (over its seeds) and one for the random cells: test accuracy mean ± std, best and
+    worst; mean parameters, MACs and search time; each searched cell's rank among the random cells."""
     from nasbench.report.summaries import format_hms
 
     st = summary["study"]
     n_random = summary["random"]["runs"]
     t = Table(title=f"searched vs random cells: {st['space']} space, {st['dataset']}, preset {st['preset']}",
-              caption=f"test accuracy of the last epoch; params without the auxiliary head; rank among the random "
-                      f"cells: 1 + those more accurate (1 = best, {n_random + 1} = worst); {summary['folder']}")
-    for name, right in (("cells", False), ("runs", True), ("test acc (%)", True), ("params", True), ("MACs", True),
-                        ("search time", True), ("rank among random / random best · worst", False)):
-        t.add_column(name, justify="right" if right else "left")
-    for algo, a in summary["algorithms"].items():
-        search = "–" if a["search_seconds"] is None else format_hms(a["search_seconds"]["mean"])
-        ranks = ", ".join(str(r) for r in a["ranks"])
-        t.add_row(algo, str(a["runs"]), _num(a["test_acc"], 2, sep=False), _num(a["params"]), _num(a["macs"]),
-                  search, f"{ranks} of {n_random + 1}" if ranks else "–")
-    r = summary["random"]
+              caption=f"test accuracy of the last epoch (mean ± std over the runs); params (no auxiliary head), MACs "
+                      f"and search time: means; rank among random: 1 + the random cells more accurate, per search "
+                      f"seed (1 = best, {n_random + 1} = worst). {summary['folder']}")
+    for name in ("cells", "runs", "test acc %", "best", "worst", "params", "MACs", "search", "rank among random"):
+        t.add_column(name, justify="left" if name in ("cells", "rank among random") else "right",
+                     no_wrap=name == "test acc %")
+    rows = [(algo, a, a["test_acc"]) for algo, a in summary["algorithms"].items()]
     if n_random:
-        t.add_row("random", str(n_random), _num(r["test_acc"], 2, sep=False), _num(r["params"]), _num(r["macs"]), "–",
-                  f"best {r['best']:.2f} · worst {r['worst']:.2f}", style="dim")
+        rows.append(("random", summary["random"], summary["random"]["test_acc"]))
+    for name, a, acc in rows:
+        accs = [r["test_acc"] for r in summary["runs"] if r["algo"] == name and r["test_acc"] is not None]
+        search = a.get("search_seconds")
+        ranks = ", ".join(str(r) for r in a.get("ranks", []))
+        t.add_row(name, str(a["runs"]), _num(acc, 2, sep=False), f"{max(accs):.2f}" if accs else "–",
+                  f"{min(accs):.2f}" if accs else "–", _mean(a["params"]), _mean(a["macs"]),
+                  "–" if search is None else format_hms(search["mean"]),
+                  f"{ranks} of {n_random + 1}" if ranks else "–", style="dim" if name == "random" else None)
     return t
+
+
+def _mean(x: Optional[dict[str, float]]) -> str:
+    return "–" if x is None else f"{x['mean']:,.0f}"
 
 
 @app.command()
@@ -113,9 +125,21 @@ def study(
         S.check_new_folder(root)
         root.mkdir(parents=True, exist_ok=True)
         S.save_spec(root, spec)
-    summary, failed = run_study(spec, root, jobs=jobs, threads=threads, launcher=launcher, address=address,
-                                say=lambda m: err.print(m, highlight=False, soft_wrap=True))
-    out.print(study_table(summary))
+    try:
+        summary, failed = run_study(spec, root, jobs=jobs, threads=threads, launcher=launcher, address=address,
+                                    say=lambda m: err.print(m, highlight=False, soft_wrap=True),
+                                    command=shlex.join(["nas", *sys.argv[1:]]))
+    except KeyboardInterrupt:
+        err.print(f"interrupted: the running runs saved their checkpoints; continue with `nas study --resume {root}`",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    wide = out if out.is_terminal else Console(width=max(out.width, 150))  # into a file: one line a row
+    wide.print(study_table(summary))
+    from nasbench.report.summaries import format_hms
+
+    err.print(f"{len(summary['runs'])} runs: {format_hms(summary['run_seconds'])} of searches and trainings "
+              f"(their own times summed); this start took {format_hms(summary['wall_seconds'])}",
+              highlight=False, soft_wrap=True)
     if summary.get("plot"):
         err.print(f"plot: {summary['plot']}", highlight=False, soft_wrap=True)
     out.print(str(root / S.RESULTS_FILE), highlight=False, soft_wrap=True)

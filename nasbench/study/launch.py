@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -36,25 +38,55 @@ class Job:
     threads: int
 
 
+_running: set[subprocess.Popen] = set()
+_lock = threading.Lock()
+_stopping = threading.Event()
+
+
 def run_unit(job: Job) -> dict[str, Any]:
     """Run ``job``'s commands one after the other (``python -m nasbench ARGS``, ``OMP_NUM_THREADS`` its thread
     count), their output appended to its log; stop at the first that fails. Returns the name, each command's
-    exit code, start (epoch seconds) and duration, and whether all succeeded."""
+    exit code, start (epoch seconds) and duration, and whether all succeeded.
+
+    Interrupted (KeyboardInterrupt here, or :func:`interrupt_running` from another thread), the running command
+    gets a Ctrl-C of its own: it saves its checkpoint and stops, and no further command starts."""
     env = dict(os.environ, OMP_NUM_THREADS=str(job.threads))
     done: list[dict[str, Any]] = []
     Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
     for label, args in job.steps:
+        if _stopping.is_set():
+            break
         t0 = time.time()
         with open(job.log_path, "a", encoding="utf-8") as log:
             log.write(f"$ nas {shlex.join(args)}\n")
             log.flush()
-            rc = subprocess.run([sys.executable, "-m", "nasbench", *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env).returncode
+            proc = subprocess.Popen([sys.executable, "-m", "nasbench", *args], stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env)
+            with _lock:
+                _running.add(proc)
+            try:
+                rc = proc.wait()
+            except BaseException:
+                proc.send_signal(signal.SIGINT)
+                proc.wait()
+                raise
+            finally:
+                with _lock:
+                    _running.discard(proc)
             log.write(f"# exit code {rc}\n")
         done.append({"step": label, "args": args, "rc": rc, "started": t0, "seconds": time.time() - t0})
         if rc != 0:
             break
-    return {"name": job.name, "steps": done, "ok": all(s["rc"] == 0 for s in done)}
+    return {"name": job.name, "steps": done, "ok": len(done) == len(job.steps) and all(s["rc"] == 0 for s in done)}
+
+
+def interrupt_running() -> None:
+    """Ctrl-C to every command :func:`run_unit` runs in this process; none starts after it."""
+    _stopping.set()
+    with _lock:
+        for proc in _running:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
 
 
 def check_launcher(launcher: str, address: Optional[str]) -> None:
@@ -72,6 +104,7 @@ def check_launcher(launcher: str, address: Optional[str]) -> None:
 
 def run_local(jobs: list[Job], parallel: int, on_done: Callable[[dict[str, Any]], None]) -> None:
     """``parallel`` runs at once on this machine; ``on_done`` gets each report as its run ends."""
+    _stopping.clear()
     pool = ThreadPoolExecutor(max_workers=parallel)
     pending: set[Future] = {pool.submit(run_unit, j) for j in jobs}
     try:
@@ -79,6 +112,9 @@ def run_local(jobs: list[Job], parallel: int, on_done: Callable[[dict[str, Any]]
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
                 on_done(f.result())
+    except BaseException:
+        interrupt_running()
+        raise
     finally:  # an interrupt: the runs not yet started never start; the running ones stop at their checkpoint
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -88,6 +124,7 @@ def run_ray(jobs: list[Job], address: Optional[str], on_done: Callable[[dict[str
     import ray
 
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    refs: dict[Any, Job] = {}
     try:
         refs = {ray.remote(num_cpus=j.threads)(run_unit).remote(j): j for j in jobs}
         while refs:
@@ -95,6 +132,11 @@ def run_ray(jobs: list[Job], address: Optional[str], on_done: Callable[[dict[str
             for r in finished:
                 refs.pop(r)
                 on_done(ray.get(r))
+    except BaseException:  # a KeyboardInterrupt in each running task: its command checkpoints and stops
+        for r in refs:
+            ray.cancel(r)
+        ray.wait(list(refs), num_returns=len(refs), timeout=120)
+        raise
     finally:
         ray.shutdown()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import platform
 import shlex
 import time
 from pathlib import Path
@@ -22,11 +23,12 @@ def log_line(root: Path, text: str) -> None:
 
 
 def run_study(spec: StudySpec, root: Path, *, jobs: int = 1, threads: Optional[int] = None, launcher: str = "local",
-              address: Optional[str] = None, say: Callable[[str], None] = print) -> tuple[dict[str, Any], list[dict]]:
+              address: Optional[str] = None, say: Callable[[str], None] = print,
+              command: Optional[str] = None) -> tuple[dict[str, Any], list[dict]]:
     """Carry out the runs of the study in ``root`` that are not finished, then write ``study.json`` and the plot.
 
-    Returns the summary (:func:`~nasbench.study.results.collect`, with this start's wall time) and the reports
-    of the runs that failed."""
+    Returns the summary (:func:`~nasbench.study.results.collect`, with this start's command line, wall time and
+    machine) and the reports of the runs that failed."""
     from nasbench.engine.distributed import cores
 
     t0 = time.time()
@@ -38,6 +40,8 @@ def run_study(spec: StudySpec, root: Path, *, jobs: int = 1, threads: Optional[i
         if steps:
             todo.append(launch.Job(u.name, steps, str(root / "logs" / f"{u.name}.log"), per_run))
     how = (f"{jobs} at once" if launcher == "local" else f"as Ray tasks ({address or 'a local Ray instance'})")
+    if command:
+        log_line(root, f"command: {command}")
     log_line(root, f"start: {len(todo)} of {len(all_units)} runs to do, {how}, {per_run} threads each")
     for u in all_units:
         if not any(j.name == u.name for j in todo):
@@ -62,6 +66,9 @@ def run_study(spec: StudySpec, root: Path, *, jobs: int = 1, threads: Optional[i
             say(f"[{count[0]}/{len(todo)}] {report['name']}: test accuracy {acc:.2f}%")
         else:
             failed.append(report)
+            if not report["steps"]:
+                say(f"[{count[0]}/{len(todo)}] {report['name']}: not started")
+                return
             last = report["steps"][-1]
             say(f"[{count[0]}/{len(todo)}] {report['name']}: `nas {last['step']}` failed (exit code {last['rc']}); "
                 f"see {root / 'logs' / (report['name'] + '.log')}")
@@ -73,6 +80,11 @@ def run_study(spec: StudySpec, root: Path, *, jobs: int = 1, threads: Optional[i
             launch.run_local(todo, jobs, on_done)
     summary = collect(spec, root)
     summary["wall_seconds"] = time.time() - t0
+    summary["command"] = command
+    summary["commands"] = [line.split(" command: ", 1)[1] for line in (root / LOG_FILE).read_text("utf-8").splitlines()
+                           if " command: " in line]  # every start of the study, the first one made it
+    summary["machine"] = {"host": platform.node(), "platform": platform.platform(), "cores": cores(),
+                          "launcher": launcher, "jobs": jobs if launcher == "local" else None, "threads_per_run": per_run}
     summary["plot"] = None
     if any(r["test_acc"] is not None for r in summary["runs"]):
         plot = write_plot(summary, root / PLOT_FILE)
