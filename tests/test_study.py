@@ -159,6 +159,23 @@ def test_resume_redoes_only_the_missing_run(parallel_study, nas_cmd, tmp_path):
     assert r.exit_code == 2 and "--space (stored 'darts', given 'nas-bench-201')" in r.output
 
 
+def test_a_failing_run_is_named_and_the_others_are_kept(parallel_study, nas_cmd, tmp_path):
+    src, _ = parallel_study
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    shutil.rmtree(root / "final" / "random-0")
+    (root / "final" / "random-0").write_text("in the way")  # its train-final cannot make its run directory
+    (root / "final" / "random-1" / "result.json").unlink()
+    lines = len((root / "study.log").read_text().splitlines())
+    proc = _study(nas_cmd, "--resume", root, "--jobs", 2, ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 run failed (random-0)")
+    assert "--out" in (root / "logs" / "random-0.log").read_text()  # the command's own error line
+    assert [(s[0], s[1]) for s in _log_steps(root, lines)] == [("random-1", "train-final")]  # the other one ran
+    summary = json.loads((root / "study.json").read_text())
+    assert not summary["finished"] and summary["random"]["runs"] == 1
+
+
 def test_ray_launcher_gives_the_same_runs(parallel_study, nas_cmd, tmp_path):
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'nasbench[ray]')")
     root, _ = parallel_study
