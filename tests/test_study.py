@@ -216,3 +216,12 @@ def test_resume_of_a_folder_that_is_no_study(tmp_path, nas_cmd):
                                              "`nas study --resume` continues a folder that `nas study` made"]
     r = invoke("study", "--resume", tmp_path / "missing")
     assert r.exit_code == 2 and "study folder not found" in r.output
+
+
+def test_argument_errors_answer_without_importing_torch(nas_cmd):
+    for args in (["--algos", "nope"], ["--seeds", "0"], ["--preset", "fast"]):
+        r = subprocess.run([nas_cmd[0], "-X", "importtime", *nas_cmd[1:], "study", *args], capture_output=True,
+                           text=True, timeout=120)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("import time:")]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert not re.search(r"^import time:.*\|\s*torch(\.|$)", r.stderr, re.M), args

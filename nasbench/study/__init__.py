@@ -105,8 +105,7 @@ def units(spec: StudySpec) -> list[Unit]:
 def check_spec(spec: StudySpec) -> None:
     """Every mistake in a study's settings, before anything is written: names, counts, and both configs
     resolved for every algorithm (unknown keys, values, a space an algorithm does not run on)."""
-    from nasbench import registry
-    from nasbench.config import PRESETS, parse_dotlist, resolve_final_config, resolve_search_config
+    from nasbench import catalogue, registry
 
     if not spec.algos:
         raise ConfigError("--algos names no algorithm")
@@ -117,8 +116,8 @@ def check_spec(spec: StudySpec) -> None:
         raise ConfigError(f"--algos names {', '.join(dup)} more than once")
     registry.check("space", spec.space)
     registry.check("dataset", spec.dataset)
-    if spec.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {spec.preset!r}; choose one of: {', '.join(PRESETS)}")
+    if spec.preset not in catalogue.PRESETS:
+        raise ConfigError(f"unknown preset {spec.preset!r}; choose one of: {', '.join(catalogue.PRESETS)}")
     if spec.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1 (the search seeds 0..N-1), got {spec.seeds}")
     if spec.random < 0:
@@ -130,6 +129,8 @@ def check_spec(spec: StudySpec) -> None:
         bare = key.split(".", 1)[1] if key.startswith((SEARCH_ONLY, FINAL_ONLY)) else key
         if bare in STUDY_KEYS and key != FINAL_ONLY + "seed":  # final.seed: the training seed of every cell
             raise ConfigError(f"{key} is set by the study for every run; use {STUDY_KEYS[bare]}")
+    from nasbench.config import parse_dotlist, resolve_final_config, resolve_search_config  # (imports PyTorch)
+
     search_over, final_over = spec.split_overrides()
     parse_dotlist(spec.overrides)
     hint = "key=value arguments without a search. or final. prefix go to both the search and train-final"
