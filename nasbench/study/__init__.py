@@ -133,19 +133,21 @@ def check_spec(spec: StudySpec) -> None:
 
     search_over, final_over = spec.split_overrides()
     parse_dotlist(spec.overrides)
-    hint = "key=value arguments without a search. or final. prefix go to both the search and train-final"
+    shared = any(not item.startswith((SEARCH_ONLY, FINAL_ONLY)) for item in spec.overrides)
+    hint = (" (key=value arguments without a search. or final. prefix go to both the search and train-final)"
+            if shared else "")
     flags = {"dataset": spec.dataset, "space": spec.space, "data_dir": spec.data_dir}
     for a in spec.algos:
         try:
             resolve_search_config(a, preset=spec.preset, overrides=search_over, shortcuts={**flags, "seed": 0})
         except ConfigError as exc:
-            raise ConfigError(f"the {a} search: {exc} ({hint})") from None
+            raise ConfigError(f"the {a} search: {exc}{hint}") from None
     genotype = "random:0"  # the recipe of a searched cell is the space's recipe too (the space picks it)
     try:
         resolve_final_config(preset=spec.preset, overrides=final_over,
                              shortcuts={**flags, "genotype": genotype})
     except ConfigError as exc:
-        raise ConfigError(f"train-final: {exc} ({hint})") from None
+        raise ConfigError(f"train-final: {exc}{hint}") from None
 
 
 def check_runs(jobs: int, threads: Optional[int]) -> None:
