@@ -123,8 +123,7 @@ def study(
         S.check_spec(spec)
         root = Path(out_dir or S.default_folder(spec)).resolve()
         S.check_new_folder(root)
-        root.mkdir(parents=True, exist_ok=True)
-        S.save_spec(root, spec)
+        S.make_folder(root, spec)
     try:
         summary, failed = run_study(spec, root, jobs=jobs, threads=threads, launcher=launcher, address=address,
                                     say=lambda m: err.print(m, highlight=False, soft_wrap=True),

@@ -197,10 +197,24 @@ def check_new_folder(root: Path) -> None:
     """A new study goes to a new or empty folder."""
     if root.exists() and not root.is_dir():
         raise RunDirError(f"--out {root} is a file, not a folder; name a new folder")
+    from nasbench.engine.rundir import file_in_path
+
+    bad = file_in_path(root)
+    if bad is not None:
+        raise RunDirError(f"cannot make the study folder {root}: {bad} is a file, not a folder")
     if (root / STUDY_FILE).is_file():
         raise RunDirError(f"{root} already holds a study; continue it with `nas study --resume {root}`")
     if root.exists() and any(root.iterdir()):
         raise RunDirError(f"--out {root} exists and is not empty; name a new folder")
+
+
+def make_folder(root: Path, spec: StudySpec) -> None:
+    """The new study's folder with its ``study.yaml``; an unwritable place is one line."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        save_spec(root, spec)
+    except OSError as exc:
+        raise RunDirError(f"cannot write the study folder {root}: {exc.strerror or exc}") from None
 
 
 def resumed_spec(root: Path, given: dict[str, Any]) -> StudySpec:

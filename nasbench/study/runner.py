@@ -42,7 +42,8 @@ def run_study(spec: StudySpec, root: Path, *, jobs: int = 1, threads: Optional[i
     how = (f"{jobs} at once" if launcher == "local" else f"as Ray tasks ({address or 'a local Ray instance'})")
     if command:
         log_line(root, f"command: {command}")
-    log_line(root, f"start: {len(todo)} of {len(all_units)} runs to do, {how}, {per_run} threads each")
+    log_line(root, f"start: {len(todo)} of {len(all_units)} runs to do, {how}, {per_run} thread{'s' if per_run > 1 else ''} "
+                   "each")
     for u in all_units:
         if not any(j.name == u.name for j in todo):
             log_line(root, f"{u.name} finished before: skipped")
