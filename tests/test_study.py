@@ -78,8 +78,8 @@ def test_table_and_study_json_hold_what_the_run_directories_hold(parallel_study)
     root, proc = parallel_study
     names = ["darts-seed0", "darts-seed1", "random-0", "random-1"]
     results = {n: _result(root / "final" / n) for n in names}
-    search_s = {n: sum(json.loads(x)["seconds"] for x in (root / "search" / n / "metrics.jsonl").read_text().splitlines())
-                for n in names[:2]}
+    search_s = {n: sum(json.loads(x)["seconds"]
+                       for x in (root / "search" / n / "metrics.jsonl").read_text().splitlines()) for n in names[:2]}
     summary = json.loads((root / "study.json").read_text())
     assert summary["finished"] and (root / "study.png").stat().st_size > 1000
     assert {r["name"]: r["test_acc"] for r in summary["runs"]} == {n: results[n]["test_acc"] for n in names}

@@ -76,7 +76,8 @@ def study(
     space: Annotated[Optional[str], typer.Option("--space", "-s", help="Search space of every cell (default darts).",
                                                  callback=known_name("space"))] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset of the searches and the "
-                                                   "trainings (default cifar10).", callback=known_name("dataset"))] = None,
+                                                   "trainings (default cifar10).",
+                                                   callback=known_name("dataset"))] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Search seeds per algorithm: 0..N-1 "
                                                  "(default 3).")] = None,
     random: Annotated[Optional[int], typer.Option("--random", help="Random cells of the space, random:0..N-1, "

@@ -39,7 +39,8 @@ SEARCH_RESULT = "best.json"
 SEARCH_ONLY, FINAL_ONLY = "search.", "final."
 """Prefixes of ``key=value`` arguments meant for one of the two configs; unprefixed ones go to both."""
 
-STUDY_KEYS = {"seed": "--seeds (final.seed=N: the train-final seed of every cell)", "out": "--out", "model.space": "--space", "space": "--space",
+STUDY_KEYS = {"seed": "--seeds (final.seed=N: the train-final seed of every cell)", "out": "--out",
+              "model.space": "--space", "space": "--space",
               "data.dataset": "--dataset", "genotype": "--algos/--random", "threads": "--threads/--jobs",
               "preset": "--preset", "data.data_dir": "--data-dir"}
 """Config keys the study sets itself (for every run), and the flag that sets them."""

@@ -42,8 +42,8 @@ def run_study(spec: StudySpec, root: Path, *, jobs: int = 1, threads: Optional[i
     how = (f"{jobs} at once" if launcher == "local" else f"as Ray tasks ({address or 'a local Ray instance'})")
     if command:
         log_line(root, f"command: {command}")
-    log_line(root, f"start: {len(todo)} of {len(all_units)} runs to do, {how}, {per_run} thread{'s' if per_run > 1 else ''} "
-                   "each")
+    plural = "s" if per_run > 1 else ""
+    log_line(root, f"start: {len(todo)} of {len(all_units)} runs to do, {how}, {per_run} thread{plural} each")
     for u in all_units:
         if not any(j.name == u.name for j in todo):
             log_line(root, f"{u.name} finished before: skipped")
@@ -85,7 +85,8 @@ def run_study(spec: StudySpec, root: Path, *, jobs: int = 1, threads: Optional[i
     summary["commands"] = [line.split(" command: ", 1)[1] for line in (root / LOG_FILE).read_text("utf-8").splitlines()
                            if " command: " in line]  # every start of the study, the first one made it
     summary["machine"] = {"host": platform.node(), "platform": platform.platform(), "cores": cores(),
-                          "launcher": launcher, "jobs": jobs if launcher == "local" else None, "threads_per_run": per_run}
+                          "launcher": launcher, "jobs": jobs if launcher == "local" else None,
+                          "threads_per_run": per_run}
     summary["plot"] = None
     if any(r["test_acc"] is not None for r in summary["runs"]):
         plot = write_plot(summary, root / PLOT_FILE)
