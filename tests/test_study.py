@@ -4,8 +4,10 @@ study, and bad arguments are one error line."""
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 
@@ -152,6 +154,18 @@ def test_resume_redoes_only_the_missing_run(parallel_study, nas_cmd, tmp_path):
     lines = len((root / "study.log").read_text().splitlines())
     _study(nas_cmd, "--resume", root)
     assert _log_steps(root, lines) == []
+    # one study process per folder
+    from nasbench.engine.rundir import RunDir
+
+    holder = RunDir(root)
+    holder.lock()
+    try:
+        r = _study(nas_cmd, "--resume", root, ok=False)
+    finally:
+        holder.unlock()
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: study folder {root} is in use by process {os.getpid()} on {socket.gethostname()}; wait for it to "
+        f"finish or stop it (Ctrl-C saves a checkpoint), then use --resume {root}"]
     # settings given again must be the stored ones
     r = invoke("study", "--resume", root, "--seeds", "3")
     assert r.exit_code == 2 and "--seeds (stored 2, given 3)" in r.output and len(r.output.strip().splitlines()) == 1

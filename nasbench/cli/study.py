@@ -41,10 +41,11 @@ def study_table(summary: dict[str, Any]) -> Table:
 
     st = summary["study"]
     n_random = summary["random"]["runs"]
+    ranks = (f"; rank among random: 1 + the random cells more accurate, per search seed (1 = best, {n_random + 1} = "
+             "worst)" if n_random else "")
     t = Table(title=f"searched vs random cells: {st['space']} space, {st['dataset']}, preset {st['preset']}",
               caption=f"test accuracy of the last epoch (mean ± std over the runs); params (no auxiliary head), MACs "
-                      f"and search time: means; rank among random: 1 + the random cells more accurate, per search "
-                      f"seed (1 = best, {n_random + 1} = worst). {summary['folder']}")
+                      f"and search time: means{ranks}. {summary['folder']}")
     for name in ("cells", "runs", "test acc %", "best", "worst", "params", "MACs", "search", "rank among random"):
         t.add_column(name, justify="left" if name in ("cells", "rank among random") else "right",
                      no_wrap=name == "test acc %")
@@ -125,6 +126,7 @@ def study(
         root = Path(out_dir or S.default_folder(spec)).resolve()
         S.check_new_folder(root)
         S.make_folder(root, spec)
+    S.lock_folder(root)  # one study process per folder (held until this process ends)
     try:
         summary, failed = run_study(spec, root, jobs=jobs, threads=threads, launcher=launcher, address=address,
                                     say=lambda m: err.print(m, highlight=False, soft_wrap=True),
@@ -137,7 +139,8 @@ def study(
     wide.print(study_table(summary))
     from nasbench.report.summaries import format_hms
 
-    err.print(f"{len(summary['runs'])} runs: {format_hms(summary['run_seconds'])} of searches and trainings "
+    n = len(summary["runs"])
+    err.print(f"{n} run{'s' if n > 1 else ''}: {format_hms(summary['run_seconds'])} of searches and trainings "
               f"(their own times summed); this start took {format_hms(summary['wall_seconds'])}",
               highlight=False, soft_wrap=True)
     if summary.get("plot"):

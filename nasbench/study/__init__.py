@@ -218,6 +218,19 @@ def make_folder(root: Path, spec: StudySpec) -> None:
         raise RunDirError(f"cannot write the study folder {root}: {exc.strerror or exc}") from None
 
 
+def lock_folder(root: Path) -> Any:
+    """Hold the study folder's lock (as a run directory's: ``.lock``, flock) for this process; a folder another
+    ``nas study`` holds is one line naming that process."""
+    from nasbench.engine.rundir import RunDir
+
+    folder = RunDir(root)
+    try:
+        folder.lock()
+    except RunDirError as exc:
+        raise RunDirError(str(exc).replace("run directory", "study folder", 1)) from None
+    return folder
+
+
 def resumed_spec(root: Path, given: dict[str, Any]) -> StudySpec:
     """The stored settings of the study in ``root``; settings given again must agree with them."""
     stored = load_spec(root)
