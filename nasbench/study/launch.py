@@ -126,6 +126,11 @@ def run_ray(jobs: list[Job], address: Optional[str], on_done: Callable[[dict[str
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
     refs: dict[Any, Job] = {}
     try:
+        cpus = ray.cluster_resources().get("CPU", 0)
+        wanted = max((j.threads for j in jobs), default=0)
+        if address is None and wanted > cpus:  # (a cluster may grow; a local instance never does)
+            raise ConfigError(f"each run asks Ray for {wanted} CPUs (--threads), more than the {cpus:g} of the local "
+                              "Ray instance: its tasks would never start; lower --threads")
         refs = {ray.remote(num_cpus=j.threads)(run_unit).remote(j): j for j in jobs}
         while refs:
             finished, _ = ray.wait(list(refs), num_returns=1)
