@@ -213,6 +213,7 @@ def test_ray_launcher_gives_the_same_runs(parallel_study, nas_cmd, tmp_path):
     (["--launcher", "slurm"], "unknown launcher 'slurm'"),
     (["--address", "ray://x:10001"], "--address is the Ray cluster of --launcher ray"),
     (["gdas"], "'gdas' is no key=value argument"),
+    (["--algos", "darts", "--dataset", "cifar10", "--data-dir", "/nonexistent-nasbench-data"], "cifar10 not found"),
 ])
 def test_bad_arguments_are_one_error_line(tmp_path, args, message):
     r = invoke("study", "--out", tmp_path / "s", *args)

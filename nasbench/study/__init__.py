@@ -145,10 +145,24 @@ def check_spec(spec: StudySpec) -> None:
             raise ConfigError(f"the {a} search: {exc}{hint}") from None
     genotype = "random:0"  # the recipe of a searched cell is the space's recipe too (the space picks it)
     try:
-        resolve_final_config(preset=spec.preset, overrides=final_over,
-                             shortcuts={**flags, "genotype": genotype})
+        final_cfg = resolve_final_config(preset=spec.preset, overrides=final_over,
+                                         shortcuts={**flags, "genotype": genotype})
     except ConfigError as exc:
         raise ConfigError(f"train-final: {exc}{hint}") from None
+    check_data(final_cfg)
+
+
+def check_data(cfg: Any) -> None:
+    """The dataset's training and test images are there (fetched now with data.download=true, once, rather
+    than by several runs at once); else the data's own error line, before anything is written."""
+    from nasbench import data as data_mod
+    from nasbench.config import data_options
+
+    d = cfg.data
+    info = data_mod.dataset_info(d.dataset, d.data_dir, **data_options(cfg))
+    for train in (True, False):
+        data_mod.load_dataset(d.dataset, d.data_dir, train, data_mod.test_transform(info), download=d.download,
+                              **data_options(cfg))
 
 
 def check_runs(jobs: int, threads: Optional[int]) -> None:
