@@ -1,0 +1,131 @@
+"""A study's results, read from its run directories: ``study.json`` and the plot.
+
+Every number comes from the files the runs wrote: a train-final run's ``result.json`` (test accuracy of the last
+epoch, parameters without the auxiliary head, MACs, seconds) and a search run's ``metrics.jsonl`` (search time:
+the sum of its epochs' seconds, as ``nas compare`` counts it).
+
+The rank of a searched cell among the random cells is 1 + the number of random cells with a strictly higher
+test accuracy: 1 is the best, ``random + 1`` the worst; a tie counts for the searched cell.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from nasbench.report.summaries import stats
+from nasbench.study import FINAL_RESULT, StudySpec, Unit, units
+
+
+def _read_json(p: Path) -> Optional[dict[str, Any]]:
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def search_seconds(search_dir: Path) -> Optional[float]:
+    """The search's time: its epochs' seconds summed (None without a metrics file)."""
+    from nasbench.engine.rundir import read_jsonl
+
+    p = search_dir / "metrics.jsonl"
+    if not p.is_file():
+        return None
+    return sum(float(m.get("seconds") or 0.0) for m in read_jsonl(p))
+
+
+def run_record(unit: Unit, root: Path) -> dict[str, Any]:
+    """One run of the study as its directories hold it (``test_acc`` None while it has no result)."""
+    final_dir = unit.final_dir(root)
+    result = _read_json(final_dir / FINAL_RESULT) or {}
+    record: dict[str, Any] = {
+        "name": unit.name, "algo": unit.algo or "random", "seed": unit.seed,
+        "genotype": f"random:{unit.seed}" if unit.algo is None else None,
+        "final_dir": str(final_dir),
+        "test_acc": result.get("test_acc"), "params": result.get("params"), "macs": result.get("macs"),
+        "final_seconds": result.get("seconds"),
+    }
+    search_dir = unit.search_dir(root)
+    if search_dir is not None:
+        record.update(search_dir=str(search_dir), search_seconds=search_seconds(search_dir))
+    cell = _read_json(final_dir / "genotype.json")
+    record["cell"] = cell
+    return record
+
+
+def rank_among(acc: float, others: list[float]) -> int:
+    """1 + how many of ``others`` are strictly more accurate."""
+    return 1 + sum(1 for o in others if o > acc)
+
+
+def collect(spec: StudySpec, root: Path) -> dict[str, Any]:
+    """``study.json``'s content: the settings, every run, per algorithm and for the random cells."""
+    records = [run_record(u, root) for u in units(spec)]
+    rand = [r for r in records if r["algo"] == "random" and r["test_acc"] is not None]
+    rand_acc = [float(r["test_acc"]) for r in rand]
+    for r in records:
+        if r["algo"] != "random" and r["test_acc"] is not None and rand_acc:
+            r["rank"] = rank_among(float(r["test_acc"]), rand_acc)
+    algorithms = {}
+    for a in spec.algos:
+        rs = [r for r in records if r["algo"] == a and r["test_acc"] is not None]
+        algorithms[a] = {
+            "runs": len(rs),
+            "test_acc": stats([float(r["test_acc"]) for r in rs]),
+            "params": stats([float(r["params"]) for r in rs if r["params"] is not None]),
+            "macs": stats([float(r["macs"]) for r in rs if r["macs"] is not None]),
+            "search_seconds": stats([float(r["search_seconds"]) for r in rs if r.get("search_seconds") is not None]),
+            "ranks": [r["rank"] for r in rs if "rank" in r],
+            "beats_random_mean": (None if not rs or not rand_acc else
+                                  sum(float(r["test_acc"]) > sum(rand_acc) / len(rand_acc) for r in rs)),
+        }
+    random_summary = {
+        "runs": len(rand),
+        "test_acc": stats(rand_acc),
+        "best": max(rand_acc) if rand_acc else None,
+        "worst": min(rand_acc) if rand_acc else None,
+        "params": stats([float(r["params"]) for r in rand if r["params"] is not None]),
+        "macs": stats([float(r["macs"]) for r in rand if r["macs"] is not None]),
+    }
+    run_seconds = sum(float(r.get("final_seconds") or 0.0) + float(r.get("search_seconds") or 0.0) for r in records)
+    return {"study": spec.to_dict(), "folder": str(root), "runs": records, "algorithms": algorithms,
+            "random": random_summary, "run_seconds": run_seconds,
+            "finished": all(r["test_acc"] is not None for r in records)}
+
+
+def write_plot(summary: dict[str, Any], path: Path) -> Optional[Path]:
+    """Test accuracy against parameters: the random cells as a grey cloud (their mean dashed), each algorithm's
+    cells in a colour and marker of their own. None without matplotlib."""
+    from nasbench.report.plots import _pyplot, matplotlib_available
+
+    if not matplotlib_available():
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    rand = [r for r in summary["runs"] if r["algo"] == "random" and r["test_acc"] is not None]
+    if rand:
+        ax.scatter([r["params"] for r in rand], [r["test_acc"] for r in rand], s=26, color="0.6", alpha=0.7,
+                   label=f"random cells ({len(rand)})", zorder=2)
+        mean = summary["random"]["test_acc"]["mean"]
+        ax.axhline(mean, color="0.5", ls="--", lw=1, label=f"random mean {mean:.2f}%", zorder=1)
+    markers = "o^sDvP*Xh<>"
+    for k, (algo, _) in enumerate(summary["algorithms"].items()):
+        rs = [r for r in summary["runs"] if r["algo"] == algo and r["test_acc"] is not None]
+        if rs:
+            ax.scatter([r["params"] for r in rs], [r["test_acc"] for r in rs], s=60, marker=markers[k % len(markers)],
+                       color=plt.get_cmap("tab10")(k % 10), edgecolor="black", lw=0.6, label=algo, zorder=3)
+    st = summary["study"]
+    ax.set_xlabel("parameters (evaluation network, no auxiliary head)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"searched vs random cells: {st['space']} space, {st['dataset']}", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["search_seconds", "run_record", "rank_among", "collect", "write_plot"]

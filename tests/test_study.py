@@ -1,0 +1,242 @@
+"""``nas study`` through the real CLI on tiny synthetic runs: the table and study.json hold what the run
+directories hold, resume redoes only what is missing, --jobs 2 and --launcher ray give the runs of a sequential
+study, and bad arguments are one error line."""
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+
+import pytest
+from conftest import invoke
+
+from nasbench.engine.distributed import cores
+from nasbench.report.summaries import format_hms
+
+TINY = ["--dataset", "synthetic", "--preset", "quick",
+        "epochs=1", "batch_size=16", "data.subset=32", "data.num_train=32", "data.image_size=8", "data.num_test=16",
+        "search.model.channels=4", "search.model.layers=3", "search.plots=false",
+        "final.model.channels=4", "final.model.layers=2"]
+SHARE = max(1, cores() // 2)  # the threads of each run of --jobs 2: runs compared with them use as many
+
+
+def _study(nas_cmd, *args, ok=True):
+    proc = subprocess.run([*nas_cmd, "study", *map(str, args)], capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _result(d):
+    return json.loads((d / "result.json").read_text())
+
+
+def _same_runs(a, b, names):
+    """The runs ``names`` of studies ``a`` and ``b`` hold the same cells and the same trained numbers."""
+    for name in names:
+        ra, rb = _result(a / "final" / name), _result(b / "final" / name)
+        for key in ("test_acc", "test_loss", "train_acc", "params", "macs"):
+            assert ra[key] == rb[key], (name, key)
+        ga = json.loads((a / "final" / name / "genotype.json").read_text())
+        gb = json.loads((b / "final" / name / "genotype.json").read_text())
+        ga.pop("run", None), gb.pop("run", None)  # where the searched cell came from
+        assert ga == gb, name
+        if not name.startswith("random"):
+            la = [json.loads(x) for x in (a / "search" / name / "metrics.jsonl").read_text().splitlines()]
+            lb = [json.loads(x) for x in (b / "search" / name / "metrics.jsonl").read_text().splitlines()]
+            assert [m["train_loss"] for m in la] == [m["train_loss"] for m in lb]
+            assert [m["valid_acc"] for m in la] == [m["valid_acc"] for m in lb]
+
+
+def _log_steps(root, after_line=0):
+    """(run, step, start, seconds) of the commands study.log records, from line ``after_line`` on."""
+    rows = []
+    for line in (root / "study.log").read_text().splitlines()[after_line:]:
+        m = re.match(r"\S+ (\S+) (\S+): started (\S+), exit code 0 after ([\d.]+) s: nas ", line)
+        if m:
+            rows.append((m[1], m[2], dt.datetime.fromisoformat(m[3]).timestamp(), float(m[4])))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def parallel_study(tmp_path_factory, nas_cmd_module):
+    root = tmp_path_factory.mktemp("study") / "a"
+    proc = _study(nas_cmd_module, "--algos", "darts", "--seeds", 2, "--random", 2, "--jobs", 2, "--out", root, *TINY)
+    return root, proc
+
+
+@pytest.fixture(scope="module")
+def nas_cmd_module():
+    import sys
+
+    return [sys.executable, "-m", "nasbench"]
+
+
+def test_table_and_study_json_hold_what_the_run_directories_hold(parallel_study):
+    root, proc = parallel_study
+    names = ["darts-seed0", "darts-seed1", "random-0", "random-1"]
+    results = {n: _result(root / "final" / n) for n in names}
+    search_s = {n: sum(json.loads(x)["seconds"]
+                       for x in (root / "search" / n / "metrics.jsonl").read_text().splitlines()) for n in names[:2]}
+    summary = json.loads((root / "study.json").read_text())
+    assert summary["finished"] and (root / "study.png").stat().st_size > 1000
+    assert {r["name"]: r["test_acc"] for r in summary["runs"]} == {n: results[n]["test_acc"] for n in names}
+
+    def mean_std(xs):
+        return statistics.mean(xs), statistics.stdev(xs)
+
+    d_acc = mean_std([results[n]["test_acc"] for n in names[:2]])
+    r_acc = [results[n]["test_acc"] for n in names[2:]]
+    darts = summary["algorithms"]["darts"]
+    assert (darts["test_acc"]["mean"], darts["test_acc"]["std"]) == pytest.approx(d_acc)
+    assert darts["params"]["mean"] == pytest.approx(statistics.mean(results[n]["params"] for n in names[:2]))
+    assert darts["macs"]["mean"] == pytest.approx(statistics.mean(results[n]["macs"] for n in names[:2]))
+    assert darts["search_seconds"]["mean"] == pytest.approx(statistics.mean(search_s.values()))
+    ranks = [1 + sum(r > results[n]["test_acc"] for r in r_acc) for n in names[:2]]
+    assert darts["ranks"] == ranks
+    rnd = summary["random"]
+    assert (rnd["test_acc"]["mean"], rnd["best"], rnd["worst"]) == pytest.approx(
+        (statistics.mean(r_acc), max(r_acc), min(r_acc)))
+    # the printed table: the same numbers
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in proc.stdout.splitlines() if line.startswith("│")}
+    p = [results[n]["params"] for n in names[:2]]
+    m = [results[n]["macs"] for n in names[:2]]
+    d = [results[n]["test_acc"] for n in names[:2]]
+    assert rows["darts"] == ["2", f"{d_acc[0]:.2f} ± {d_acc[1]:.2f}", f"{max(d):.2f}", f"{min(d):.2f}",
+                             f"{statistics.mean(p):,.0f}", f"{statistics.mean(m):,.0f}",
+                             format_hms(statistics.mean(search_s.values())), f"{ranks[0]}, {ranks[1]} of 3"]
+    p = [results[n]["params"] for n in names[2:]]
+    assert rows["random"] == ["2", f"{statistics.mean(r_acc):.2f} ± {statistics.stdev(r_acc):.2f}",
+                              f"{max(r_acc):.2f}", f"{min(r_acc):.2f}", f"{statistics.mean(p):,.0f}",
+                              f"{statistics.mean(results[n]['macs'] for n in names[2:]):,.0f}", "–", "–"]
+    assert proc.stdout.strip().endswith("study.json")
+
+
+def test_jobs_2_runs_two_at_once_with_a_share_of_the_cores(parallel_study):
+    root, _ = parallel_study
+    steps = _log_steps(root)
+    assert len(steps) == 2 * 3 + 2  # search, derive, train-final of each searched cell; train-final of each random
+    first = sorted(steps, key=lambda s: s[2])[:2]  # the first two commands started ran at the same time
+    assert first[0][0] != first[1][0] and first[1][2] < first[0][2] + first[0][3]
+    for kind in ("search/darts-seed0", "final/random-1"):
+        assert f"threads: {SHARE}" in (root / kind / "config.yaml").read_text()
+
+
+def test_sequential_study_gives_the_same_runs(parallel_study, nas_cmd, tmp_path):
+    root, _ = parallel_study
+    seq = tmp_path / "seq"
+    _study(nas_cmd, "--algos", "darts", "--seeds", 1, "--random", 1, "--threads", SHARE, "--out", seq, *TINY)
+    _same_runs(root, seq, ["darts-seed0", "random-0"])
+    assert len(_log_steps(seq)) == 4
+
+
+def test_resume_redoes_only_the_missing_run(parallel_study, nas_cmd, tmp_path):
+    src, _ = parallel_study
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    acc = _result(root / "final" / "random-1")["test_acc"]
+    (root / "final" / "random-1" / "result.json").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in root.glob("*/*/*") if p.is_file() and "random-1" not in str(p)}
+    lines = len((root / "study.log").read_text().splitlines())
+    proc = _study(nas_cmd, "--resume", root, "--jobs", 2)
+    steps = _log_steps(root, lines)
+    assert [(s[0], s[1]) for s in steps] == [("random-1", "train-final")]
+    assert "train-final --resume" in (root / "study.log").read_text().splitlines()[-2]
+    assert _result(root / "final" / "random-1")["test_acc"] == acc
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert "darts" in proc.stdout
+    # nothing left: a resume only prints the table again
+    lines = len((root / "study.log").read_text().splitlines())
+    _study(nas_cmd, "--resume", root)
+    assert _log_steps(root, lines) == []
+    # one study process per folder
+    from nasbench.engine.rundir import RunDir
+
+    holder = RunDir(root)
+    holder.lock()
+    try:
+        r = _study(nas_cmd, "--resume", root, ok=False)
+    finally:
+        holder.unlock()
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: study folder {root} is in use by process {os.getpid()} on {socket.gethostname()}; wait for it to "
+        f"finish or stop it (Ctrl-C saves a checkpoint), then use --resume {root}"]
+    # settings given again must be the stored ones
+    r = invoke("study", "--resume", root, "--seeds", "3")
+    assert r.exit_code == 2 and "--seeds (stored 2, given 3)" in r.output and len(r.output.strip().splitlines()) == 1
+    r = invoke("study", "--resume", root, "--space", "nas-bench-201")
+    assert r.exit_code == 2 and "--space (stored 'darts', given 'nas-bench-201')" in r.output
+
+
+def test_a_failing_run_is_named_and_the_others_are_kept(parallel_study, nas_cmd, tmp_path):
+    src, _ = parallel_study
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    shutil.rmtree(root / "final" / "random-0")
+    (root / "final" / "random-0").write_text("in the way")  # its train-final cannot make its run directory
+    (root / "final" / "random-1" / "result.json").unlink()
+    lines = len((root / "study.log").read_text().splitlines())
+    proc = _study(nas_cmd, "--resume", root, "--jobs", 2, ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 run failed (random-0)")
+    assert "--out" in (root / "logs" / "random-0.log").read_text()  # the command's own error line
+    assert [(s[0], s[1]) for s in _log_steps(root, lines)] == [("random-1", "train-final")]  # the other one ran
+    summary = json.loads((root / "study.json").read_text())
+    assert not summary["finished"] and summary["random"]["runs"] == 1
+
+
+def test_ray_launcher_gives_the_same_runs(parallel_study, nas_cmd, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'nasbench[ray]')")
+    root, _ = parallel_study
+    rs = tmp_path / "ray"
+    _study(nas_cmd, "--launcher", "ray", "--threads", SHARE, "--algos", "darts", "--seeds", 1, "--random", 1,
+           "--out", rs, *TINY)
+    _same_runs(root, rs, ["darts-seed0", "random-0"])
+    assert "as Ray tasks" in (rs / "study.log").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--algos", "nope"], "unknown algorithm 'nope'"),
+    (["--algos", "darts", "gdas", "darts"], "--algos names darts more than once"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--random", "-1"], "--random must be 0 or more"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--space", "darts", "model.space=nas-bench-201"], "model.space is set by the study for every run; use --space"),
+    (["search.seed=3"], "search.seed is set by the study"),
+    (["nope=1"], "nope"),
+    (["final.model.auxiliary=maybe"], "train-final"),
+    (["--launcher", "slurm"], "unknown launcher 'slurm'"),
+    (["--address", "ray://x:10001"], "--address is the Ray cluster of --launcher ray"),
+    (["gdas"], "'gdas' is no key=value argument"),
+    (["--algos", "darts", "--dataset", "cifar10", "--data-dir", "/nonexistent-nasbench-data"], "cifar10 not found"),
+])
+def test_bad_arguments_are_one_error_line(tmp_path, args, message):
+    r = invoke("study", "--out", tmp_path / "s", *args)
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error:") and message in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+def test_resume_of_a_folder_that_is_no_study(tmp_path, nas_cmd):
+    (tmp_path / "run").mkdir()
+    r = subprocess.run([*nas_cmd, "study", "--resume", str(tmp_path / "run")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'run'} is not a study folder (no study.yaml); "
+                                             "`nas study --resume` continues a folder that `nas study` made"]
+    r = invoke("study", "--resume", tmp_path / "missing")
+    assert r.exit_code == 2 and "study folder not found" in r.output
+
+
+def test_argument_errors_answer_without_importing_torch(nas_cmd):
+    for args in (["--algos", "nope"], ["--seeds", "0"], ["--preset", "fast"]):
+        r = subprocess.run([nas_cmd[0], "-X", "importtime", *nas_cmd[1:], "study", *args], capture_output=True,
+                           text=True, timeout=120)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("import time:")]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert not re.search(r"^import time:.*\|\s*torch(\.|$)", r.stderr, re.M), args
