@@ -50,6 +50,7 @@ OFFICIAL = {
     "data.color_jitter": False,  # RandomResizedCrop(224), RandomHorizontalFlip, ToTensor, normalize
     "model.stem": "imagenet",  # model_search_imagenet.py: stem0, stem1
     "step_order": "auto",  # arch step (on the search batch) before the weight step, as on CIFAR
+    "data.workers": 4,  # --workers 4
 }
 
 
@@ -240,7 +241,7 @@ def test_search_on_an_image_folder_runs_and_derives(tmp_path, nas_cmd):
     cmd = [*nas_cmd, "search", "--algo", "pc-darts", "--dataset", "imagefolder", "--data-dir", str(root),
            "data.image_size=64", "--epochs", "2", "--batch-size", "4", "--channels", "4", "--layers", "3",
            "--device", "cpu", "--out", str(out), "--no-progress", "plots=false", "scale_schedules=false",
-           "data.balanced_split=[0.5,0.25]", "optim.warmup_epochs=2", "pc_darts.warmup_epochs=1"]
+           "data.balanced_split=[0.5,0.25]", "optim.warmup_epochs=2", "pc_darts.warmup_epochs=1", "data.workers=0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "24 + 12 images (class-balanced: 0.5 + 0.25 of each class" in " ".join(proc.stderr.split())

@@ -152,6 +152,7 @@ class PcDarts(Strategy):
         "pc_darts.k": 2,  # model_search_imagenet.py: C//2 channels through the ops, channel_shuffle(ans, 2)
         "data.balanced_split": [0.1, 0.025],  # 10% / 2.5% of each class (the README's data preparation)
         "data.color_jitter": False,  # RandomResizedCrop(224) + RandomHorizontalFlip only
+        "data.workers": 4,  # --workers 4
     }
 
     @classmethod

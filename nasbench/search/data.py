@@ -58,7 +58,7 @@ def load_search_data(cfg: DictConfig, recorded: Optional[Path] = None) -> Search
     else:
         w_share, a_share = (float(v) for v in shares)
         weight_idx, arch_idx = balanced_split(indices, dataset_targets(ds), (w_share, a_share), cfg.seed,
-                                              classes=getattr(ds, "classes", None))
+                                              classes=getattr(ds, "classes", None), subset=d.subset)
         ids = sample_ids(ds)
         record = {"kind": "class_balanced", "shares": [w_share, a_share], "seed": int(cfg.seed),
                   "dataset": str(d.dataset), "images": len(ds), "weights": [ids[i] for i in weight_idx],
@@ -93,7 +93,7 @@ def sample_ids(ds: Any) -> list[str]:
 
 
 def balanced_split(indices: Sequence[int], targets: Sequence[int], shares: tuple[float, float], seed: int,
-                   classes: Optional[Sequence[str]] = None) -> tuple[list[int], list[int]]:
+                   classes: Optional[Sequence[str]] = None, subset: Optional[int] = None) -> tuple[list[int], list[int]]:
     """PC-DARTS's ImageNet sampling: from each class's images among ``indices``, ``floor(w·n)`` (at least 1)
     train the weights and ``floor(a·n)`` (at least 1) others the architecture, drawn at random (one seeded
     permutation per class, classes in label order); the two samples are disjoint, class-major."""
@@ -110,9 +110,11 @@ def balanced_split(indices: Sequence[int], targets: Sequence[int], shares: tuple
         n_a = max(1, math.floor(shares[1] * n + 1e-9))
         if n_w + n_a > n:
             name = classes[c] if classes is not None and c < len(classes) else str(c)
-            raise ConfigError(f"class {name!r} has {n} training image{'s' if n != 1 else ''}: too few for the "
+            where = f" in the {subset} images of data.subset" if subset is not None else ""
+            cure = "use a larger --subset, add images" if subset is not None else "add images"
+            raise ConfigError(f"class {name!r} has {n} training image{'s' if n != 1 else ''}{where}: too few for the "
                               f"class-balanced search split data.balanced_split={list(shares)} (at least one image "
-                              f"for the weights and one for the architecture); add images or set "
+                              f"for the weights and one for the architecture); {cure} or set "
                               f"data.balanced_split=null")
         perm = torch.randperm(n, generator=g).tolist()
         weight_idx += [members[p] for p in perm[:n_w]]
