@@ -27,6 +27,8 @@ from nasbench.search.trainer import WarmupCosine, dry_run
 from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN
 from nasbench.spaces.darts.supernet import ImageNetStem
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # train_search_imagenet.py (master), line by line: the argparse defaults and what its loop does with them
 OFFICIAL = {
     "batch_size": 1024,  # --batch_size 1024
@@ -55,7 +57,7 @@ OFFICIAL = {
 
 
 def write_folder(root: Path, classes: int = 3, per_class: int = 16, size: tuple[int, int] = (80, 72),
-                 seed: int = 0, val: int = 2) -> Path:
+                 seed: int = 0, val: int = 2, prefix: str = "img") -> Path:
     """ImageNet's layout: ``root/train`` and ``root/val``, each with ``classes`` folders of real images (JPEG and
     PNG alternately, ``size`` = (w, h)): ``per_class`` training images and ``val`` validation images per class."""
     from PIL import Image
@@ -67,7 +69,7 @@ def write_folder(root: Path, classes: int = 3, per_class: int = 16, size: tuple[
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 pixels = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
-                Image.fromarray(pixels).save(d / f"img_{i:03d}.{'JPEG' if i % 2 else 'png'}")
+                Image.fromarray(pixels).save(d / f"{prefix}_{i:03d}.{'JPEG' if i % 2 else 'png'}")
     return root
 
 
@@ -306,3 +308,46 @@ def test_a_class_too_small_for_the_sample_is_one_error_line(tmp_path, nas_cmd):
                            "--epochs", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("error: class 'tiny' has 1 training image")
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_killed_search_resumes_on_its_recorded_sample_bitwise(tmp_path, monkeypatch):
+    """Killed mid-epoch, with new images added to every class before the resume (a fresh draw would differ),
+    the resumed search trains on the recorded sample and ends bitwise where an uninterrupted one ends."""
+    import sys
+
+    from nasbench.engine.rundir import torch_load
+    from nasbench.search.trainer import SearchTrainer, search
+
+    root = write_folder(tmp_path / "data", classes=3, per_class=8)
+    common = ["device=cpu", "data.dataset=imagefolder", f"data.data_dir={root}", "data.image_size=64",
+              "model.channels=4", "model.layers=3", "batch_size=4", "epochs=2", "scale_schedules=false",
+              "pc_darts.warmup_epochs=0", "data.balanced_split=[0.5,0.25]", "data.workers=0", "plots=false",
+              "checkpoint_every=1", "threads=1"]  # the resumed process then runs on as many threads
+    search(resolve_search_config("pc-darts", overrides=[*common, f"out={tmp_path / 'ref'}"]), show_progress=False)
+
+    class Killed(Exception):
+        pass
+
+    original = SearchTrainer._checkpoint
+
+    def checkpoint(self, epoch, step, *args):
+        if epoch == 0 and step == 2:  # a checkpoint after step 1 of epoch 0 exists (3 steps an epoch)
+            raise Killed
+        return original(self, epoch, step, *args)
+
+    monkeypatch.setattr(SearchTrainer, "_checkpoint", checkpoint)
+    with pytest.raises(Killed):
+        search(resolve_search_config("pc-darts", overrides=[*common, f"out={tmp_path / 'cut'}"]), show_progress=False)
+    monkeypatch.undo()
+    write_folder(root, classes=3, per_class=6, seed=1, prefix="new")
+    proc = subprocess.run([sys.executable, "-m", "nasbench", "search", "--resume", str(tmp_path / "cut"),
+                           "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "ref" / SPLIT_FILE).read_text() == (tmp_path / "cut" / SPLIT_FILE).read_text()
+    for epoch in (0, 1):
+        a = torch_load(tmp_path / "ref" / "arch" / f"epoch_{epoch:03d}.pt")["arch"]
+        b = torch_load(tmp_path / "cut" / "arch" / f"epoch_{epoch:03d}.pt")["arch"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    best = [json.loads((tmp_path / r / "best.json").read_text()) for r in ("ref", "cut")]
+    assert [{k: v for k, v in g.items() if k != "run"} for g in best][0] == \
+        [{k: v for k, v in g.items() if k != "run"} for g in best][1]
