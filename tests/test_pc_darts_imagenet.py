@@ -351,3 +351,17 @@ def test_a_killed_search_resumes_on_its_recorded_sample_bitwise(tmp_path, monkey
     best = [json.loads((tmp_path / r / "best.json").read_text()) for r in ("ref", "cut")]
     assert [{k: v for k, v in g.items() if k != "run"} for g in best][0] == \
         [{k: v for k, v in g.items() if k != "run"} for g in best][1]
+
+
+def test_the_search_augments_as_the_official_script(tmp_path):
+    """RandomResizedCrop + flip (no colour jitter, which DARTS's ImageNet evaluation has) for PC-DARTS."""
+    from torchvision import transforms as T
+
+    root = write_folder(tmp_path / "data", classes=2, per_class=4)
+    kinds = {}
+    for algo in ("pc-darts", "darts"):
+        cfg = resolve_search_config(algo, overrides=["data.dataset=imagefolder", f"data.data_dir={root}",
+                                                     "data.image_size=64", "data.balanced_split=[0.5,0.25]"])
+        kinds[algo] = [type(t) for t in load_search_data(cfg).dataset.transform.transforms]
+    assert kinds["pc-darts"] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.ToTensor, T.Normalize]
+    assert kinds["darts"] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.ColorJitter, T.ToTensor, T.Normalize]
