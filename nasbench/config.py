@@ -285,9 +285,11 @@ def resolve_search_config(
     cfg = _merge(cfg, strategy_cls.paper_defaults, f"{algo}'s paper defaults")
     cfg = _merge(cfg, space_cls.search_defaults(algo, "paper"), f"{algo}'s settings on the {space} space")
     # the dataset, as the user's layers give it: ImageNet-like data bring the algorithm's ImageNet settings
+    size = _peek("data.image_size", [file_cfg, dotlist, flags], 32)  # a wrong type is reported by the merges below
     imagenet_like = is_imagenet_like(str(_peek("data.dataset", [file_cfg, dotlist, flags], "cifar10")),
-                                     int(_peek("data.image_size", [file_cfg, dotlist, flags], 32)))
-    if imagenet_like and strategy_cls.imagenet_defaults:
+                                     size if isinstance(size, int) and not isinstance(size, bool) else 32)
+    if imagenet_like and strategy_cls.imagenet_defaults and "imagenet" in space_cls.stems:
+        # (an official ImageNet search ran on a space with ImageNet stems: the darts space)
         cfg = _merge(cfg, strategy_cls.imagenet_defaults, f"{algo}'s ImageNet settings")
     if preset == "quick":
         cfg = _merge(cfg, {**QUICK_PRESET, **strategy_cls.quick_defaults, **space_cls.search_defaults(algo, "quick")},

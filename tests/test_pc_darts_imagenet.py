@@ -110,6 +110,11 @@ def test_other_algorithms_get_the_imagenet_stem_but_keep_their_defaults():
     assert (cfg.model.stem, cfg.batch_size, cfg.optim.lr, cfg.data.balanced_split) == ("imagenet", 64, 0.025, None)
     nb = resolve_search_config("darts", overrides=["data.dataset=imagenet", "model.space=nas-bench-201"])
     assert nb.model.stem == "cifar"  # the NAS-Bench-201 space has one stem
+    # PC-DARTS's ImageNet search ran in the darts space: on NAS-Bench-201 its settings stay those of that space
+    pc = resolve_search_config("pc-darts", overrides=["data.dataset=imagenet", "model.space=nas-bench-201"])
+    cifar = resolve_search_config("pc-darts", overrides=["data.dataset=cifar10", "model.space=nas-bench-201"])
+    assert (pc.model.stem, pc.batch_size, pc.model.layers, pc.pc_darts.k) == \
+        ("cifar", cifar.batch_size, cifar.model.layers, cifar.pc_darts.k)
 
 
 # ---------------------------------------------------------------------------------------------- the network
