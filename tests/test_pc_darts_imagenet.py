@@ -264,6 +264,9 @@ def test_search_on_an_image_folder_runs_and_derives(tmp_path, nas_cmd):
     derive = subprocess.run([*nas_cmd, "derive", str(out)], capture_output=True, text=True, timeout=300)
     assert derive.returncode == 0, derive.stderr
     assert json.loads((out / "best.json").read_text())["space"] == "darts"
+    show = subprocess.run([*nas_cmd, "show", str(out)], capture_output=True, text=True, timeout=300)
+    text = " ".join(show.stdout.split())
+    assert show.returncode == 0 and "class-balanced 0.5 + 0.25 of each class" in text and "imagenet stem" in text
     # --resume reads the recorded split: an image it names that is gone is one error line
     (root / "train" / split["arch"][0]).unlink()
     again = subprocess.run([*nas_cmd, "search", "--resume", str(out), "--no-progress"], capture_output=True,
