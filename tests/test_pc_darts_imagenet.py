@@ -21,7 +21,7 @@ from torch import nn
 from nasbench.algorithms.base import create_strategy
 from nasbench.config import resolve_search_config
 from nasbench.engine.measure import count_weights
-from nasbench.errors import ConfigError, DataError
+from nasbench.errors import DataError
 from nasbench.search.data import SPLIT_FILE, balanced_split, dataset_targets, load_search_data, sample_ids
 from nasbench.search.trainer import WarmupCosine, dry_run
 from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN
@@ -356,9 +356,9 @@ def test_a_killed_search_resumes_on_its_recorded_sample_bitwise(tmp_path, monkey
         a = torch_load(tmp_path / "ref" / "arch" / f"epoch_{epoch:03d}.pt")["arch"]
         b = torch_load(tmp_path / "cut" / "arch" / f"epoch_{epoch:03d}.pt")["arch"]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    best = [json.loads((tmp_path / r / "best.json").read_text()) for r in ("ref", "cut")]
-    assert [{k: v for k, v in g.items() if k != "run"} for g in best][0] == \
-        [{k: v for k, v in g.items() if k != "run"} for g in best][1]
+    ref, cut = ({k: v for k, v in json.loads((tmp_path / r / "best.json").read_text()).items() if k != "run"}
+                for r in ("ref", "cut"))
+    assert ref == cut
 
 
 def test_the_search_augments_as_the_official_script(tmp_path):
