@@ -40,6 +40,7 @@ class ModelConfig:
     stem_multiplier: int = 3
     final_bn_relu: bool = False  # BatchNorm-ReLU before global pooling (GDAS's reimplementation)
     pool_bn: bool = True  # darts space: a non-affine BN after the supernet's pools (DARTS; GDAS's code has none)
+    stem: str = "auto"  # cifar (conv3×3+BN), imagenet (PC-DARTS's three stride-2 convs); auto: by the data
     space: str = "darts"
 
 
@@ -66,6 +67,10 @@ class DataConfig(DataConfigBase):
     """The search's ``data`` section."""
 
     train_portion: float = 0.5  # share of the training set that trains the weights
+    # per class, the shares of the training images that train the weights and the architecture (a seeded,
+    # class-balanced sample recorded in the run; PC-DARTS on ImageNet: [0.1, 0.025]); null: train_portion
+    balanced_split: Optional[list[float]] = None
+    color_jitter: bool = True  # large images: colour jitter after the random-resized crop (DARTS's ImageNet)
 
 
 @dataclass
@@ -78,6 +83,7 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
+    warmup_epochs: int = 0  # linear warm-up: epoch e < W trains at lr·(e+1)/W (scaled like the schedules)
 
 
 @dataclass
@@ -278,6 +284,13 @@ def resolve_search_config(
     cfg = _merge(cfg, {"algo": algo, "preset": preset}, "the command line")
     cfg = _merge(cfg, strategy_cls.paper_defaults, f"{algo}'s paper defaults")
     cfg = _merge(cfg, space_cls.search_defaults(algo, "paper"), f"{algo}'s settings on the {space} space")
+    # the dataset, as the user's layers give it: ImageNet-like data bring the algorithm's ImageNet settings
+    size = _peek("data.image_size", [file_cfg, dotlist, flags], 32)  # a wrong type is reported by the merges below
+    imagenet_like = is_imagenet_like(str(_peek("data.dataset", [file_cfg, dotlist, flags], "cifar10")),
+                                     size if isinstance(size, int) and not isinstance(size, bool) else 32)
+    if imagenet_like and strategy_cls.imagenet_defaults and "imagenet" in space_cls.stems:
+        # (an official ImageNet search ran on a space with ImageNet stems: the darts space)
+        cfg = _merge(cfg, strategy_cls.imagenet_defaults, f"{algo}'s ImageNet settings")
     if preset == "quick":
         cfg = _merge(cfg, {**QUICK_PRESET, **strategy_cls.quick_defaults, **space_cls.search_defaults(algo, "quick")},
                      "the quick preset")
@@ -286,8 +299,22 @@ def resolve_search_config(
     cfg = _merge(cfg, dotlist, "key=value arguments")
     cfg = _merge(cfg, flags, "the command-line flags")
     cfg = _settle_depth(cfg, strategy_cls.depth_key, [file_cfg, dotlist, flags])
+    if cfg.model.stem == "auto":  # the space's stem for this data: ImageNet-style where the space has one
+        stem = "imagenet" if imagenet_like and "imagenet" in space_cls.stems else "cifar"
+        cfg = _merge(cfg, {"model.stem": stem}, "the dataset")
     check_search_config(cfg)
     return cfg
+
+
+def is_imagenet_like(dataset: str, image_size: int) -> bool:
+    """ImageNet, or image folders of 64 px or more (:data:`nasbench.data.LARGE_IMAGE`): they get the ImageNet-style
+    networks (and, in a search, the algorithm's ImageNet settings)."""
+    return dataset == "imagenet" or (dataset == "imagefolder" and image_size >= 64)
+
+
+def input_size(cfg: DictConfig) -> int:
+    """The side of the images a network of ``cfg`` sees (ImageNet: 224, the random-resized crop)."""
+    return 224 if cfg.data.dataset == "imagenet" else int(cfg.data.image_size)
 
 
 def _settle_depth(cfg: DictConfig, key: str, layers: Sequence[Any]) -> DictConfig:
@@ -330,6 +357,16 @@ def check_search_config(cfg: DictConfig) -> None:
     algo_cls.check_config(cfg)
     for what, layers in algo_cls.stage_depths(cfg):
         space.check_depth(layers, what)
+    stems = registry.get("space", cfg.model.space).stems
+    if cfg.model.stem not in ("auto", *stems):
+        raise ConfigError(f"model.stem must be {' or '.join(('auto', *stems))} in the {cfg.model.space} space, got "
+                          f"{cfg.model.stem!r}")
+    if cfg.model.stem == "imagenet" and input_size(cfg) % 32:
+        size = input_size(cfg)
+        raise ConfigError(f"the ImageNet-style supernet (model.stem=imagenet) halves the images three times in its "
+                          f"stems and twice more in its reduction cells, so data.image_size must be a multiple of 32 "
+                          f"(e.g. {max(64, size // 32 * 32)} or {size // 32 * 32 + 32}), got {size}")
+    check_balanced_split(cfg.data.get("balanced_split"))
     if not 0.0 < cfg.data.train_portion < 1.0:
         raise ConfigError(f"data.train_portion must lie strictly between 0 and 1, got {cfg.data.train_portion}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
@@ -346,6 +383,17 @@ def check_search_config(cfg: DictConfig) -> None:
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
     registry.get("dataset", cfg.data.dataset)
+
+
+def check_balanced_split(shares: Any) -> None:
+    """``data.balanced_split``: null, or two shares (weights, architecture) above 0 that sum to at most 1."""
+    if shares is None:
+        return
+    values = list(shares)
+    if len(values) != 2 or not all(0.0 < float(v) <= 1.0 for v in values) or sum(float(v) for v in values) > 1.0:
+        raise ConfigError("data.balanced_split must be two shares of each class's images, for the weights and for "
+                          f"the architecture, each above 0 and together at most 1 (e.g. [0.1, 0.025]), got "
+                          f"{OmegaConf.to_container(shares) if isinstance(shares, ListConfig) else shares}")
 
 
 def load_run_config(path: str | Path) -> DictConfig:
@@ -461,9 +509,7 @@ FINAL_SHORTCUTS = {**SHORTCUTS, "genotype": "genotype", "val_split": "data.val_s
 
 
 def _final_is_imagenet_like(cfg: DictConfig) -> bool:
-    if cfg.data.dataset == "imagenet":
-        return True
-    return cfg.data.dataset == "imagefolder" and cfg.data.image_size >= 64
+    return is_imagenet_like(cfg.data.dataset, int(cfg.data.image_size))
 
 
 def resolve_final_config(

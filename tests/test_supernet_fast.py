@@ -78,7 +78,8 @@ def run_both(s, ref, fast, fmt, train: bool = True, epoch_start: bool = True):
         s.on_epoch_start(0, ref)
         s.on_epoch_start(0, fast)
     torch.manual_seed(1)
-    x = torch.randn(6, 3, 12, 12)
+    size = 32 if s.cfg.model.stem == "imagenet" else 12  # the ImageNet stems halve 3 times, the reductions twice
+    x = torch.randn(6, 3, size, size)
     y = torch.randint(0, 10, (6,))
     w = s.weights()  # one set of edge weights (one Gumbel sample) for both
     out = {}
@@ -127,6 +128,9 @@ CASES = {
     "gdas-frc": ("gdas", ["gdas.fixed_reduction=true"], None),
     "pc-darts": ("pc-darts", [], None),
     "pc-darts-k2": ("pc-darts", ["pc_darts.k=2"], None),
+    # PC-DARTS's ImageNet search network: stride-2 stems, the first cell reducing s0, K=2
+    "pc-darts-imagenet": ("pc-darts", ["model.stem=imagenet", "pc_darts.k=2"], None),
+    "darts-imagenet": ("darts", ["model.stem=imagenet"], None),
     "p-darts": ("p-darts", ["p_darts.layers=3", "p_darts.add_layers=[0,1,2]"], None),
     "p-darts-stage2": ("p-darts", ["p_darts.layers=3", "p_darts.add_layers=[0,1,2]"], _pdarts_pruned),
     "sgas": ("sgas", [], None),
@@ -146,7 +150,7 @@ def test_fast_supernet_equals_reference(case, memory_efficient):
     compare(s, ref, fast, fmt)  # a second step: running statistics updated twice, still equal
 
 
-@pytest.mark.parametrize("case", ["darts", "gdas", "pc-darts", "p-darts-stage2"])
+@pytest.mark.parametrize("case", ["darts", "gdas", "pc-darts", "p-darts-stage2", "pc-darts-imagenet"])
 def test_fast_supernet_equals_reference_in_eval_mode(case):
     algo, overrides, prepare = CASES[case]
     _, s = build(algo, *overrides)

@@ -96,6 +96,10 @@ class Strategy:
     """Shared config keys (dotted) that this algorithm's paper/code sets differently from DARTS."""
     quick_defaults: ClassVar[Mapping[str, Any]] = {}
     """Extra ``--preset quick`` overrides for this algorithm."""
+    imagenet_defaults: ClassVar[Mapping[str, Any]] = {}
+    """Config keys (dotted) this algorithm's official ImageNet search sets, merged after ``paper_defaults`` when
+    the dataset is ImageNet-like (``imagenet``, or ``imagefolder`` images of 64 px or more) on a space that has
+    ImageNet stems (the darts space)."""
     paper_epochs: ClassVar[int] = 50
     """Epochs of the paper's search; epoch-counted schedules scale with ``epochs / paper_epochs``."""
     step_order: ClassVar[str] = "arch_first"

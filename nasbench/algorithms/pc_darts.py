@@ -12,6 +12,10 @@ Two changes to DARTS, following the official code (yuhuixu1993/PC-DARTS, ``model
   edge's op weights by its normalised β, then applies the DARTS rule.
 
 No architecture step runs during the first ``warmup_epochs`` (15 of 50, scaled with the run's epochs).
+
+On ImageNet-like data (``imagenet``, ``imagefolder`` of 64 px or more) the defaults are those of the official
+ImageNet search (``train_search_imagenet.py``, ``model_search_imagenet.py``): ``imagenet_defaults`` below, with
+the space's ImageNet-style stems.
 """
 
 from __future__ import annotations
@@ -127,6 +131,29 @@ class PcDarts(Strategy):
         "arch_optim.weight_decay": 1e-3,
     }
     paper_epochs = 50
+
+    imagenet_defaults = {
+        # train_search_imagenet.py's argparse defaults (official master branch), for the search directly on ImageNet
+        "epochs": 50,
+        "batch_size": 1024,
+        "model.channels": 16,
+        "model.layers": 8,
+        "optim.lr": 0.5,
+        "optim.lr_min": 0.0,
+        "optim.momentum": 0.9,
+        "optim.weight_decay": 3e-4,
+        "optim.grad_clip": 5.0,
+        "optim.warmup_epochs": 5,  # lr·(epoch+1)/5 for the first 5 epochs (the script: when batch_size > 256)
+        "arch_optim.lr": 6e-3,
+        "arch_optim.betas": [0.5, 0.999],
+        "arch_optim.weight_decay": 1e-3,
+        "arch_optim.grad_clip": 5.0,  # the script clips the architecture gradient with --grad_clip too
+        "pc_darts.warmup_epochs": 35,  # --begin
+        "pc_darts.k": 2,  # model_search_imagenet.py: C//2 channels through the ops, channel_shuffle(ans, 2)
+        "data.balanced_split": [0.1, 0.025],  # 10% / 2.5% of each class (the README's data preparation)
+        "data.color_jitter": False,  # RandomResizedCrop(224) + RandomHorizontalFlip only
+        "data.workers": 4,  # --workers 4
+    }
 
     @classmethod
     def check_config(cls, cfg) -> None:

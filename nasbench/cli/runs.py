@@ -112,10 +112,14 @@ def show(
     t.add_column("value")
     m = cfg.model
     t.add_row("algorithm", f"{cfg.algo} (preset {cfg.preset})")
-    t.add_row("data", f"{cfg.data.dataset}" + (f", subset {cfg.data.subset}" if cfg.data.subset else "")
-              + f", train_portion {cfg.data.train_portion}")
+    shares = cfg.data.get("balanced_split")
+    split = (f", class-balanced {shares[0]:g} + {shares[1]:g} of each class" if shares is not None
+             else f", train_portion {cfg.data.train_portion}")
+    t.add_row("data", f"{cfg.data.dataset}" + (f", subset {cfg.data.subset}" if cfg.data.subset else "") + split)
     depth = S.cells(cfg)
-    t.add_row("supernet", f"C={m.channels}, {depth} cells{' (per stage)' if '/' in depth else ''}, {m.steps} nodes")
+    stem = f", {m.stem} stem" if m.get("stem", "auto") not in ("auto", "cifar") else ""
+    t.add_row("supernet", f"C={m.channels}, {depth} cells{' (per stage)' if '/' in depth else ''}, {m.steps} nodes"
+                          + stem)
     t.add_row("schedule", f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.optim.lr}, "
                           f"arch lr {cfg.arch_optim.lr}, seed {cfg.seed}")
     section = cfg.get(cfg.algo.replace("-", "_"))

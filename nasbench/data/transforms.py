@@ -52,9 +52,10 @@ def _large(info: DatasetInfo) -> bool:
     return info.name == "imagenet" or info.image_size >= LARGE_IMAGE
 
 
-def train_transform(info: DatasetInfo, cutout: int = 0, augment: bool = True) -> Transform:
+def train_transform(info: DatasetInfo, cutout: int = 0, augment: bool = True, color_jitter: bool = True) -> Transform:
     """Training augmentation (DARTS): pad-4 random crop + flip for small images (pad 2 for ImageNet16-120),
-    the ImageNet recipe for large.
+    the ImageNet recipe for large (random-resized crop, flip and, unless ``color_jitter`` is false, colour
+    jitter: PC-DARTS's ImageNet search has none).
 
     ``augment=False`` leaves only the test transform (and Cutout, if asked). Synthetic data are already
     normalised tensors: only Cutout applies (None without it).
@@ -69,11 +70,9 @@ def train_transform(info: DatasetInfo, cutout: int = 0, augment: bool = True) ->
     steps: list[Any]
     if _large(info):
         size = 224 if info.name == "imagenet" else info.image_size
-        steps = [
-            T.RandomResizedCrop(size),
-            T.RandomHorizontalFlip(),
-            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2),
-        ]
+        steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+        if color_jitter:
+            steps.append(T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2))
     else:
         steps = [T.RandomCrop(info.image_size, padding=CROP_PADDING.get(info.name, 4))]
         if info.name != "mnist":  # flipped digits are other digits (or none)

@@ -1,17 +1,30 @@
 """The data of a search: the training set split into a weight half and an architecture half, and the
-seeded stream of architecture batches."""
+seeded stream of architecture batches.
+
+Two splits: DARTS's (the first ``train_portion`` of the images train the weights, the rest the architecture)
+and, with ``data.balanced_split=[w, a]``, a class-balanced sample (PC-DARTS's ImageNet search: 10% and 2.5% of
+each class), seeded and recorded in the run (``search_split.json``) so that a resumed run uses the same images.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
+from torch.utils.data import Subset
 
 from nasbench import data as data_mod
 from nasbench.config import data_options
-from nasbench.errors import NasError
+from nasbench.data.sampling import _mix
+from nasbench.errors import ConfigError, DataError, NasError
+
+SPLIT_FILE = "search_split.json"
+"""The class-balanced split of a run, in its directory: which images train the weights and which the architecture."""
 
 
 @dataclass
@@ -21,20 +34,115 @@ class SearchData:
     arch_idx: list[int]
     num_classes: int
     in_channels: int
+    split_record: Optional[dict[str, Any]] = None  # the class-balanced split, to be written into the run
 
 
-def load_search_data(cfg: DictConfig) -> SearchData:
-    """The training set, a subset of it if asked, split into a weight half and an architecture half."""
+def load_search_data(cfg: DictConfig, recorded: Optional[Path] = None) -> SearchData:
+    """The training set, a subset of it if asked, split into a weight half and an architecture half.
+
+    With ``data.balanced_split`` the split is the class-balanced sample; ``recorded`` (a resumed run's
+    ``search_split.json``), when it exists, gives it instead of drawing it again.
+    """
     d = cfg.data
     opts = data_options(cfg)
     info = data_mod.dataset_info(d.dataset, d.data_dir, **opts)
-    transform = data_mod.train_transform(info, cutout=d.cutout)
+    transform = data_mod.train_transform(info, cutout=d.cutout, color_jitter=bool(d.get("color_jitter", True)))
     ds = data_mod.load_dataset(d.dataset, d.data_dir, True, transform, download=d.download, **opts)
     indices = data_mod.subset_indices(len(ds), d.subset, cfg.seed)
-    weight_idx, arch_idx = data_mod.search_split(indices, d.train_portion)
+    shares = d.get("balanced_split")
+    record = None
+    if shares is None:
+        weight_idx, arch_idx = data_mod.search_split(indices, d.train_portion)
+    elif recorded is not None and recorded.is_file():
+        weight_idx, arch_idx = read_split(recorded, ds)
+    else:
+        w_share, a_share = (float(v) for v in shares)
+        weight_idx, arch_idx = balanced_split(indices, dataset_targets(ds), (w_share, a_share), cfg.seed,
+                                              classes=getattr(ds, "classes", None), subset=d.subset)
+        ids = sample_ids(ds)
+        record = {"kind": "class_balanced", "shares": [w_share, a_share], "seed": int(cfg.seed),
+                  "dataset": str(d.dataset), "images": len(ds), "weights": [ids[i] for i in weight_idx],
+                  "arch": [ids[i] for i in arch_idx]}
     if min(len(weight_idx), len(arch_idx)) < 1:
         raise NasError(f"the search split of {len(indices)} images leaves a half empty; use more images")
-    return SearchData(ds, weight_idx, arch_idx, info.num_classes, info.in_channels)
+    return SearchData(ds, weight_idx, arch_idx, info.num_classes, info.in_channels, record)
+
+
+def dataset_targets(ds: Any) -> list[int]:
+    """The label of every sample of ``ds`` (read from its ``targets``; a Subset maps its parent's)."""
+    if isinstance(ds, Subset):
+        parent = dataset_targets(ds.dataset)
+        return [parent[i] for i in ds.indices]
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        return [int(ds[i][1]) for i in range(len(ds))]
+    return [int(t) for t in (targets.tolist() if isinstance(targets, torch.Tensor) else targets)]
+
+
+def sample_ids(ds: Any) -> list[str]:
+    """A name for every sample of ``ds`` that survives a reload: its file path relative to the image folder
+    (ImageFolder, or a Subset of one), else its index."""
+    base, picked = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, None)
+    samples = getattr(base, "samples", None)
+    if samples is not None:
+        root = Path(base.root)
+        ids = [Path(p).relative_to(root).as_posix() for p, _ in samples]
+    else:
+        ids = [str(i) for i in range(len(base))]
+    return ids if picked is None else [ids[i] for i in picked]
+
+
+def balanced_split(indices: Sequence[int], targets: Sequence[int], shares: tuple[float, float], seed: int,
+                   classes: Optional[Sequence[str]] = None, subset: Optional[int] = None) -> tuple[list[int], list[int]]:
+    """PC-DARTS's ImageNet sampling: from each class's images among ``indices``, ``floor(w·n)`` (at least 1)
+    train the weights and ``floor(a·n)`` (at least 1) others the architecture, drawn at random (one seeded
+    permutation per class, classes in label order); the two samples are disjoint, class-major."""
+    by_class: dict[int, list[int]] = {}
+    for i in indices:
+        by_class.setdefault(int(targets[i]), []).append(int(i))
+    g = torch.Generator().manual_seed(_mix(seed, 104729))  # a stream of its own: the split alone draws from it
+    weight_idx: list[int] = []
+    arch_idx: list[int] = []
+    for c in sorted(by_class):
+        members = by_class[c]
+        n = len(members)
+        n_w = max(1, math.floor(shares[0] * n + 1e-9))
+        n_a = max(1, math.floor(shares[1] * n + 1e-9))
+        if n_w + n_a > n:
+            name = classes[c] if classes is not None and c < len(classes) else str(c)
+            where = f" in the {subset} images of data.subset" if subset is not None else ""
+            cure = "use a larger --subset, add images" if subset is not None else "add images"
+            raise ConfigError(f"class {name!r} has {n} training image{'s' if n != 1 else ''}{where}: too few for the "
+                              f"class-balanced search split data.balanced_split={list(shares)} (at least one image "
+                              f"for the weights and one for the architecture); {cure} or set "
+                              f"data.balanced_split=null")
+        perm = torch.randperm(n, generator=g).tolist()
+        weight_idx += [members[p] for p in perm[:n_w]]
+        arch_idx += [members[p] for p in perm[n_w:n_w + n_a]]
+    return weight_idx, arch_idx
+
+
+def read_split(path: Path, ds: Any) -> tuple[list[int], list[int]]:
+    """The weight and architecture indices into ``ds`` of the split recorded in ``path``; a recorded image that
+    ``ds`` no longer has is a DataError."""
+    try:
+        record = json.loads(path.read_text())
+        weights, arch = list(record["weights"]), list(record["arch"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"cannot read the run's search split {path}: {type(e).__name__}: {e}") from None
+    where = {sid: i for i, sid in enumerate(sample_ids(ds))}
+    missing = [sid for sid in (*weights, *arch) if sid not in where]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(f"the run's search split ({path}) names images the data no longer has: {missing[0]}{more}; "
+                        "restore them, or start a new run")
+    return [where[sid] for sid in weights], [where[sid] for sid in arch]
+
+
+def write_split(run_path: Path, record: dict[str, Any]) -> None:
+    from nasbench.engine.rundir import atomic_write_text
+
+    atomic_write_text(Path(run_path) / SPLIT_FILE, json.dumps(record, indent=0) + "\n")
 
 
 class ArchStream:

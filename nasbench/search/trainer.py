@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -27,7 +28,7 @@ from nasbench.engine.device import deterministic_mode, memory_format, resolve_de
 from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
-from nasbench.search.data import ArchStream, SearchData, load_search_data
+from nasbench.search.data import SPLIT_FILE, ArchStream, SearchData, load_search_data, write_split
 from nasbench.algorithms.base import ArchStepContext, Strategy, create_strategy
 from nasbench.config import data_options, to_yaml
 from nasbench.errors import ConfigError, RunDirError
@@ -47,6 +48,23 @@ def arch_frozen(strategy: Strategy) -> Iterator[None]:
     finally:
         for p, f in zip(params, flags):
             p.requires_grad_(f)
+
+
+class WarmupCosine:
+    """The learning rate of epoch e as a factor of ``lr`` (for LambdaLR): ``lr·(e+1)/warmup`` for e < ``warmup``
+    (PC-DARTS's ImageNet search), then the cosine schedule ``lr_min + (lr − lr_min)·(1 + cos(π e/T))/2`` that
+    CosineAnnealingLR gives without a warm-up. Plain numbers only, so that the scheduler's state saves."""
+
+    def __init__(self, lr: float, lr_min: float, epochs: int, warmup: int):
+        self.lr, self.lr_min, self.epochs, self.warmup = float(lr), float(lr_min), int(epochs), int(warmup)
+
+    def value(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return self.lr * (epoch + 1) / self.warmup
+        return self.lr_min + (self.lr - self.lr_min) * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+
+    def __call__(self, epoch: int) -> float:
+        return self.value(epoch) / self.lr if self.lr else 0.0
 
 
 def check_batch_split(strategy: Strategy, world: int) -> None:
@@ -136,8 +154,13 @@ class SearchTrainer(RunEngine):
         o = cfg.optim
         self.w_optim = torch.optim.SGD(self.net.parameters(), lr=o.lr, momentum=o.momentum,
                                        weight_decay=o.weight_decay, nesterov=o.nesterov)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optim, T_max=s.stage_epochs(),
-                                                                    eta_min=o.lr_min)
+        warmup = s.scaled(o.warmup_epochs) if o.get("warmup_epochs", 0) else 0
+        if warmup > 0:
+            self.scheduler: Any = torch.optim.lr_scheduler.LambdaLR(
+                self.w_optim, WarmupCosine(o.lr, o.lr_min, s.stage_epochs(), warmup))
+        else:
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optim, T_max=s.stage_epochs(),
+                                                                        eta_min=o.lr_min)
         a = cfg.arch_optim
         self.alpha_optim = torch.optim.Adam(s.arch_parameters(), lr=a.lr, betas=tuple(a.betas),
                                             weight_decay=a.weight_decay)
@@ -324,10 +347,17 @@ class SearchTrainer(RunEngine):
         self.console.print(
             f"[bold]{self.cfg.algo}[/]{where}: supernet {self.spec.layers} cells, C={self.spec.C}, "
             f"{count_weights(self.net):,} weights, {sum(p.numel() for p in s.arch_parameters()):,} architecture "
-            f"parameters; {len(self.data.weight_idx)} + {len(self.data.arch_idx)} images; device {self.device}, "
-            f"{threads_label(self.threads)}")
+            f"parameters; {len(self.data.weight_idx)} + {len(self.data.arch_idx)} images{self._split_note()}; "
+            f"device {self.device}, {threads_label(self.threads)}")
         if self.dist.enabled:
             self.console.print(self.dist.describe(s.batch_size(0)))
+
+    def _split_note(self) -> str:
+        shares = self.cfg.data.get("balanced_split")
+        if shares is None:
+            return ""
+        w, a = (float(v) for v in shares)
+        return f" (class-balanced: {w:.4g} + {a:.4g} of each class, {SPLIT_FILE})"
 
     def _run_epoch(self, epoch: int, start_step: int, meter: Meter, arch_meter: Meter) -> None:
         cfg, s = self.cfg, self.strategy
@@ -446,13 +476,15 @@ def search(cfg: DictConfig, *, resume: Optional[Path] = None, console: Optional[
     # holds, a file, a run that got somewhere), then the data and the batch it must hold
     check_run_place(d, resume, cfg.out)
     with restart_hint(resume):
-        data = load_search_data(cfg)
+        data = load_search_data(cfg, recorded=Path(resume) / SPLIT_FILE if resume is not None else None)
         check_search_data(cfg, data, d.world)
     # a resume: every rank reads the stored config and checkpoint; else rank 0 names the directory (its
     # default name has a timestamp), creates it with config.yaml and tells the others
     run = run_directory(d, resume=resume, new_path=lambda: cfg.out or default_run_dir(cfg),
                         config_yaml=lambda: to_yaml(cfg), check_writable=True)
     try:
+        if data.split_record is not None and d.is_main:  # drawn now (a new run): kept for --resume
+            write_split(run.path, data.split_record)
         trainer = SearchTrainer(cfg, run, console=console, show_progress=show_progress)
         if run.reused:
             trainer.console.print(f"starting again in {run.path}: its last start failed before its first checkpoint")
@@ -479,6 +511,7 @@ def dry_run(cfg: DictConfig) -> dict[str, Any]:
         "layers": spec.layers,
         **({"stage_layers": depths} if len(depths := [d for _, d in type(strategy).stage_depths(cfg)]) > 1 else {}),
         "channels": spec.C,
+        **({"stem": spec.options["stem"]} if "stem" in spec.options else {}),
         "num_classes": spec.num_classes,
         "input": [info.in_channels, info.image_size, info.image_size],
         "batch_size": int(cfg.batch_size),

@@ -266,6 +266,9 @@ class SearchSpace:
     """The cell types a genotype of this space describes; each searched type has its own α."""
     fixed_cell_types: ClassVar[frozenset[str]] = frozenset()
     """Cell types the space can fix (hand-designed) instead of searching (GDAS-FRC: ``reduce``)."""
+    stems: ClassVar[tuple[str, ...]] = ("cifar",)
+    """The supernet stems the space builds (``model.stem``); ``auto`` picks ``imagenet`` for ImageNet-like data
+    where the space has it, else ``cifar``."""
     executions: ClassVar[tuple[str, ...]] = ("reference",)
     """Supernet executions (the first is the default); ``fast`` computes the reference's numbers faster."""
 

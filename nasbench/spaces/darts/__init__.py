@@ -34,6 +34,7 @@ class DartsSpace(SearchSpace):
     cell_types = ("normal", "reduce")
     fixed_cell_types = frozenset({"reduce"})
     executions = ("fast", "reference")
+    stems = ("cifar", "imagenet")
     reference_size: ClassVar[Mapping[str, int]] = {"C": 36, "layers": 20, "num_classes": 10}
 
     @classmethod
@@ -67,8 +68,11 @@ class DartsSpace(SearchSpace):
                       C: Optional[int] = None, layers: Optional[int] = None) -> SupernetSpec:
         spec = super().supernet_spec(num_classes, in_channels, edge_ops, C=C, layers=layers)
         m = self.cfg.model
+        stem = str(m.get("stem", "auto"))
         options = {"steps": int(m.steps), "multiplier": int(m.multiplier), "stem_multiplier": int(m.stem_multiplier),
-                   "final_bn_relu": bool(m.final_bn_relu)}
+                   "final_bn_relu": bool(m.final_bn_relu),
+                   # "auto" is settled by the config from the data; a config from before model.stem means cifar
+                   "stem": "cifar" if stem == "auto" else stem}
         return SupernetSpec(spec.C, spec.layers, spec.num_classes, spec.edge_ops, spec.in_channels, options)
 
     def build_supernet(self, spec: SupernetSpec, make_edge: EdgeFactory, *, execution: str = "reference",

@@ -1,7 +1,8 @@
 """The one search supernet every strategy runs on.
 
 It follows the DARTS code's ``model_search.Network``: a 3×3 conv + BN stem with ``stem_multiplier·C``
-channels, ``layers`` search cells with reduction cells (channels doubled) at ``layers//3`` and
+channels (or, with the ``imagenet`` stem, PC-DARTS's ``model_search_imagenet.Network``: see
+:class:`ImageNetStem`), ``layers`` search cells with reduction cells (channels doubled) at ``layers//3`` and
 ``2·layers//3``, global average pooling and a linear classifier. A cell preprocesses its two inputs
 (ReLU-conv1×1-BN, or a factorized reduce after a reduction cell), feeds every intermediate node from all
 earlier states (the space's :class:`~nasbench.spaces.base.Topology`: 14 edges for 4 nodes) and
@@ -57,11 +58,43 @@ class SearchCell(nn.Module):
         return torch.cat([states[k] for k in self.topology.output], dim=1)
 
 
+class ImageNetStem(nn.Module):
+    """PC-DARTS's ImageNet search stems (``model_search_imagenet.Network``), for ``C_stem = stem_multiplier·C``:
+
+    * ``stem0``: conv3×3 stride 2 (in → C_stem/2) + BN + ReLU + conv3×3 stride 2 (C_stem/2 → C_stem) + BN;
+    * ``stem1``: ReLU + conv3×3 stride 2 (C_stem → C_stem) + BN (affine BNs, convs without bias, padding 1).
+
+    ``forward(x)`` returns ``(s0, s1)`` = (stem0(x), stem1(stem0(x))): 224×224 → 56×56 and 28×28. The first cell
+    takes s0 at twice s1's resolution, so it reduces s0 (factorized reduce) as a cell after a reduction does.
+    """
+
+    def __init__(self, in_channels: int, C_stem: int):
+        super().__init__()
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, C_stem // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem // 2),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_stem // 2, C_stem, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_stem, C_stem, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
+
 class Supernet(SearchNetwork):
     """The search network. ``forward(x, weights)`` takes ``{cell_type: CellWeights}``; returns logits.
 
-    ``spec.options`` holds ``steps``, ``multiplier``, ``stem_multiplier`` and ``final_bn_relu``; a spec
-    without ``reduce`` ops gets GDAS-FRC's fixed reduction cell (non-affine BN) at the reduction positions.
+    ``spec.options`` holds ``steps``, ``multiplier``, ``stem_multiplier``, ``final_bn_relu`` and ``stem``
+    (``cifar``: one conv3×3+BN whose output feeds both inputs of the first cell; ``imagenet``:
+    :class:`ImageNetStem`); a spec without ``reduce`` ops gets GDAS-FRC's fixed reduction cell (non-affine BN)
+    at the reduction positions.
     """
 
     def __init__(self, spec: SupernetSpec, make_edge: EdgeFactory, topology: Topology):
@@ -69,14 +102,20 @@ class Supernet(SearchNetwork):
         self.spec = spec
         opt = spec.options
         C_curr = int(opt.get("stem_multiplier", 3)) * spec.C
-        self.stem = nn.Sequential(
-            nn.Conv2d(spec.in_channels, C_curr, 3, padding=1, bias=False),
-            nn.BatchNorm2d(C_curr),
-        )
+        self.stem_kind = str(opt.get("stem", "cifar"))
+        if self.stem_kind == "imagenet":
+            self.stem: nn.Module = ImageNetStem(spec.in_channels, C_curr)
+        elif self.stem_kind == "cifar":
+            self.stem = nn.Sequential(
+                nn.Conv2d(spec.in_channels, C_curr, 3, padding=1, bias=False),
+                nn.BatchNorm2d(C_curr),
+            )
+        else:
+            raise ValueError(f"unknown stem {self.stem_kind!r} (cifar or imagenet)")
         C_pp, C_p, C_curr = C_curr, C_curr, spec.C
         self.cells = nn.ModuleList()
         self.cell_types: list[str] = []
-        reduction_prev = False
+        reduction_prev = self.stem_kind == "imagenet"  # s0 has twice s1's resolution
         for i in range(spec.layers):
             reduction = i in (spec.layers // 3, 2 * spec.layers // 3)
             if reduction:
@@ -98,7 +137,10 @@ class Supernet(SearchNetwork):
         self.classifier = nn.Linear(C_p, spec.num_classes)
 
     def forward(self, x: torch.Tensor, weights: Mapping[str, CellWeights]) -> torch.Tensor:
-        s0 = s1 = self.stem(x)
+        if self.stem_kind == "imagenet":
+            s0, s1 = self.stem(x)
+        else:
+            s0 = s1 = self.stem(x)
         for cell, cell_type in zip(self.cells, self.cell_types):
             args = (s0, s1) if cell_type == "fixed" else (s0, s1, weights[cell_type])
             if self.memory_efficient and torch.is_grad_enabled():
