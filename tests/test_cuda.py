@@ -58,7 +58,8 @@ def forward_backward(s, nets, amp=(False, False), dtype=torch.float32):
     for net in nets:
         s.on_epoch_start(0, net)
     torch.manual_seed(1)
-    x = torch.randn(6, 3, 16, 16, device=dev, dtype=dtype)
+    size = 32 if s.cfg.model.stem == "imagenet" else 16  # the ImageNet stems halve 3 times, the reductions twice
+    x = torch.randn(6, 3, size, size, device=dev, dtype=dtype)
     y = torch.randint(0, 10, (6,), device=dev)
     w = s.weights()
     out = []
