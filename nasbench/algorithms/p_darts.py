@@ -80,14 +80,17 @@ def keep_strongest_edges(strength: Sequence[float], topology: Topology) -> list[
 
 
 def final_cell(probs: torch.Tensor, edge_ops: Sequence[Sequence[str]], topology: Topology,
-               max_skip: Optional[int] = None) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
+               max_skip: Optional[int] = None, edge_scale: Optional[torch.Tensor] = None
+               ) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
     """The last stage's discretisation of one cell; returns the genotype cell and the skip-cap log.
 
     ``probs`` [edges, ops] is softmax(α) of the last stage over ``edge_ops``. 'none' gets weight 0, every
     edge keeps its best other op, every node its two strongest edges; with ``max_skip`` the weakest kept
-    skip_connect is zeroed and everything re-picked until at most ``max_skip`` remain.
+    skip_connect is zeroed and everything re-picked until at most ``max_skip`` remain. ``edge_scale`` [edges]
+    (normalised input weights: ENAS micro) multiplies each edge's strength when nodes rank their edges.
     """
     P = probs.detach().double().cpu().clone()
+    scale = None if edge_scale is None else edge_scale.detach().double().cpu().tolist()
     n_edges = len(edge_ops)
     for e, ops in enumerate(edge_ops):
         if "none" in ops:
@@ -99,7 +102,7 @@ def final_cell(probs: torch.Tensor, edge_ops: Sequence[Sequence[str]], topology:
         for e, ops in enumerate(edge_ops):
             drop = final_drop(P[e].tolist(), ops, len(ops) - 1)
             keep_op.append(next(k for k in range(len(ops)) if k not in drop))
-        strength = [float(P[e].max()) for e in range(n_edges)]
+        strength = [float(P[e].max()) * (1.0 if scale is None else scale[e]) for e in range(n_edges)]
         return keep_op, keep_strongest_edges(strength, topology)
 
     keep_op, kept = pick()
@@ -272,7 +275,7 @@ class PDarts(Strategy):
         self.final = {}
         for t in self.space.cell_types:
             cap = self.section.max_skip if t != "reduce" else None  # every searched cell but a reduction cell
-            cell, log = final_cell(self.op_probabilities(t), self.ops[t], self.topology, cap)
+            cell, log = final_cell(self.op_probabilities(t), self.ops[t], self.topology, cap, self.edge_scale(t))
             self.final[t] = cell
             record[t]["genotype"] = [list(p) for p in cell]
             if t == first:
@@ -308,7 +311,8 @@ class PDarts(Strategy):
         if max_skip is not None and max_skip < 0:
             raise ConfigError(f"the skip cap must be 0 or more, got {max_skip}")
         cells = {t: final_cell(self.op_probabilities(t), self.ops[t], self.topology,
-                               max_skip if t != "reduce" else None)[0] for t in self.space.cell_types}
+                               max_skip if t != "reduce" else None, self.edge_scale(t))[0]
+                 for t in self.space.cell_types}
         return self.make_genotype(cells).with_meta(max_skip=max_skip)
 
     def genotype_variants(self) -> dict[str, Any]:

@@ -25,6 +25,12 @@ post-training scale by ``epochs / 50`` (decision frequency at least 1) and are t
 decisions fit into ``epochs``: post-training first, then the frequency, then the warm-up. ``--preset
 quick`` (10 epochs) thus gets warm-up 2 and a decision every epoch from epoch 2 to 9. Without scaling
 the schedule is taken as given and must fit.
+
+In a space without a zero op whose nodes choose their inputs (ENAS micro: a β per edge, normalised over
+each node's incoming edges, as every strategy keeps there) SGAS's criteria carry over with the input weight
+in place of the mass off 'none': importance = the edge's normalised β, q = p over all ops (certainty over
+all of them), the winner gets its strongest op; a decided or pruned edge's β freezes with its α row, and
+each edge's output is scaled by its normalised β as in DARTS on that space.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from nasbench.registry import register_algorithm
 from nasbench.spaces.base import CellWeights
 
 UNDECIDED = -1
+PRUNED = -2
 
 
 def minmax(v: torch.Tensor) -> torch.Tensor:
@@ -55,13 +62,15 @@ def minmax(v: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(v)
 
 
-def edge_scores(alpha: torch.Tensor, none_idx: int, history: Optional[list[torch.Tensor]] = None
-                ) -> dict[str, torch.Tensor]:
-    """SGAS's per-edge quantities from α [edges, ops]; ``history`` (list of past q) turns on Criterion 2."""
+def edge_scores(alpha: torch.Tensor, none_idx: Optional[int], history: Optional[list[torch.Tensor]] = None,
+                importance: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """SGAS's per-edge quantities from α [edges, ops]; ``history`` (list of past q) turns on Criterion 2.
+    ``importance`` [edges] replaces Σ of the non-'none' p (a space without a zero op: the input weights)."""
     p = torch.softmax(alpha.detach().double().cpu(), dim=-1)
     others = [k for k in range(p.shape[1]) if k != none_idx]
-    importance = p[:, others].sum(dim=-1)
-    q = p[:, others] / importance[:, None]
+    importance = (p[:, others].sum(dim=-1) if importance is None
+                  else importance.detach().double().cpu())
+    q = p[:, others] / p[:, others].sum(dim=-1, keepdim=True)
     entropy = -(q * torch.log(q.clamp_min(1e-300))).sum(dim=-1) / math.log(len(others))
     score = minmax(importance) * minmax(1 - entropy)
     out = {"importance": importance, "entropy": entropy, "q": q}
@@ -105,7 +114,10 @@ class Sgas(Strategy):
     def __init__(self, cfg: DictConfig, space: Any = None):
         super().__init__(cfg, space)
         self.n_edges = self.topology.num_edges
-        self.none_idx = list(self.space.primitives).index(self.space.zero_op)
+        zero = self.space.zero_op
+        self.none_idx: Optional[int] = list(self.space.primitives).index(zero) if zero is not None else None
+        self.pruned = self.none_idx if self.none_idx is not None else PRUNED
+        """The mark of a pruned edge in ``selected``: the zero op's index, or PRUNED in a space without one."""
         self.selected = {t: [UNDECIDED] * self.n_edges for t in self.space.cell_types}
         self.history: dict[str, list[torch.Tensor]] = {t: [] for t in self.space.cell_types}
         self.decisions: list[dict[str, Any]] = []
@@ -119,7 +131,8 @@ class Sgas(Strategy):
         if s.decision_freq < 1 or s.warmup_epochs < 0 or s.post_train < 0 or s.history_size < 1:
             raise ConfigError("sgas.decision_freq and sgas.history_size must be ≥ 1, warmup_epochs and "
                               "post_train ≥ 0")
-        if registry.get("space", cfg.model.space).zero_op is None:
+        space_cls = registry.get("space", cfg.model.space)
+        if space_cls.zero_op is None and not getattr(space_cls, "input_choice", False):
             raise ConfigError(f"sgas ranks edges by their weight off the zero op; the {cfg.model.space} space has none")
         if s.batch_increase is not None and s.batch_increase < 0:
             raise ConfigError(f"sgas.batch_increase must be ≥ 0, got {s.batch_increase}")
@@ -168,6 +181,8 @@ class Sgas(Strategy):
         for t in self.spec.cell_types:
             mask = torch.tensor([s != UNDECIDED for s in self.selected[t]], device=self.alpha(t).device)
             out[f"alpha_{t}"] = mask
+            if f"beta_{t}" in self.arch:
+                out[f"beta_{t}"] = mask
         return out
 
     def edge_weights(self, cell_type: str) -> CellWeights:
@@ -176,11 +191,11 @@ class Sgas(Strategy):
         for e, s in enumerate(self.selected[cell_type]):
             if s == UNDECIDED:
                 ops.append(w[e])
-            elif s == self.none_idx:
+            elif s == self.pruned:
                 ops.append(None)
             else:
                 ops.append(int(s))
-        return CellWeights(ops)
+        return CellWeights(ops, edges=self.input_weights(cell_type))
 
     # ----------------------------------------------------------------- decisions
     def on_epoch_end(self, epoch: int, net: nn.Module) -> list[Decision]:
@@ -188,7 +203,8 @@ class Sgas(Strategy):
         decide = self.is_decision_epoch(epoch)
         for t in self.spec.cell_types:
             history = list(self.history[t]) if self.section.criterion == 2 else None
-            sc = edge_scores(self.alpha(t), self.none_idx, history)
+            sc = edge_scores(self.alpha(t), self.none_idx, history,
+                             None if self.none_idx is not None else self.edge_scale(t))
             # the official code records q every epoch, after computing the intersection
             self.history[t].append(sc["q"].clone())
             self.history[t] = self.history[t][-int(self.section.history_size):]
@@ -202,20 +218,20 @@ class Sgas(Strategy):
         edge = max(candidates, key=lambda e: (float(score[e]), -e))  # argmax, first on ties
         q = sc["q"][edge]
         k = int(torch.argmax(q))
-        op = k + (1 if k >= self.none_idx else 0)
+        op = k + (1 if self.none_idx is not None and k >= self.none_idx else 0)
         status_before = list(self.selected[t])
         self.selected[t][edge] = op
         pruned = self._prune_nodes(t)
         prims = self.space.primitives
         node, src = self.topology.edges[edge]
         table = [{"edge": e, "node": self.topology.edges[e][0], "input": self.topology.edges[e][1],
-                  "status": ("candidate" if s == UNDECIDED else "pruned" if s == self.none_idx else "decided"),
+                  "status": ("candidate" if s == UNDECIDED else "pruned" if s == self.pruned else "decided"),
                   "importance": float(sc["importance"][e]), "entropy": float(sc["entropy"][e]),
                   **({"histogram": float(sc["histogram"][e])} if "histogram" in sc else {}),
                   "score": float(sc["score"][e])} for e, s in enumerate(status_before)]
         record = {"event": "sgas-decision", "cell": t, "epoch": epoch, "edge": edge, "node": node, "input": src,
                   "op": prims[op], "pruned": pruned, "criterion": int(self.section.criterion),
-                  "decision": len([s for s in self.selected[t] if s not in (UNDECIDED, self.none_idx)]),
+                  "decision": len([s for s in self.selected[t] if s not in (UNDECIDED, self.pruned)]),
                   "scores": table}
         self.decisions.append({k: v for k, v in record.items() if k != "scores"})
         msg = (f"sgas: epoch {epoch} {t} edge {edge} := {prims[op]}<-{src} (into node "
@@ -233,7 +249,7 @@ class Sgas(Strategy):
             if sum(1 for e in rows if self.selected[t][e] != UNDECIDED) >= self.topology.keep:
                 for e in rows:
                     if self.selected[t][e] == UNDECIDED:
-                        self.selected[t][e] = self.none_idx
+                        self.selected[t][e] = self.pruned
                         pruned.append(e)
         return pruned
 
@@ -246,7 +262,10 @@ class Sgas(Strategy):
         """
         prims = self.space.primitives
         p = torch.softmax(self.alpha(cell_type).detach().double().cpu(), dim=-1)
-        importance = 1 - p[:, self.none_idx]
+        if self.none_idx is not None:
+            importance = 1 - p[:, self.none_idx]
+        else:
+            importance = self.edge_scale(cell_type).double().cpu()
         sel = self.selected[cell_type]
         gene = []
         for i in range(self.topology.nodes):
@@ -260,9 +279,10 @@ class Sgas(Strategy):
                 if sel[e] == UNDECIDED:
                     if e in extra:
                         row = p[e].clone()
-                        row[self.none_idx] = -1.0
+                        if self.none_idx is not None:
+                            row[self.none_idx] = -1.0
                         gene.append((prims[int(torch.argmax(row))], src))
-                elif sel[e] != self.none_idx:
+                elif sel[e] != self.pruned:
                     gene.append((prims[sel[e]], src))
         return gene
 
