@@ -398,3 +398,19 @@ def test_describe_and_dot():
     assert rows[-1][0] == "out" and rows[-1][2] == "2 + 4 + 5 + 6 (loose ends)"
     dots = space().dot(ENAS)
     assert set(dots) == {"normal", "reduce"} and '"c_{k-2}" -> "0"' in dots["normal"]
+
+
+def test_search_and_train_final_on_real_fashion_mnist(nas_cmd, tmp_path, fashion_available):
+    """28×28 one-channel images: two reductions leave 7×7 maps; the auxiliary head's pool adapts."""
+    run = tmp_path / "fm"
+    common = ["--dataset", "fashion-mnist", "--data-dir", fashion_available, "--channels", "4", "--layers", "3",
+              "--no-progress", "--device", "cpu"]
+    _nas(nas_cmd, "search", "--algo", "darts", "--space", SPACE, "--epochs", "1", "--subset", "128",
+         "--batch-size", "16", "plots=false", "--out", run, *common)
+    g = load_genotype(run / "best.json")
+    space().validate(g)
+    final = tmp_path / "final"
+    r = _nas(nas_cmd, "train-final", "--genotype", run, "--preset", "quick", "--epochs", "1", "--subset", "256",
+             "data.test_subset=200", "model.auxiliary=true", "--out", final, "--json", *common)
+    result = json.loads(r.stdout)
+    assert result["test_images"] == 200 and result["params"] == _eval_params(g, 4, 3, 10, in_ch=1)
