@@ -414,3 +414,24 @@ def test_search_and_train_final_on_real_fashion_mnist(nas_cmd, tmp_path, fashion
              "data.test_subset=200", "model.auxiliary=true", "--out", final, "--json", *common)
     result = json.loads(r.stdout)
     assert result["test_images"] == 200 and result["params"] == _eval_params(g, 4, 3, 10, in_ch=1)
+
+
+@pytest.mark.parametrize("algo", ["darts", "gdas"])
+def test_memory_efficient_search_cells_give_the_same_numbers(algo):
+    _, s, net = _tiny(algo)
+    x = torch.randn(3, 3, 16, 16)
+    results = []
+    for memory_efficient in (False, True):
+        net.set_execution("reference", memory_efficient)
+        params = [*net.parameters(), *s.arch_parameters()]
+        for p in params:
+            p.grad = None
+        if algo == "gdas":
+            s.train_generator.manual_seed(1)
+        y = s.forward(net, x)
+        y.square().sum().backward()
+        results.append((y.detach(), [p.grad.clone() for p in params if p.grad is not None]))
+    (y0, g0), (y1, g1) = results
+    assert torch.equal(y0, y1) and len(g0) == len(g1) and all(torch.allclose(a, b) for a, b in zip(g0, g1))
+    with pytest.raises(ValueError, match="one execution"):
+        net.set_execution("fast")
