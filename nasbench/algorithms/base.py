@@ -119,6 +119,13 @@ class Strategy:
     def topology(self) -> Topology:
         return self.space.topology
 
+    def topology_of(self, cell_type: str) -> Topology:
+        return self.space.topology_of(cell_type)
+
+    def is_binary(self, cell_type: str) -> bool:
+        """Whether ``cell_type``'s edges are on/off choices the space derives (see ``binary_cell_types``)."""
+        return cell_type in self.space.binary_cell_types
+
     # ----------------------------------------------------------------- configuration
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -191,13 +198,13 @@ class Strategy:
         """softmax(β) within each node's incoming edges [edges] (with gradient), or None without β."""
         if f"beta_{cell_type}" not in self.arch:
             return None
-        return edge_normalization(self.beta(cell_type), self.topology)
+        return edge_normalization(self.beta(cell_type), self.topology_of(cell_type))
 
     def edge_scale(self, cell_type: str) -> Optional[torch.Tensor]:
         """Normalised input weights [edges] (no gradient), as displayed and derived from; None without β."""
         if f"beta_{cell_type}" not in self.arch:
             return None
-        return edge_normalization(self.beta(cell_type).detach(), self.topology)
+        return edge_normalization(self.beta(cell_type).detach(), self.topology_of(cell_type))
 
     def frozen_rows(self) -> dict[str, torch.Tensor]:
         """name → bool [rows] of architecture parameters that must stay bitwise unchanged."""
@@ -293,7 +300,7 @@ class Strategy:
         """One cell type's derived cell: the space's rule on softmax(α) (each edge's row times its normalised
         input weight where there is β)."""
         return self.space.derive_cell(self.op_probabilities(cell_type), self.spec.ops(cell_type),
-                                      edge_scale=self.edge_scale(cell_type))
+                                      edge_scale=self.edge_scale(cell_type), cell_type=cell_type)
 
     def make_genotype(self, cells: Mapping[str, Any]) -> Any:
         return self.space.make_genotype(cells, meta={"algo": self.name})

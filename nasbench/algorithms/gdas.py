@@ -195,7 +195,8 @@ class Gdas(Strategy):
         ops: list[Any] = [(weights[e], k) for e, k in enumerate(index.tolist())]
         if f"beta_{cell_type}" not in self.arch:
             return CellWeights(ops)
-        scale, chosen = gumbel_top_inputs(self.beta(cell_type), self.topology, self.tau, self.generator)
+        scale, chosen = gumbel_top_inputs(self.beta(cell_type), self.topology_of(cell_type), self.tau,
+                                          self.generator)
         return CellWeights([o if c else None for o, c in zip(ops, chosen)], edges=scale)
 
     # ----------------------------------------------------------------- schedule
@@ -234,9 +235,10 @@ class Gdas(Strategy):
     def derive_cell(self, cell_type: str) -> Any:
         """Per node the strongest pairs over all incoming edges; in a space whose nodes keep every edge
         (NAS-Bench-201), the space's rule, as the official GDAS does there."""
-        if self.section.distinct_inputs or self.topology.keep is None:
+        topology = self.topology_of(cell_type)
+        if self.section.distinct_inputs or topology.keep is None or self.is_binary(cell_type):
             return super().derive_cell(cell_type)
-        return derive_cell_pairs(self.op_probabilities(cell_type), self.spec.ops(cell_type), self.topology,
+        return derive_cell_pairs(self.op_probabilities(cell_type), self.spec.ops(cell_type), topology,
                                  self.space.zero_op, edge_scale=self.edge_scale(cell_type))
 
 

@@ -259,7 +259,7 @@ class PDarts(Strategy):
             P = self.op_probabilities(t).double().cpu()
             kept, dropped = [], []
             for e, ops in enumerate(self.ops[t]):
-                k_drop = len(ops) - keep
+                k_drop = 0 if self.is_binary(t) else len(ops) - keep  # an on/off edge keeps both choices
                 drop = final_drop(P[e].tolist(), ops, k_drop) if last else lowest_k(P[e].tolist(), k_drop)
                 kept.append(tuple(o for k, o in enumerate(ops) if k not in drop))
                 dropped.append([ops[k] for k in drop])
@@ -275,7 +275,7 @@ class PDarts(Strategy):
         self.final = {}
         for t in self.space.cell_types:
             cap = self.section.max_skip if t != "reduce" else None  # every searched cell but a reduction cell
-            cell, log = final_cell(self.op_probabilities(t), self.ops[t], self.topology, cap, self.edge_scale(t))
+            cell, log = self._final_cell(t, cap)
             self.final[t] = cell
             record[t]["genotype"] = [list(p) for p in cell]
             if t == first:
@@ -284,6 +284,13 @@ class PDarts(Strategy):
         msg = (f"p-darts: final cells (skip cap removed {len(self.skip_log)} skip_connects): {first} "
                + " ".join(f"{o}<-{i}" for o, i in self.final[first]))
         return Decision(msg, record)
+
+    def _final_cell(self, t: str, cap: Optional[int]) -> tuple[list[Any], list[dict[str, Any]]]:
+        """The last stage's cell of type ``t``: :func:`final_cell`, or the space's rule for an on/off type."""
+        if self.is_binary(t):
+            return self.space.derive_cell(self.op_probabilities(t), self.ops[t], edge_scale=self.edge_scale(t),
+                                          cell_type=t), []
+        return final_cell(self.op_probabilities(t), self.ops[t], self.topology_of(t), cap, self.edge_scale(t))
 
     def next_stage(self) -> bool:
         if self.stage >= self.num_stages - 1 or self.pending is None:
@@ -310,9 +317,7 @@ class PDarts(Strategy):
             raise RunDirError("the P-DARTS search has not finished its last stage: no final genotype to cap yet")
         if max_skip is not None and max_skip < 0:
             raise ConfigError(f"the skip cap must be 0 or more, got {max_skip}")
-        cells = {t: final_cell(self.op_probabilities(t), self.ops[t], self.topology,
-                               max_skip if t != "reduce" else None, self.edge_scale(t))[0]
-                 for t in self.space.cell_types}
+        cells = {t: self._final_cell(t, max_skip if t != "reduce" else None)[0] for t in self.space.cell_types}
         return self.make_genotype(cells).with_meta(max_skip=max_skip)
 
     def genotype_variants(self) -> dict[str, Any]:

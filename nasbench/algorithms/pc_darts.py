@@ -134,6 +134,11 @@ class PcDarts(Strategy):
             raise ConfigError(f"pc_darts.warmup_epochs must be >= 0, got {cfg.pc_darts.warmup_epochs}")
 
     def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
+        """A partial-channel edge; an edge whose candidates are all parameter-free (ENAS macro's on/off skip
+        connections) has no memory to save and stays whole: sending 1/K of it through an off switch would let
+        the rest through."""
+        if all(op in self.space.parameter_free for op in ops):
+            return MixedOp(C, stride, ops, self.space.search_op)
         return PartialChannelEdge(C, stride, ops, self.space.search_op, int(self.section.k))
 
     def uses_input_weights(self) -> bool:

@@ -68,11 +68,16 @@ def edge_scores(alpha: torch.Tensor, none_idx: Optional[int], history: Optional[
     ``importance`` [edges] replaces Σ of the non-'none' p (a space without a zero op: the input weights)."""
     p = torch.softmax(alpha.detach().double().cpu(), dim=-1)
     others = [k for k in range(p.shape[1]) if k != none_idx]
-    importance = (p[:, others].sum(dim=-1) if importance is None
-                  else importance.detach().double().cpu())
+    certainty_only = none_idx is None and importance is None  # no zero op, no input weights: all equally important
+    if certainty_only:
+        importance = torch.ones(p.shape[0], dtype=torch.float64)
+    elif importance is None:
+        importance = p[:, others].sum(dim=-1)
+    else:
+        importance = importance.detach().double().cpu()
     q = p[:, others] / p[:, others].sum(dim=-1, keepdim=True)
     entropy = -(q * torch.log(q.clamp_min(1e-300))).sum(dim=-1) / math.log(len(others))
-    score = minmax(importance) * minmax(1 - entropy)
+    score = minmax(1 - entropy) if certainty_only else minmax(importance) * minmax(1 - entropy)
     out = {"importance": importance, "entropy": entropy, "q": q}
     if history is not None:
         hist = torch.zeros(p.shape[0], dtype=torch.float64)
@@ -113,12 +118,14 @@ class Sgas(Strategy):
 
     def __init__(self, cfg: DictConfig, space: Any = None):
         super().__init__(cfg, space)
-        self.n_edges = self.topology.num_edges
         zero = self.space.zero_op
-        self.none_idx: Optional[int] = list(self.space.primitives).index(zero) if zero is not None else None
-        self.pruned = self.none_idx if self.none_idx is not None else PRUNED
-        """The mark of a pruned edge in ``selected``: the zero op's index, or PRUNED in a space without one."""
-        self.selected = {t: [UNDECIDED] * self.n_edges for t in self.space.cell_types}
+        self.none_idxs: dict[str, Optional[int]] = {
+            t: self.space.ops_of(t).index(zero) if zero in self.space.ops_of(t) else None
+            for t in self.space.cell_types}
+        self.none_idx = self.none_idxs[self.space.cell_types[0]]
+        self.pruned_marks = {t: k if k is not None else PRUNED for t, k in self.none_idxs.items()}
+        """The mark of a pruned edge in ``selected``: the zero op's index, or PRUNED in a cell type without one."""
+        self.selected = {t: [UNDECIDED] * self.topology_of(t).num_edges for t in self.space.cell_types}
         self.history: dict[str, list[torch.Tensor]] = {t: [] for t in self.space.cell_types}
         self.decisions: list[dict[str, Any]] = []
 
@@ -145,11 +152,11 @@ class Sgas(Strategy):
 
     def schedule(self) -> tuple[int, int]:
         """(warm-up, decision frequency) of this run, scaled (see the module docstring)."""
-        return _schedule(self.cfg, self.topology.decisions)
+        return _schedule(self.cfg, _decisions(self.cfg, self.space))
 
     def decision_epochs(self) -> list[int]:
         w, f = self.schedule()
-        return [w + k * f for k in range(self.topology.decisions)]
+        return [w + k * f for k in range(_decisions(self.cfg, self.space))]
 
     def is_decision_epoch(self, epoch: int) -> bool:
         w, f = self.schedule()
@@ -191,7 +198,7 @@ class Sgas(Strategy):
         for e, s in enumerate(self.selected[cell_type]):
             if s == UNDECIDED:
                 ops.append(w[e])
-            elif s == self.pruned:
+            elif s == self.pruned_marks[cell_type]:
                 ops.append(None)
             else:
                 ops.append(int(s))
@@ -202,9 +209,11 @@ class Sgas(Strategy):
         events = []
         decide = self.is_decision_epoch(epoch)
         for t in self.spec.cell_types:
+            if self.is_binary(t):  # on/off edges: weighted as DARTS does, derived by the space's rule
+                continue
             history = list(self.history[t]) if self.section.criterion == 2 else None
-            sc = edge_scores(self.alpha(t), self.none_idx, history,
-                             None if self.none_idx is not None else self.edge_scale(t))
+            none_idx = self.none_idxs[t]
+            sc = edge_scores(self.alpha(t), none_idx, history, None if none_idx is not None else self.edge_scale(t))
             # the official code records q every epoch, after computing the intersection
             self.history[t].append(sc["q"].clone())
             self.history[t] = self.history[t][-int(self.section.history_size):]
@@ -218,38 +227,40 @@ class Sgas(Strategy):
         edge = max(candidates, key=lambda e: (float(score[e]), -e))  # argmax, first on ties
         q = sc["q"][edge]
         k = int(torch.argmax(q))
-        op = k + (1 if self.none_idx is not None and k >= self.none_idx else 0)
+        none_idx, mark, topo = self.none_idxs[t], self.pruned_marks[t], self.topology_of(t)
+        op = k + (1 if none_idx is not None and k >= none_idx else 0)
         status_before = list(self.selected[t])
         self.selected[t][edge] = op
         pruned = self._prune_nodes(t)
-        prims = self.space.primitives
-        node, src = self.topology.edges[edge]
-        table = [{"edge": e, "node": self.topology.edges[e][0], "input": self.topology.edges[e][1],
-                  "status": ("candidate" if s == UNDECIDED else "pruned" if s == self.pruned else "decided"),
+        prims = self.space.ops_of(t)
+        node, src = topo.edges[edge]
+        table = [{"edge": e, "node": topo.edges[e][0], "input": topo.edges[e][1],
+                  "status": ("candidate" if s == UNDECIDED else "pruned" if s == mark else "decided"),
                   "importance": float(sc["importance"][e]), "entropy": float(sc["entropy"][e]),
                   **({"histogram": float(sc["histogram"][e])} if "histogram" in sc else {}),
                   "score": float(sc["score"][e])} for e, s in enumerate(status_before)]
         record = {"event": "sgas-decision", "cell": t, "epoch": epoch, "edge": edge, "node": node, "input": src,
                   "op": prims[op], "pruned": pruned, "criterion": int(self.section.criterion),
-                  "decision": len([s for s in self.selected[t] if s not in (UNDECIDED, self.pruned)]),
+                  "decision": len([s for s in self.selected[t] if s not in (UNDECIDED, mark)]),
                   "scores": table}
         self.decisions.append({k: v for k, v in record.items() if k != "scores"})
         msg = (f"sgas: epoch {epoch} {t} edge {edge} := {prims[op]}<-{src} (into node "
-               f"{node + self.topology.n_inputs}) "
+               f"{node + topo.n_inputs}) "
                f"score {float(score[edge]):.3f}" + (f"; pruned edges {pruned}" if pruned else ""))
         return Decision(msg, record)
 
     def _prune_nodes(self, t: str) -> list[int]:
         """Nodes with two decided edges: their undecided edges become 'none' (official ``check_edges``)."""
         pruned: list[int] = []
-        if self.topology.keep is None:  # every edge of a node stays (NAS-Bench-201): nothing to prune
+        topo = self.topology_of(t)
+        if topo.keep is None:  # every edge of a node stays (NAS-Bench-201): nothing to prune
             return pruned
-        for i in range(self.topology.nodes):
-            rows = self.topology.node_edges(i)
-            if sum(1 for e in rows if self.selected[t][e] != UNDECIDED) >= self.topology.keep:
+        for i in range(topo.nodes):
+            rows = topo.node_edges(i)
+            if sum(1 for e in rows if self.selected[t][e] != UNDECIDED) >= topo.keep:
                 for e in rows:
                     if self.selected[t][e] == UNDECIDED:
-                        self.selected[t][e] = self.pruned
+                        self.selected[t][e] = self.pruned_marks[t]
                         pruned.append(e)
         return pruned
 
@@ -260,35 +271,40 @@ class Sgas(Strategy):
         The missing edges of a node are its undecided edges of largest importance (1 − p_none), each with
         its strongest non-'none' op. Pairs are listed per node in input order, as in the official code.
         """
-        prims = self.space.primitives
+        if self.is_binary(cell_type):
+            return super().derive_cell(cell_type)
+        prims = self.space.ops_of(cell_type)
+        none_idx, topo = self.none_idxs[cell_type], self.topology_of(cell_type)
         p = torch.softmax(self.alpha(cell_type).detach().double().cpu(), dim=-1)
-        if self.none_idx is not None:
-            importance = 1 - p[:, self.none_idx]
-        else:
+        if none_idx is not None:
+            importance = 1 - p[:, none_idx]
+        elif self.edge_scale(cell_type) is not None:
             importance = self.edge_scale(cell_type).double().cpu()
+        else:
+            importance = torch.ones(p.shape[0], dtype=torch.float64)
         sel = self.selected[cell_type]
         gene = []
-        for i in range(self.topology.nodes):
-            rows = list(self.topology.node_edges(i))
-            keep = len(rows) if self.topology.keep is None else self.topology.keep
+        for i in range(topo.nodes):
+            rows = list(topo.node_edges(i))
+            keep = len(rows) if topo.keep is None else topo.keep
             need = keep - sum(1 for e in rows if sel[e] != UNDECIDED)
             undecided = [e for e in rows if sel[e] == UNDECIDED]
             extra = sorted(undecided, key=lambda e: (-float(importance[e]), e))[:max(need, 0)]
             for e in rows:
-                src = self.topology.edges[e][1]
+                src = topo.edges[e][1]
                 if sel[e] == UNDECIDED:
                     if e in extra:
                         row = p[e].clone()
-                        if self.none_idx is not None:
-                            row[self.none_idx] = -1.0
+                        if none_idx is not None:
+                            row[none_idx] = -1.0
                         gene.append((prims[int(torch.argmax(row))], src))
-                elif sel[e] != self.pruned:
+                elif sel[e] != self.pruned_marks[cell_type]:
                     gene.append((prims[sel[e]], src))
         return gene
 
     def derive(self) -> Any:
         g = super().derive()
-        done = all(s != UNDECIDED for t in self.spec.cell_types for s in self.selected[t])
+        done = all(s != UNDECIDED for t in self.spec.cell_types if not self.is_binary(t) for s in self.selected[t])
         return g.with_meta(decisions=len(self.decisions), complete=done)
 
     # ----------------------------------------------------------------- checkpoints
@@ -305,9 +321,11 @@ class Sgas(Strategy):
         self.decisions = [dict(d) for d in state.get("decisions", [])]
 
 
-def _decisions(cfg: DictConfig) -> int:
-    """Edges decided per cell type: every node's kept inputs."""
-    return registry.get("space", cfg.model.space)(cfg).topology.decisions
+def _decisions(cfg: DictConfig, space: Any = None) -> int:
+    """Decisions of the greedy schedule: every node's kept inputs, of the cell type that has most (on/off cell
+    types are not decided greedily)."""
+    space = space if space is not None else registry.get("space", cfg.model.space)(cfg)
+    return max(space.topology_of(t).decisions for t in space.cell_types if t not in space.binary_cell_types)
 
 
 def _schedule(cfg: DictConfig, n_decisions: int) -> tuple[int, int]:

@@ -268,6 +268,12 @@ class SearchSpace:
     """Cell types the space can fix (hand-designed) instead of searching (GDAS-FRC: ``reduce``)."""
     executions: ClassVar[tuple[str, ...]] = ("reference",)
     """Supernet executions (the first is the default); ``fast`` computes the reference's numbers faster."""
+    input_choice: ClassVar[bool] = False
+    """Whether each node chooses its inputs (ENAS micro): every strategy then keeps an input weight β per edge."""
+    binary_cell_types: ClassVar[frozenset[str]] = frozenset()
+    """Cell types whose every edge is an on/off choice (candidates: the zero op and one other; ENAS macro's skip
+    connections). Every strategy weights them as DARTS does (its own weighting: softmax, Gumbel sample) and
+    derives them by the space's rule; greedy decisions (SGAS) and op pruning (P-DARTS) leave them alone."""
 
     @dataclass
     class Config:
@@ -308,6 +314,14 @@ class SearchSpace:
     def topology(self) -> Topology:
         raise NotImplementedError
 
+    def topology_of(self, cell_type: str) -> Topology:
+        """The topology of ``cell_type`` (the same for every cell type unless a space says otherwise)."""
+        return self.topology
+
+    def ops_of(self, cell_type: str) -> tuple[str, ...]:
+        """The candidate ops of ``cell_type``'s edges (``primitives`` unless a space says otherwise)."""
+        return tuple(self.primitives)
+
     # ------------------------------------------------------------------ networks
     def search_op(self, name: str, C: int, stride: int) -> nn.Module:
         """Candidate op ``name`` as the search network uses it."""
@@ -322,9 +336,8 @@ class SearchSpace:
                             num_classes=num_classes, edge_ops=dict(edge_ops), in_channels=in_channels)
 
     def all_ops(self) -> dict[str, EdgeOps]:
-        """Every primitive on every edge, for each cell type."""
-        ops = tuple(tuple(self.primitives) for _ in range(self.topology.num_edges))
-        return {t: ops for t in self.cell_types}
+        """Every candidate op on every edge, for each cell type."""
+        return {t: tuple(self.ops_of(t) for _ in range(self.topology_of(t).num_edges)) for t in self.cell_types}
 
     def build_supernet(self, spec: SupernetSpec, make_edge: EdgeFactory, *, execution: str = "reference",
                        memory_efficient: bool = False) -> nn.Module:
@@ -350,8 +363,8 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ derive
     def derive_cell(self, weights: torch.Tensor, edge_ops: EdgeOps,
-                    edge_scale: Optional[torch.Tensor] = None) -> Any:
-        """The space's default derive rule for one cell from op weights [edges, ops]."""
+                    edge_scale: Optional[torch.Tensor] = None, cell_type: Optional[str] = None) -> Any:
+        """The space's default derive rule for one cell (of ``cell_type``) from op weights [edges, ops]."""
         return derive_top_edges(weights, edge_ops, self.topology, self.zero_op, edge_scale)
 
     # ------------------------------------------------------------------ genotypes

@@ -147,8 +147,8 @@ class EnasMicroSpace(SearchSpace):
                                 in_channels=in_channels)
 
     # ------------------------------------------------------------------ derive
-    def derive_cell(self, weights: torch.Tensor, edge_ops: EdgeOps,
-                    edge_scale: Optional[torch.Tensor] = None) -> list[tuple[str, int]]:
+    def derive_cell(self, weights: torch.Tensor, edge_ops: EdgeOps, edge_scale: Optional[torch.Tensor] = None,
+                    cell_type: Optional[str] = None) -> list[tuple[str, int]]:
         """The DARTS rule without a zero op: each edge's strength is its strongest op's weight (times its
         normalised input weight when given); each node keeps its two strongest edges, each with that op."""
         return derive_top_edges(weights, edge_ops, self.topology, None, edge_scale)
