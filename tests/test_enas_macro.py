@@ -208,3 +208,16 @@ def test_random_network_dry_run_and_paper_recipe(nas_cmd):
     assert json.loads(r.stdout)["params"] == _eval_params(load_genotype("random:1", SPACE), 96, 10)
     r = _nas(nas_cmd, "train-final", "--genotype", "enas-macro", "--dataset", "cifar10", "--dry-run", "--json")
     assert json.loads(r.stdout)["params"] == EVAL_PARAMS_PAPER
+
+
+def test_search_and_train_final_on_real_fashion_mnist(nas_cmd, tmp_path, fashion_available):
+    run = tmp_path / "fm"
+    common = ["--dataset", "fashion-mnist", "--data-dir", fashion_available, "--channels", "4", "--layers", "4",
+              "--no-progress", "--device", "cpu"]
+    _nas(nas_cmd, "search", "--algo", "gdas", "--space", SPACE, "--epochs", "1", "--subset", "128",
+         "--batch-size", "16", "plots=false", "--out", run, *common)
+    g = load_genotype(run / "best.json")
+    r = _nas(nas_cmd, "train-final", "--genotype", run, "--preset", "quick", "--epochs", "1", "--subset", "256",
+             "data.test_subset=200", "--out", tmp_path / "final", "--json", *common)
+    result = json.loads(r.stdout)
+    assert result["test_images"] == 200 and result["params"] == _eval_params(g, 4, 10, in_ch=1)

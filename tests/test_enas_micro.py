@@ -14,7 +14,7 @@ from conftest import tiny_strategy
 from nasbench.errors import GenotypeError
 from nasbench.spaces.base import CellWeights, create_space
 from nasbench.spaces.enas_micro import genotype as geno
-from nasbench.spaces.enas_micro.network import EvalCell, cell_layout, reduction_positions
+from nasbench.spaces.enas_micro.network import cell_layout, reduction_positions
 from nasbench.spaces.enas_micro.ops import PRIMITIVES, FactorizedReduce, StdConv, build_op
 from nasbench.spaces.enas_micro.supernet import looseness
 from nasbench.spaces.genotypes import load_genotype, save_genotype
@@ -265,7 +265,7 @@ def test_darts_weights_inputs_and_keeps_the_top_two():
         s.arch["beta_normal"][topo.edge_index(4, 5)] = 2.0  # node 4 prefers its inputs 5 and 0
         s.arch["beta_normal"][topo.edge_index(4, 0)] = 1.0
     cell = s.derive().normal
-    assert sorted(j for _, j in cell[4]) == [0, 5] and all(op == "sep_conv_5x5" for _, op in [(0, o) for o, _ in cell[4]])
+    assert sorted(j for _, j in cell[4]) == [0, 5] and all(op == "sep_conv_5x5" for op, _ in cell[4])
     logits = s.forward(net, torch.randn(2, 3, 16, 16))
     logits.sum().backward()
     assert all(s.arch[k].grad is not None and s.arch[k].grad.abs().sum() > 0 for k in s.arch)

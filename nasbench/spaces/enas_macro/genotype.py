@@ -73,7 +73,8 @@ class EnasMacroGenotype:
         if "layers" in d:
             g = validate(cls(layers=d["layers"], meta=meta))
             if "text" in d and parse_text(d["text"]) != g:
-                raise GenotypeError(f"'text' and 'layers' describe different networks (layers: {format_text(g).strip()})")
+                raise GenotypeError(f"'text' and 'layers' describe different networks "
+                                    f"(layers: {format_text(g).strip()})")
             return g
         if "text" in d:
             return parse_text(d["text"]).with_meta(**meta)

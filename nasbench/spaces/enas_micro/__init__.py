@@ -225,4 +225,5 @@ class EnasMicroSpace(SearchSpace):
 
 register("genotype", "enas-micro", geno.from_tf_arc(
     "0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1", "1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1",
-    meta={"name": "enas-micro", "source": "ENAS (Pham et al., ICML 2018), micro cell (scripts/cifar10_micro_final.sh)"}))
+    meta={"name": "enas-micro",
+          "source": "ENAS (Pham et al., ICML 2018), micro cell (scripts/cifar10_micro_final.sh)"}))
