@@ -26,6 +26,10 @@ The official search model's convolutions before a non-affine BatchNorm have a bi
 a per-channel constant before a batch-normalising BN cancels out of every output, so nasbench leaves it
 out (the comparison in the README confirms equal outputs and gradients).
 
+In a space whose nodes choose their inputs (ENAS micro) each node also samples its two inputs per forward
+pass (Gumbel top-2 on its β, straight-through; :func:`gumbel_top_inputs`), and derive ranks the (op, input)
+pairs by op weight × normalised β.
+
 ``gdas.fixed_reduction=true`` is GDAS-FRC: only the normal cell is searched, the reduction cells are the
 paper's hand-designed cell (with non-affine BN in the search supernet, as the official search model).
 """

@@ -9,7 +9,10 @@ part                        what the space decides
 ``primitives``              the candidate operations of an edge (α columns follow their order)
 ``search_op``               how one candidate op is built in the supernet
 ``topology``                the cell's edges, each node's incoming edges, how many inputs a node keeps
-                            and which states the cell's output combines (:class:`Topology`)
+                            and which states the cell's output combines (:class:`Topology`);
+                            ``topology_of``/``ops_of`` per cell type where they differ (ENAS macro)
+``input_choice``            whether nodes choose their inputs (every strategy then keeps a β per edge)
+``binary_cell_types``       cell types of on/off edges, derived by the space's rule by every strategy
 ``supernet_spec``           the sizes of the search network, and ``build_supernet`` the network itself
 ``build_eval_network``      the network that trains a derived genotype from scratch
 ``derive_cell``             the default derive rule (a strategy may override it per cell)
