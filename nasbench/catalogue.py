@@ -40,6 +40,8 @@ ALGORITHMS: dict[str, dict[str, str]] = {
 SPACES: dict[str, str] = {
     "darts": "DARTS CNN cell: 8 ops, 4 nodes, 14 edges (Liu et al., 2019)",
     "nas-bench-201": "NAS-Bench-201 cell: 5 ops, 3 nodes, 6 edges, 'none' kept (Dong & Yang, 2020)",
+    "enas-micro": "ENAS micro cell: 5 ops, 5 nodes of 2 chosen inputs, loose ends out (Pham et al., 2018)",
+    "enas-macro": "ENAS macro network: 12 layers of 6 branches, on/off skips between layers (Pham et al., 2018)",
 }
 """Space name → its ``description``."""
 
@@ -50,6 +52,8 @@ DATASETS: dict[str, str] = {name: "" for name in (
 GENOTYPES: dict[str, str] = {
     "darts-v1": "DARTS (Liu et al., ICLR 2019), first order",
     "darts-v2": "DARTS (Liu et al., ICLR 2019), second order",
+    "enas-macro": "ENAS (Pham et al., ICML 2018), macro network (scripts/cifar10_macro_final.sh)",
+    "enas-micro": "ENAS (Pham et al., ICML 2018), micro cell (scripts/cifar10_micro_final.sh)",
     "gdas": "GDAS (Dong & Yang, CVPR 2019)",
     "gdas-frc": "GDAS (Dong & Yang, CVPR 2019), fixed hand-designed reduction cell (FRC)",
     "pc-darts": "PC-DARTS (Xu et al., ICLR 2020), searched on CIFAR-10",

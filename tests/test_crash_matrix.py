@@ -118,7 +118,7 @@ def test_search_weight_step_survives_every_batch_and_width(space):
         assert "darts C=4 ok (torch.channels_last)" in proc.stdout, proc.stdout
 
 
-@pytest.mark.parametrize("space", ["darts", "nas-bench-201"])
+@pytest.mark.parametrize("space", ["darts", "nas-bench-201", "enas-micro"])  # ENAS micro: 1×1 strided reduces
 def test_train_final_step_survives_every_batch_and_width(space):
     check(run_child("train-final", ("-",), space), f"train-final on {space}", ("-",))
 

@@ -40,7 +40,10 @@ ALGO_ARGS: dict[str, tuple[int, list[str]]] = {
                  "sgas.batch_increase=2"]),
 }
 
-SPACE_CASES = {"gdas@nas-bench-201": ("gdas", ["--space", "nas-bench-201", "--layers", "1"])}
+SPACE_CASES = {"gdas@nas-bench-201": ("gdas", ["--space", "nas-bench-201", "--layers", "1"]),
+               # GDAS on ENAS micro also samples two inputs per node from the same noise stream
+               "gdas@enas-micro": ("gdas", ["--space", "enas-micro", "--layers", "3"]),
+               "gdas@enas-macro": ("gdas", ["--space", "enas-macro", "--layers", "4"])}
 """Algorithm cases on another space (the default ``--layers 3`` is overridden by the later flag)."""
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}

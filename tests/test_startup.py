@@ -50,7 +50,7 @@ def test_help_and_list_answer_without_importing_torch(args):
     (["serach"], "no such command 'serach'"),
     (["search", "--algo", "nope"], "unknown algorithm 'nope'; choose one of: darts, gdas, p-darts, pc-darts, sgas"),
     (["search", "--dataset", "nope", "--dry-run"], "unknown dataset 'nope'; choose one of: cifar10"),
-    (["search", "--space", "nope"], "unknown space 'nope'; choose one of: darts, nas-bench-201"),
+    (["search", "--space", "nope"], "unknown space 'nope'; choose one of: darts, enas-macro, enas-micro, nas-bench-201"),
     (["train-final", "--genotype", "darts-v2", "--space", "nope"], "unknown space 'nope'"),
     (["train-final", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["search", "--preset", "fast"], "unknown preset 'fast'; choose one of: paper, quick"),

@@ -13,7 +13,7 @@ hook                       what it decides
 ``supernet_spec``          the search network's sizes and candidate ops (P-DARTS: per stage)
 ``build_supernet``         the search network over the strategy's edges (the space builds it)
 ``make_edge``              the module on one edge (weighted sum, sampled op, partial channels)
-``init_arch_params``       the architecture parameters (α per edge × op; PC-DARTS adds β per edge)
+``init_arch_params``       the architecture parameters (α per edge × op; β per edge: PC-DARTS, ENAS micro)
 ``edge_weights``           what each edge receives per forward (softmax, hard Gumbel, one-hot, β)
 ``weights``/``forward``    all cell types' edge weights (fp32 under autocast), the supernet's forward
 ``op_probabilities``       op weights as displayed, plotted and derived from (no noise)
@@ -123,6 +123,13 @@ class Strategy:
     def topology(self) -> Topology:
         return self.space.topology
 
+    def topology_of(self, cell_type: str) -> Topology:
+        return self.space.topology_of(cell_type)
+
+    def is_binary(self, cell_type: str) -> bool:
+        """Whether ``cell_type``'s edges are on/off choices the space derives (see ``binary_cell_types``)."""
+        return cell_type in self.space.binary_cell_types
+
     # ----------------------------------------------------------------- configuration
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -164,13 +171,23 @@ class Strategy:
         return MixedOp(C, stride, ops, self.space.search_op)
 
     # ----------------------------------------------------------------- architecture parameters
+    def uses_input_weights(self) -> bool:
+        """Whether the architecture has an input weight β per edge, normalised over each node's incoming
+        edges (``edge_normalization``): PC-DARTS's edge normalization in every space, and every algorithm in
+        a space whose nodes choose their inputs (``input_choice``: ENAS micro), where β is that choice."""
+        return bool(getattr(self.space, "input_choice", False))
+
     def init_arch_params(self, spec: SupernetSpec, device: torch.device) -> None:
-        """α_t = 1e-3·N(0, 1) of shape [edges, ops] per searched cell type t (the DARTS code)."""
+        """α_t = 1e-3·N(0, 1) of shape [edges, ops] per searched cell type t (the DARTS code); with input
+        weights then β_t = 1e-3·N(0, 1) [edges] per cell type (PC-DARTS's order: α_n, α_r, β_n, β_r)."""
         self.spec = spec
         self.arch = {}
         for t in spec.cell_types:
             n_ops = len(spec.ops(t)[0])
             self.arch[f"alpha_{t}"] = (1e-3 * torch.randn(len(spec.ops(t)), n_ops)).to(device).requires_grad_()
+        if self.uses_input_weights():
+            for t in spec.cell_types:
+                self.arch[f"beta_{t}"] = (1e-3 * torch.randn(len(spec.ops(t)))).to(device).requires_grad_()
 
     def arch_parameters(self) -> list[torch.Tensor]:
         return list(self.arch.values())
@@ -178,14 +195,30 @@ class Strategy:
     def alpha(self, cell_type: str) -> torch.Tensor:
         return self.arch[f"alpha_{cell_type}"]
 
+    def beta(self, cell_type: str) -> torch.Tensor:
+        return self.arch[f"beta_{cell_type}"]
+
+    def input_weights(self, cell_type: str) -> Optional[torch.Tensor]:
+        """softmax(β) within each node's incoming edges [edges] (with gradient), or None without β."""
+        if f"beta_{cell_type}" not in self.arch:
+            return None
+        return edge_normalization(self.beta(cell_type), self.topology_of(cell_type))
+
+    def edge_scale(self, cell_type: str) -> Optional[torch.Tensor]:
+        """Normalised input weights [edges] (no gradient), as displayed and derived from; None without β."""
+        if f"beta_{cell_type}" not in self.arch:
+            return None
+        return edge_normalization(self.beta(cell_type).detach(), self.topology_of(cell_type))
+
     def frozen_rows(self) -> dict[str, torch.Tensor]:
         """name → bool [rows] of architecture parameters that must stay bitwise unchanged."""
         return {}
 
     # ----------------------------------------------------------------- forward
     def edge_weights(self, cell_type: str) -> CellWeights:
-        """DARTS: softmax over each edge's ops, p = softmax(α_t) row-wise."""
-        return CellWeights(torch.softmax(self.alpha(cell_type), dim=-1))
+        """DARTS: softmax over each edge's ops, p = softmax(α_t) row-wise; each edge's output scaled by its
+        normalised input weight where there is β."""
+        return CellWeights(torch.softmax(self.alpha(cell_type), dim=-1), edges=self.input_weights(cell_type))
 
     def weights(self) -> dict[str, CellWeights]:
         """Every searched cell type's edge weights, in fp32 also under autocast (``amp``)."""
@@ -268,8 +301,10 @@ class Strategy:
         return self.make_genotype(cells)
 
     def derive_cell(self, cell_type: str) -> Any:
-        """One cell type's derived cell: the space's rule on softmax(α)."""
-        return self.space.derive_cell(self.op_probabilities(cell_type), self.spec.ops(cell_type))
+        """One cell type's derived cell: the space's rule on softmax(α) (each edge's row times its normalised
+        input weight where there is β)."""
+        return self.space.derive_cell(self.op_probabilities(cell_type), self.spec.ops(cell_type),
+                                      edge_scale=self.edge_scale(cell_type), cell_type=cell_type)
 
     def make_genotype(self, cells: Mapping[str, Any]) -> Any:
         return self.space.make_genotype(cells, meta={"algo": self.name})
@@ -302,6 +337,11 @@ class Strategy:
         # the edges' op sets follow from config and state alone; sizes that depend on data are set by the
         # trainer when it builds the supernet, and do not matter to derive
         self.spec = self.supernet_spec(num_classes=1, in_channels=1)
+
+
+def edge_normalization(beta: torch.Tensor, topology: Topology) -> torch.Tensor:
+    """softmax of β [edges] within each node's incoming edges, concatenated [edges]."""
+    return torch.cat([torch.softmax(beta[r.start:r.stop], dim=-1) for r in topology.node_slices()])
 
 
 def create_strategy(name: str, cfg: DictConfig, space: Optional[SearchSpace] = None) -> Strategy:

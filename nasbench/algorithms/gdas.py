@@ -26,6 +26,10 @@ The official search model's convolutions before a non-affine BatchNorm have a bi
 a per-channel constant before a batch-normalising BN cancels out of every output, so nasbench leaves it
 out (the comparison in the README confirms equal outputs and gradients).
 
+In a space whose nodes choose their inputs (ENAS micro) each node also samples its two inputs per forward
+pass (Gumbel top-2 on its β, straight-through; :func:`gumbel_top_inputs`), and derive ranks the (op, input)
+pairs by op weight × normalised β.
+
 ``gdas.fixed_reduction=true`` is GDAS-FRC: only the normal cell is searched, the reduction cells are the
 paper's hand-designed cell (with non-affine BN in the search supernet, as the official search model).
 """
@@ -186,9 +190,18 @@ class Gdas(Strategy):
 
     # ----------------------------------------------------------------- forward
     def edge_weights(self, cell_type: str) -> CellWeights:
-        """A fresh hard Gumbel sample per edge; every cell of this type shares it for this forward pass."""
+        """A fresh hard Gumbel sample per edge; every cell of this type shares it for this forward pass.
+
+        With input weights (a space whose nodes choose their inputs: ENAS micro) each node also samples its
+        ``topology.keep`` inputs (:func:`gumbel_top_inputs`): the other edges compute nothing, the sampled
+        ones are scaled by their straight-through weight (1 in value)."""
         weights, index = gumbel_straight_through(self.alpha(cell_type), self.tau, self.generator)
-        return CellWeights([(weights[e], k) for e, k in enumerate(index.tolist())])
+        ops: list[Any] = [(weights[e], k) for e, k in enumerate(index.tolist())]
+        if f"beta_{cell_type}" not in self.arch:
+            return CellWeights(ops)
+        scale, chosen = gumbel_top_inputs(self.beta(cell_type), self.topology_of(cell_type), self.tau,
+                                          self.generator)
+        return CellWeights([o if c else None for o, c in zip(ops, chosen)], edges=scale)
 
     # ----------------------------------------------------------------- schedule
     def tau_at(self, epoch: int) -> float:
@@ -226,22 +239,58 @@ class Gdas(Strategy):
     def derive_cell(self, cell_type: str) -> Any:
         """Per node the strongest pairs over all incoming edges; in a space whose nodes keep every edge
         (NAS-Bench-201), the space's rule, as the official GDAS does there."""
-        if self.section.distinct_inputs or self.topology.keep is None:
+        topology = self.topology_of(cell_type)
+        if self.section.distinct_inputs or topology.keep is None or self.is_binary(cell_type):
             return super().derive_cell(cell_type)
-        return derive_cell_pairs(self.op_probabilities(cell_type), self.spec.ops(cell_type), self.topology,
-                                 self.space.zero_op)
+        return derive_cell_pairs(self.op_probabilities(cell_type), self.spec.ops(cell_type), topology,
+                                 self.space.zero_op, edge_scale=self.edge_scale(cell_type))
+
+
+def gumbel_top_inputs(beta: torch.Tensor, topology: Topology, tau: float,
+                      generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, list[bool]]:
+    """GDAS's sampling carried over to a node's choice of its inputs: per node, the ``topology.keep``
+    largest of ``softmax((log_softmax(β_node) + g) / τ)`` (Gumbel top-k: a sample of that many distinct inputs
+    without replacement) with straight-through weights.
+
+    Returns ``(scale [edges], chosen)``: ``scale`` is ``khot − p.detach() + p`` (1 in value on the chosen
+    edges, carrying the gradient of the soft ``p``), ``chosen[e]`` whether edge e was drawn. A node with at
+    most ``keep`` incoming edges takes them all.
+    """
+    parts, chosen = [], []
+    for r in topology.node_slices():
+        b = beta[r.start:r.stop]
+        log_p = b.log_softmax(dim=-1)
+        while True:
+            if generator is None:
+                noise = torch.empty_like(b).exponential_()
+            else:
+                noise = torch.empty(b.shape, dtype=b.dtype).exponential_(generator=generator).to(b.device)
+            g = -noise.log()
+            probs = torch.softmax((log_p + g) / tau, dim=-1)
+            if torch.isfinite(g).all() and torch.isfinite(probs).all():
+                break
+        k = len(b) if topology.keep is None else min(topology.keep, len(b))
+        top = probs.topk(k).indices
+        khot = torch.zeros_like(probs).scatter_(-1, top, 1.0)
+        parts.append(khot - probs.detach() + probs)
+        picked = set(top.tolist())
+        chosen.extend(j in picked for j in range(len(b)))
+    return torch.cat(parts), chosen
 
 
 def derive_cell_pairs(weights: torch.Tensor, edge_ops: Sequence[Sequence[str]], topology: Topology,
-                      exclude: Optional[str] = "none") -> list[tuple[str, int]]:
+                      exclude: Optional[str] = "none",
+                      edge_scale: Optional[torch.Tensor] = None) -> list[tuple[str, int]]:
     """GDAS's derive rule: per node, the ``topology.keep`` strongest (op, input) pairs over all its incoming
     edges.
 
     Candidates are every op other than ``exclude`` (the zero op) of every incoming edge; the same input may
     be chosen twice (two different ops on one edge). Ties keep the lower input, then the lower op index (a
-    stable sort).
+    stable sort). ``edge_scale`` [edges] multiplies each edge's weights first (input weights: ENAS micro).
     """
     W = weights.detach().double().cpu()
+    if edge_scale is not None:  # each pair's weight times its edge's normalised input weight
+        W = W * edge_scale.detach().double().cpu()[:, None]
     gene: list[tuple[str, int]] = []
     for node in range(topology.nodes):
         candidates = []

@@ -80,14 +80,17 @@ def keep_strongest_edges(strength: Sequence[float], topology: Topology) -> list[
 
 
 def final_cell(probs: torch.Tensor, edge_ops: Sequence[Sequence[str]], topology: Topology,
-               max_skip: Optional[int] = None) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
+               max_skip: Optional[int] = None, edge_scale: Optional[torch.Tensor] = None
+               ) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
     """The last stage's discretisation of one cell; returns the genotype cell and the skip-cap log.
 
     ``probs`` [edges, ops] is softmax(α) of the last stage over ``edge_ops``. 'none' gets weight 0, every
     edge keeps its best other op, every node its two strongest edges; with ``max_skip`` the weakest kept
-    skip_connect is zeroed and everything re-picked until at most ``max_skip`` remain.
+    skip_connect is zeroed and everything re-picked until at most ``max_skip`` remain. ``edge_scale`` [edges]
+    (normalised input weights: ENAS micro) multiplies each edge's strength when nodes rank their edges.
     """
     P = probs.detach().double().cpu().clone()
+    scale = None if edge_scale is None else edge_scale.detach().double().cpu().tolist()
     n_edges = len(edge_ops)
     for e, ops in enumerate(edge_ops):
         if "none" in ops:
@@ -99,7 +102,7 @@ def final_cell(probs: torch.Tensor, edge_ops: Sequence[Sequence[str]], topology:
         for e, ops in enumerate(edge_ops):
             drop = final_drop(P[e].tolist(), ops, len(ops) - 1)
             keep_op.append(next(k for k in range(len(ops)) if k not in drop))
-        strength = [float(P[e].max()) for e in range(n_edges)]
+        strength = [float(P[e].max()) * (1.0 if scale is None else scale[e]) for e in range(n_edges)]
         return keep_op, keep_strongest_edges(strength, topology)
 
     keep_op, kept = pick()
@@ -256,7 +259,7 @@ class PDarts(Strategy):
             P = self.op_probabilities(t).double().cpu()
             kept, dropped = [], []
             for e, ops in enumerate(self.ops[t]):
-                k_drop = len(ops) - keep
+                k_drop = 0 if self.is_binary(t) else len(ops) - keep  # an on/off edge keeps both choices
                 drop = final_drop(P[e].tolist(), ops, k_drop) if last else lowest_k(P[e].tolist(), k_drop)
                 kept.append(tuple(o for k, o in enumerate(ops) if k not in drop))
                 dropped.append([ops[k] for k in drop])
@@ -272,7 +275,7 @@ class PDarts(Strategy):
         self.final = {}
         for t in self.space.cell_types:
             cap = self.section.max_skip if t != "reduce" else None  # every searched cell but a reduction cell
-            cell, log = final_cell(self.op_probabilities(t), self.ops[t], self.topology, cap)
+            cell, log = self._final_cell(t, cap)
             self.final[t] = cell
             record[t]["genotype"] = [list(p) for p in cell]
             if t == first:
@@ -281,6 +284,13 @@ class PDarts(Strategy):
         msg = (f"p-darts: final cells (skip cap removed {len(self.skip_log)} skip_connects): {first} "
                + " ".join(f"{o}<-{i}" for o, i in self.final[first]))
         return Decision(msg, record)
+
+    def _final_cell(self, t: str, cap: Optional[int]) -> tuple[list[Any], list[dict[str, Any]]]:
+        """The last stage's cell of type ``t``: :func:`final_cell`, or the space's rule for an on/off type."""
+        if self.is_binary(t):
+            return self.space.derive_cell(self.op_probabilities(t), self.ops[t], edge_scale=self.edge_scale(t),
+                                          cell_type=t), []
+        return final_cell(self.op_probabilities(t), self.ops[t], self.topology_of(t), cap, self.edge_scale(t))
 
     def next_stage(self) -> bool:
         if self.stage >= self.num_stages - 1 or self.pending is None:
@@ -307,8 +317,7 @@ class PDarts(Strategy):
             raise RunDirError("the P-DARTS search has not finished its last stage: no final genotype to cap yet")
         if max_skip is not None and max_skip < 0:
             raise ConfigError(f"the skip cap must be 0 or more, got {max_skip}")
-        cells = {t: final_cell(self.op_probabilities(t), self.ops[t], self.topology,
-                               max_skip if t != "reduce" else None)[0] for t in self.space.cell_types}
+        cells = {t: self._final_cell(t, max_skip if t != "reduce" else None)[0] for t in self.space.cell_types}
         return self.make_genotype(cells).with_meta(max_skip=max_skip)
 
     def genotype_variants(self) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from nasbench.algorithms.base import Strategy
+from nasbench.algorithms.base import Strategy, edge_normalization  # noqa: F401  (its home before)
 from nasbench.errors import ConfigError
 from nasbench.registry import register_algorithm
-from nasbench.spaces.base import CellWeights, SupernetSpec, Topology
+
 from nasbench.spaces.edges import MixedOp, NodeSum, OpBuilder, SourceCache
 
 
@@ -97,11 +97,6 @@ def _shuffle_parts(parts: dict[str, torch.Tensor], groups: int) -> torch.Tensor:
     return channel_shuffle(torch.cat([mixed, rest], dim=1), groups)
 
 
-def edge_normalization(beta: torch.Tensor, topology: Topology) -> torch.Tensor:
-    """softmax of β [edges] within each node's incoming edges, concatenated [edges]."""
-    return torch.cat([torch.softmax(beta[r.start:r.stop], dim=-1) for r in topology.node_slices()])
-
-
 @register_algorithm("pc-darts")
 class PcDarts(Strategy):
     name = "pc-darts"
@@ -166,31 +161,16 @@ class PcDarts(Strategy):
             raise ConfigError(f"pc_darts.warmup_epochs must be >= 0, got {cfg.pc_darts.warmup_epochs}")
 
     def make_edge(self, C: int, stride: int, ops: Sequence[str]) -> nn.Module:
+        """A partial-channel edge; an edge whose candidates are all parameter-free (ENAS macro's on/off skip
+        connections) has no memory to save and stays whole: sending 1/K of it through an off switch would let
+        the rest through."""
+        if all(op in self.space.parameter_free for op in ops):
+            return MixedOp(C, stride, ops, self.space.search_op)
         return PartialChannelEdge(C, stride, ops, self.space.search_op, int(self.section.k))
 
-    # ----------------------------------------------------------------- architecture parameters
-    def init_arch_params(self, spec: SupernetSpec, device: torch.device) -> None:
-        """α as DARTS, then β_t = 1e-3·N(0, 1) per edge (the official code's order: α_n, α_r, β_n, β_r)."""
-        super().init_arch_params(spec, device)
-        for t in spec.cell_types:
-            self.arch[f"beta_{t}"] = (1e-3 * torch.randn(len(spec.ops(t)))).to(device).requires_grad_()
-
-    def beta(self, cell_type: str) -> torch.Tensor:
-        return self.arch[f"beta_{cell_type}"]
-
-    def edge_scale(self, cell_type: str) -> torch.Tensor:
-        """Normalised edge weights [edges] (no gradient), as displayed and derived from."""
-        return edge_normalization(self.beta(cell_type).detach(), self.topology)
-
-    def edge_weights(self, cell_type: str) -> CellWeights:
-        return CellWeights(torch.softmax(self.alpha(cell_type), dim=-1),
-                           edges=edge_normalization(self.beta(cell_type), self.topology))
+    def uses_input_weights(self) -> bool:
+        """β per edge in every space (edge normalization; the base class keeps, applies and derives from it)."""
+        return True
 
     def updates_arch(self, epoch: int) -> bool:
         return epoch >= self.scaled(self.section.warmup_epochs)
-
-    # ----------------------------------------------------------------- result
-    def derive_cell(self, cell_type: str) -> Any:
-        """The space's rule on each edge's op weights times its normalised β."""
-        return self.space.derive_cell(self.op_probabilities(cell_type), self.spec.ops(cell_type),
-                                      edge_scale=self.edge_scale(cell_type))

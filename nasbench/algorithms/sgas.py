@@ -25,6 +25,12 @@ post-training scale by ``epochs / 50`` (decision frequency at least 1) and are t
 decisions fit into ``epochs``: post-training first, then the frequency, then the warm-up. ``--preset
 quick`` (10 epochs) thus gets warm-up 2 and a decision every epoch from epoch 2 to 9. Without scaling
 the schedule is taken as given and must fit.
+
+In a space without a zero op whose nodes choose their inputs (ENAS micro: a β per edge, normalised over
+each node's incoming edges, as every strategy keeps there) SGAS's criteria carry over with the input weight
+in place of the mass off 'none': importance = the edge's normalised β, q = p over all ops (certainty over
+all of them), the winner gets its strongest op; a decided or pruned edge's β freezes with its α row, and
+each edge's output is scaled by its normalised β as in DARTS on that space.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from nasbench.registry import register_algorithm
 from nasbench.spaces.base import CellWeights
 
 UNDECIDED = -1
+PRUNED = -2
 
 
 def minmax(v: torch.Tensor) -> torch.Tensor:
@@ -55,15 +62,22 @@ def minmax(v: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(v)
 
 
-def edge_scores(alpha: torch.Tensor, none_idx: int, history: Optional[list[torch.Tensor]] = None
-                ) -> dict[str, torch.Tensor]:
-    """SGAS's per-edge quantities from α [edges, ops]; ``history`` (list of past q) turns on Criterion 2."""
+def edge_scores(alpha: torch.Tensor, none_idx: Optional[int], history: Optional[list[torch.Tensor]] = None,
+                importance: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """SGAS's per-edge quantities from α [edges, ops]; ``history`` (list of past q) turns on Criterion 2.
+    ``importance`` [edges] replaces Σ of the non-'none' p (a space without a zero op: the input weights)."""
     p = torch.softmax(alpha.detach().double().cpu(), dim=-1)
     others = [k for k in range(p.shape[1]) if k != none_idx]
-    importance = p[:, others].sum(dim=-1)
-    q = p[:, others] / importance[:, None]
+    certainty_only = none_idx is None and importance is None  # no zero op, no input weights: all equally important
+    if certainty_only:
+        importance = torch.ones(p.shape[0], dtype=torch.float64)
+    elif importance is None:
+        importance = p[:, others].sum(dim=-1)
+    else:
+        importance = importance.detach().double().cpu()
+    q = p[:, others] / p[:, others].sum(dim=-1, keepdim=True)
     entropy = -(q * torch.log(q.clamp_min(1e-300))).sum(dim=-1) / math.log(len(others))
-    score = minmax(importance) * minmax(1 - entropy)
+    score = minmax(1 - entropy) if certainty_only else minmax(importance) * minmax(1 - entropy)
     out = {"importance": importance, "entropy": entropy, "q": q}
     if history is not None:
         hist = torch.zeros(p.shape[0], dtype=torch.float64)
@@ -104,9 +118,14 @@ class Sgas(Strategy):
 
     def __init__(self, cfg: DictConfig, space: Any = None):
         super().__init__(cfg, space)
-        self.n_edges = self.topology.num_edges
-        self.none_idx = list(self.space.primitives).index(self.space.zero_op)
-        self.selected = {t: [UNDECIDED] * self.n_edges for t in self.space.cell_types}
+        zero = self.space.zero_op
+        self.none_idxs: dict[str, Optional[int]] = {
+            t: self.space.ops_of(t).index(zero) if zero in self.space.ops_of(t) else None
+            for t in self.space.cell_types}
+        self.none_idx = self.none_idxs[self.space.cell_types[0]]
+        self.pruned_marks = {t: k if k is not None else PRUNED for t, k in self.none_idxs.items()}
+        """The mark of a pruned edge in ``selected``: the zero op's index, or PRUNED in a cell type without one."""
+        self.selected = {t: [UNDECIDED] * self.topology_of(t).num_edges for t in self.space.cell_types}
         self.history: dict[str, list[torch.Tensor]] = {t: [] for t in self.space.cell_types}
         self.decisions: list[dict[str, Any]] = []
 
@@ -119,7 +138,8 @@ class Sgas(Strategy):
         if s.decision_freq < 1 or s.warmup_epochs < 0 or s.post_train < 0 or s.history_size < 1:
             raise ConfigError("sgas.decision_freq and sgas.history_size must be ≥ 1, warmup_epochs and "
                               "post_train ≥ 0")
-        if registry.get("space", cfg.model.space).zero_op is None:
+        space_cls = registry.get("space", cfg.model.space)
+        if space_cls.zero_op is None and not getattr(space_cls, "input_choice", False):
             raise ConfigError(f"sgas ranks edges by their weight off the zero op; the {cfg.model.space} space has none")
         if s.batch_increase is not None and s.batch_increase < 0:
             raise ConfigError(f"sgas.batch_increase must be ≥ 0, got {s.batch_increase}")
@@ -132,11 +152,11 @@ class Sgas(Strategy):
 
     def schedule(self) -> tuple[int, int]:
         """(warm-up, decision frequency) of this run, scaled (see the module docstring)."""
-        return _schedule(self.cfg, self.topology.decisions)
+        return _schedule(self.cfg, _decisions(self.cfg, self.space))
 
     def decision_epochs(self) -> list[int]:
         w, f = self.schedule()
-        return [w + k * f for k in range(self.topology.decisions)]
+        return [w + k * f for k in range(_decisions(self.cfg, self.space))]
 
     def is_decision_epoch(self, epoch: int) -> bool:
         w, f = self.schedule()
@@ -168,6 +188,8 @@ class Sgas(Strategy):
         for t in self.spec.cell_types:
             mask = torch.tensor([s != UNDECIDED for s in self.selected[t]], device=self.alpha(t).device)
             out[f"alpha_{t}"] = mask
+            if f"beta_{t}" in self.arch:
+                out[f"beta_{t}"] = mask
         return out
 
     def edge_weights(self, cell_type: str) -> CellWeights:
@@ -176,19 +198,22 @@ class Sgas(Strategy):
         for e, s in enumerate(self.selected[cell_type]):
             if s == UNDECIDED:
                 ops.append(w[e])
-            elif s == self.none_idx:
+            elif s == self.pruned_marks[cell_type]:
                 ops.append(None)
             else:
                 ops.append(int(s))
-        return CellWeights(ops)
+        return CellWeights(ops, edges=self.input_weights(cell_type))
 
     # ----------------------------------------------------------------- decisions
     def on_epoch_end(self, epoch: int, net: nn.Module) -> list[Decision]:
         events = []
         decide = self.is_decision_epoch(epoch)
         for t in self.spec.cell_types:
+            if self.is_binary(t):  # on/off edges: weighted as DARTS does, derived by the space's rule
+                continue
             history = list(self.history[t]) if self.section.criterion == 2 else None
-            sc = edge_scores(self.alpha(t), self.none_idx, history)
+            none_idx = self.none_idxs[t]
+            sc = edge_scores(self.alpha(t), none_idx, history, None if none_idx is not None else self.edge_scale(t))
             # the official code records q every epoch, after computing the intersection
             self.history[t].append(sc["q"].clone())
             self.history[t] = self.history[t][-int(self.section.history_size):]
@@ -202,38 +227,40 @@ class Sgas(Strategy):
         edge = max(candidates, key=lambda e: (float(score[e]), -e))  # argmax, first on ties
         q = sc["q"][edge]
         k = int(torch.argmax(q))
-        op = k + (1 if k >= self.none_idx else 0)
+        none_idx, mark, topo = self.none_idxs[t], self.pruned_marks[t], self.topology_of(t)
+        op = k + (1 if none_idx is not None and k >= none_idx else 0)
         status_before = list(self.selected[t])
         self.selected[t][edge] = op
         pruned = self._prune_nodes(t)
-        prims = self.space.primitives
-        node, src = self.topology.edges[edge]
-        table = [{"edge": e, "node": self.topology.edges[e][0], "input": self.topology.edges[e][1],
-                  "status": ("candidate" if s == UNDECIDED else "pruned" if s == self.none_idx else "decided"),
+        prims = self.space.ops_of(t)
+        node, src = topo.edges[edge]
+        table = [{"edge": e, "node": topo.edges[e][0], "input": topo.edges[e][1],
+                  "status": ("candidate" if s == UNDECIDED else "pruned" if s == mark else "decided"),
                   "importance": float(sc["importance"][e]), "entropy": float(sc["entropy"][e]),
                   **({"histogram": float(sc["histogram"][e])} if "histogram" in sc else {}),
                   "score": float(sc["score"][e])} for e, s in enumerate(status_before)]
         record = {"event": "sgas-decision", "cell": t, "epoch": epoch, "edge": edge, "node": node, "input": src,
                   "op": prims[op], "pruned": pruned, "criterion": int(self.section.criterion),
-                  "decision": len([s for s in self.selected[t] if s not in (UNDECIDED, self.none_idx)]),
+                  "decision": len([s for s in self.selected[t] if s not in (UNDECIDED, mark)]),
                   "scores": table}
         self.decisions.append({k: v for k, v in record.items() if k != "scores"})
         msg = (f"sgas: epoch {epoch} {t} edge {edge} := {prims[op]}<-{src} (into node "
-               f"{node + self.topology.n_inputs}) "
+               f"{node + topo.n_inputs}) "
                f"score {float(score[edge]):.3f}" + (f"; pruned edges {pruned}" if pruned else ""))
         return Decision(msg, record)
 
     def _prune_nodes(self, t: str) -> list[int]:
         """Nodes with two decided edges: their undecided edges become 'none' (official ``check_edges``)."""
         pruned: list[int] = []
-        if self.topology.keep is None:  # every edge of a node stays (NAS-Bench-201): nothing to prune
+        topo = self.topology_of(t)
+        if topo.keep is None:  # every edge of a node stays (NAS-Bench-201): nothing to prune
             return pruned
-        for i in range(self.topology.nodes):
-            rows = self.topology.node_edges(i)
-            if sum(1 for e in rows if self.selected[t][e] != UNDECIDED) >= self.topology.keep:
+        for i in range(topo.nodes):
+            rows = topo.node_edges(i)
+            if sum(1 for e in rows if self.selected[t][e] != UNDECIDED) >= topo.keep:
                 for e in rows:
                     if self.selected[t][e] == UNDECIDED:
-                        self.selected[t][e] = self.none_idx
+                        self.selected[t][e] = self.pruned_marks[t]
                         pruned.append(e)
         return pruned
 
@@ -244,31 +271,40 @@ class Sgas(Strategy):
         The missing edges of a node are its undecided edges of largest importance (1 − p_none), each with
         its strongest non-'none' op. Pairs are listed per node in input order, as in the official code.
         """
-        prims = self.space.primitives
+        if self.is_binary(cell_type):
+            return super().derive_cell(cell_type)
+        prims = self.space.ops_of(cell_type)
+        none_idx, topo = self.none_idxs[cell_type], self.topology_of(cell_type)
         p = torch.softmax(self.alpha(cell_type).detach().double().cpu(), dim=-1)
-        importance = 1 - p[:, self.none_idx]
+        if none_idx is not None:
+            importance = 1 - p[:, none_idx]
+        elif self.edge_scale(cell_type) is not None:
+            importance = self.edge_scale(cell_type).double().cpu()
+        else:
+            importance = torch.ones(p.shape[0], dtype=torch.float64)
         sel = self.selected[cell_type]
         gene = []
-        for i in range(self.topology.nodes):
-            rows = list(self.topology.node_edges(i))
-            keep = len(rows) if self.topology.keep is None else self.topology.keep
+        for i in range(topo.nodes):
+            rows = list(topo.node_edges(i))
+            keep = len(rows) if topo.keep is None else topo.keep
             need = keep - sum(1 for e in rows if sel[e] != UNDECIDED)
             undecided = [e for e in rows if sel[e] == UNDECIDED]
             extra = sorted(undecided, key=lambda e: (-float(importance[e]), e))[:max(need, 0)]
             for e in rows:
-                src = self.topology.edges[e][1]
+                src = topo.edges[e][1]
                 if sel[e] == UNDECIDED:
                     if e in extra:
                         row = p[e].clone()
-                        row[self.none_idx] = -1.0
+                        if none_idx is not None:
+                            row[none_idx] = -1.0
                         gene.append((prims[int(torch.argmax(row))], src))
-                elif sel[e] != self.none_idx:
+                elif sel[e] != self.pruned_marks[cell_type]:
                     gene.append((prims[sel[e]], src))
         return gene
 
     def derive(self) -> Any:
         g = super().derive()
-        done = all(s != UNDECIDED for t in self.spec.cell_types for s in self.selected[t])
+        done = all(s != UNDECIDED for t in self.spec.cell_types if not self.is_binary(t) for s in self.selected[t])
         return g.with_meta(decisions=len(self.decisions), complete=done)
 
     # ----------------------------------------------------------------- checkpoints
@@ -285,9 +321,11 @@ class Sgas(Strategy):
         self.decisions = [dict(d) for d in state.get("decisions", [])]
 
 
-def _decisions(cfg: DictConfig) -> int:
-    """Edges decided per cell type: every node's kept inputs."""
-    return registry.get("space", cfg.model.space)(cfg).topology.decisions
+def _decisions(cfg: DictConfig, space: Any = None) -> int:
+    """Decisions of the greedy schedule: every node's kept inputs, of the cell type that has most (on/off cell
+    types are not decided greedily)."""
+    space = space if space is not None else registry.get("space", cfg.model.space)(cfg)
+    return max(space.topology_of(t).decisions for t in space.cell_types if t not in space.binary_cell_types)
 
 
 def _schedule(cfg: DictConfig, n_decisions: int) -> tuple[int, int]:

@@ -61,7 +61,6 @@ def plot_edges(run: RunDir, cfg: Any, out_dir: Path) -> list[Path]:
     from nasbench.spaces.base import create_space
 
     space = create_space(cfg.model.space, cfg)
-    topology = space.topology
     ops_order: list[str] = []
     for cells in hist.values():
         for edges in cells.values():
@@ -70,6 +69,7 @@ def plot_edges(run: RunDir, cfg: Any, out_dir: Path) -> list[Path]:
                     ops_order.append(op)
     colors = {op: plt.get_cmap("tab10")(i % 10) for i, op in enumerate(ops_order)}
     for t, edges in hist.items():
+        topology = space.topology_of(t)
         n = len(edges)
         cols = min(5, n)
         rows = math.ceil(n / cols)

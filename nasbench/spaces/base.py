@@ -9,7 +9,10 @@ part                        what the space decides
 ``primitives``              the candidate operations of an edge (α columns follow their order)
 ``search_op``               how one candidate op is built in the supernet
 ``topology``                the cell's edges, each node's incoming edges, how many inputs a node keeps
-                            and which states the cell's output combines (:class:`Topology`)
+                            and which states the cell's output combines (:class:`Topology`);
+                            ``topology_of``/``ops_of`` per cell type where they differ (ENAS macro)
+``input_choice``            whether nodes choose their inputs (every strategy then keeps a β per edge)
+``binary_cell_types``       cell types of on/off edges, derived by the space's rule by every strategy
 ``supernet_spec``           the sizes of the search network, and ``build_supernet`` the network itself
 ``build_eval_network``      the network that trains a derived genotype from scratch
 ``derive_cell``             the default derive rule (a strategy may override it per cell)
@@ -271,6 +274,12 @@ class SearchSpace:
     where the space has it, else ``cifar``."""
     executions: ClassVar[tuple[str, ...]] = ("reference",)
     """Supernet executions (the first is the default); ``fast`` computes the reference's numbers faster."""
+    input_choice: ClassVar[bool] = False
+    """Whether each node chooses its inputs (ENAS micro): every strategy then keeps an input weight β per edge."""
+    binary_cell_types: ClassVar[frozenset[str]] = frozenset()
+    """Cell types whose every edge is an on/off choice (candidates: the zero op and one other; ENAS macro's skip
+    connections). Every strategy weights them as DARTS does (its own weighting: softmax, Gumbel sample) and
+    derives them by the space's rule; greedy decisions (SGAS) and op pruning (P-DARTS) leave them alone."""
 
     @dataclass
     class Config:
@@ -311,6 +320,14 @@ class SearchSpace:
     def topology(self) -> Topology:
         raise NotImplementedError
 
+    def topology_of(self, cell_type: str) -> Topology:
+        """The topology of ``cell_type`` (the same for every cell type unless a space says otherwise)."""
+        return self.topology
+
+    def ops_of(self, cell_type: str) -> tuple[str, ...]:
+        """The candidate ops of ``cell_type``'s edges (``primitives`` unless a space says otherwise)."""
+        return tuple(self.primitives)
+
     # ------------------------------------------------------------------ networks
     def search_op(self, name: str, C: int, stride: int) -> nn.Module:
         """Candidate op ``name`` as the search network uses it."""
@@ -325,9 +342,8 @@ class SearchSpace:
                             num_classes=num_classes, edge_ops=dict(edge_ops), in_channels=in_channels)
 
     def all_ops(self) -> dict[str, EdgeOps]:
-        """Every primitive on every edge, for each cell type."""
-        ops = tuple(tuple(self.primitives) for _ in range(self.topology.num_edges))
-        return {t: ops for t in self.cell_types}
+        """Every candidate op on every edge, for each cell type."""
+        return {t: tuple(self.ops_of(t) for _ in range(self.topology_of(t).num_edges)) for t in self.cell_types}
 
     def build_supernet(self, spec: SupernetSpec, make_edge: EdgeFactory, *, execution: str = "reference",
                        memory_efficient: bool = False) -> nn.Module:
@@ -353,8 +369,8 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ derive
     def derive_cell(self, weights: torch.Tensor, edge_ops: EdgeOps,
-                    edge_scale: Optional[torch.Tensor] = None) -> Any:
-        """The space's default derive rule for one cell from op weights [edges, ops]."""
+                    edge_scale: Optional[torch.Tensor] = None, cell_type: Optional[str] = None) -> Any:
+        """The space's default derive rule for one cell (of ``cell_type``) from op weights [edges, ops]."""
         return derive_top_edges(weights, edge_ops, self.topology, self.zero_op, edge_scale)
 
     # ------------------------------------------------------------------ genotypes

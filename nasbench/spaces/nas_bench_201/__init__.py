@@ -159,7 +159,8 @@ class NasBench201Space(SearchSpace):
         return TinyNetwork(self.validate(genotype), C=C, N=layers, num_classes=num_classes, in_channels=in_channels)
 
     # ------------------------------------------------------------------ derive
-    def derive_cell(self, weights: Any, edge_ops: EdgeOps, edge_scale: Any = None) -> list[tuple[str, int]]:
+    def derive_cell(self, weights: Any, edge_ops: EdgeOps, edge_scale: Any = None,
+                    cell_type: Optional[str] = None) -> list[tuple[str, int]]:
         """The official rule: every edge keeps its strongest op, ``none`` included (the first on ties).
         ``edge_scale`` (a positive factor per edge) cannot change an edge's argmax and is ignored."""
         W = weights.detach().double().cpu()
