@@ -66,6 +66,8 @@ class DataConfig(DataConfigBase):
     """The search's ``data`` section."""
 
     train_portion: float = 0.5  # share of the training set that trains the weights
+    split: str = "index"  # index (DARTS: the first train_portion of the images) or random (GDAS: seeded, recorded)
+    arch_batches: str = "stream"  # stream (a seeded pass over the architecture half) or draw (GDAS: with replacement)
 
 
 @dataclass
@@ -332,6 +334,10 @@ def check_search_config(cfg: DictConfig) -> None:
         space.check_depth(layers, what)
     if not 0.0 < cfg.data.train_portion < 1.0:
         raise ConfigError(f"data.train_portion must lie strictly between 0 and 1, got {cfg.data.train_portion}")
+    if cfg.data.split not in ("index", "random"):
+        raise ConfigError(f"data.split must be index or random, got {cfg.data.split!r}")
+    if cfg.data.arch_batches not in ("stream", "draw"):
+        raise ConfigError(f"data.arch_batches must be stream or draw, got {cfg.data.arch_batches!r}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
     if cfg.report_freq < 0:

@@ -113,7 +113,8 @@ def show(
     m = cfg.model
     t.add_row("algorithm", f"{cfg.algo} (preset {cfg.preset})")
     t.add_row("data", f"{cfg.data.dataset}" + (f", subset {cfg.data.subset}" if cfg.data.subset else "")
-              + f", train_portion {cfg.data.train_portion}")
+              + f", train_portion {cfg.data.train_portion}"
+              + (f", {cfg.data.split} split" if cfg.data.get("split", "index") != "index" else ""))
     depth = S.cells(cfg)
     t.add_row("supernet", f"C={m.channels}, {depth} cells{' (per stage)' if '/' in depth else ''}, {m.steps} nodes")
     t.add_row("schedule", f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.optim.lr}, "

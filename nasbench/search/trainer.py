@@ -27,11 +27,11 @@ from nasbench.engine.device import deterministic_mode, memory_format, resolve_de
 from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
-from nasbench.search.data import ArchStream, SearchData, load_search_data
+from nasbench.search.data import SPLIT_FILE, SearchData, arch_batches, load_search_data, split_record
 from nasbench.algorithms.base import ArchStepContext, Strategy, create_strategy
 from nasbench.config import data_options, to_yaml
 from nasbench.errors import ConfigError, RunDirError
-from nasbench.engine.rundir import RunDir
+from nasbench.engine.rundir import RunDir, atomic_write_text
 from nasbench.engine.measure import count_weights
 
 
@@ -263,8 +263,7 @@ class SearchTrainer(RunEngine):
         self.data = data if data is not None else load_search_data(cfg)
         self.strategy.limit_batch(batch_capacity(self.data, self.dist.world))
         pin = self.device.type == "cuda"
-        self.arch_stream = ArchStream(self.data.dataset, self.data.arch_idx, cfg.seed, cfg.data.workers, pin,
-                                      rank=self.dist.rank, world=self.dist.world)
+        self.arch_stream = arch_batches(cfg, self.data, pin, rank=self.dist.rank, world=self.dist.world)
         self.global_epoch = 0
         self.start_clock()
         start_epoch, start_step, meter, arch_meter = 0, 0, Meter(), Meter()
@@ -446,12 +445,18 @@ def search(cfg: DictConfig, *, resume: Optional[Path] = None, console: Optional[
     # holds, a file, a run that got somewhere), then the data and the batch it must hold
     check_run_place(d, resume, cfg.out)
     with restart_hint(resume):
-        data = load_search_data(cfg)
+        data = load_search_data(cfg, run_path=resume)
         check_search_data(cfg, data, d.world)
+
+    def prepare(run: RunDir) -> None:  # on rank 0, in the new run directory: the random split, recorded
+        record = split_record(cfg, data)
+        if record is not None:
+            atomic_write_text(run.path / SPLIT_FILE, record)
+
     # a resume: every rank reads the stored config and checkpoint; else rank 0 names the directory (its
-    # default name has a timestamp), creates it with config.yaml and tells the others
+    # default name has a timestamp), creates it with config.yaml (and the split) and tells the others
     run = run_directory(d, resume=resume, new_path=lambda: cfg.out or default_run_dir(cfg),
-                        config_yaml=lambda: to_yaml(cfg), check_writable=True)
+                        config_yaml=lambda: to_yaml(cfg), prepare=prepare, check_writable=True)
     try:
         trainer = SearchTrainer(cfg, run, console=console, show_progress=show_progress)
         if run.reused:
