@@ -212,6 +212,8 @@ def test_gdas_search_cell_gets_the_gdas_recipe(nas_cmd, tmp_path):
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # the per-step warm-up starts at 0; then the cosine over E - W = 2 epochs from lr; epoch 2 >= E - W: eta_min
     assert [x["lr"] for x in recs] == [0.0, 0.025, 0.0]
+    r = subprocess.run([*nas_cmd, "show", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "gdas: 3 epochs" in r.stdout + r.stderr and "Nesterov" in r.stdout + r.stderr
     r = subprocess.run([*nas_cmd, "train-final", "--genotype", "pdarts", "--recipe", "sgas", "--dataset", "cifar10",
                         "--dry-run", "--json"], capture_output=True, text=True, timeout=120)
     assert json.loads(r.stdout)["recipe"] == "sgas" and json.loads(r.stdout)["batch_size"] == 96

@@ -169,9 +169,10 @@ def _show_final(s: dict[str, Any]) -> None:
               + (f", val_split {cfg.data.val_split}" if cfg.data.val_split else ""))
     t.add_row("network", f"C={m.channels}, {m.layers} cells, auxiliary "
                          f"{f'weight {m.auxiliary_weight}' if m.auxiliary else 'off'}, drop-path {m.drop_path_prob}")
-    t.add_row("recipe", f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {o.lr} ({o.schedule}), "
-                        f"weight decay {o.weight_decay}, cutout {cfg.data.cutout}, seed {cfg.seed} "
-                        f"(preset {cfg.preset})")
+    warm = f", warm-up {o.warmup_epochs} ({o.warmup})" if o.get("warmup_epochs") else ""
+    t.add_row("recipe", f"{cfg.get('recipe') or 'darts'}: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {o.lr} "
+                        f"({o.schedule}{warm}), weight decay {o.weight_decay}{', Nesterov' if o.nesterov else ''}, "
+                        f"cutout {cfg.data.cutout}, seed {cfg.seed} (preset {cfg.preset})")
     status = "finished" if s["finished"] else "running or stopped"
     t.add_row("progress", f"{s['epochs_done']}/{cfg.epochs} epochs ({status}), time {S.format_hms(s['seconds'])}")
     if metrics:
