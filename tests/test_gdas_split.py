@@ -93,6 +93,11 @@ def test_arch_draws_are_independent_of_the_weight_batches_and_resumable():
         r0, r1 = (r.next(4)[1].tolist() for r in ranks)
         assert [x for pair in zip(r0, r1) for x in pair] == expected_draw(arch_idx, 8, 3, k)
     assert DrawBatchSampler(arch_idx, 8, 3).draw(2) == expected_draw(arch_idx, 8, 3, 2)
+    # one architecture image per weight image: a partial weight batch (the epoch's last) gets as many
+    assert again.next(8, paired=5)[1].tolist() == expected_draw(arch_idx, 5, 3, 6)
+    assert again.next(8, paired=8)[1].tolist() == expected_draw(arch_idx, 8, 3, 7)
+    stream = ArchStream(ds, arch_idx, seed=3, workers=0, pin=False)  # DARTS's queue: its own batch size
+    assert len(stream.next(4, paired=3)[1]) == 4
 
 
 def test_a_stored_split_wins_on_resume(tmp_path):

@@ -89,8 +89,12 @@ class ArchDraws:
         self._iter: Optional[Iterator] = None
         self._bs: Optional[int] = None
 
-    def next(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch (``batch_size`` images on this rank; the global draw is ``batch_size·world``)."""
+    def next(self, batch_size: int, paired: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch: as many images as the weight batch it comes with (``paired``; SearchDataset yields
+        one architecture image per weight image, so the last, partial weight batch of an epoch gets a partial
+        architecture batch), else ``batch_size``; on this rank (the global draw is that times ``world``)."""
+        if paired is not None:
+            batch_size = int(paired)
         if self._iter is None or batch_size != self._bs:
             self._bs = batch_size
             sampler = data_mod.DrawBatchSampler(self.indices, batch_size, self.seed, start=self.draws,
@@ -131,7 +135,9 @@ class ArchStream:
         self._iter: Optional[Iterator] = None
         self._bs: Optional[int] = None
 
-    def next(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self, batch_size: int, paired: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch of ``batch_size`` (the weight batch's size ``paired`` plays no part: DARTS's queue
+        of architecture batches runs on its own)."""
         if self._iter is None or batch_size != self._bs:
             self._start(batch_size)
         try:

@@ -351,7 +351,7 @@ class SearchTrainer(RunEngine):
             task = progress.add_task(desc, total=n_steps, completed=start_step, stats="")
             for step, (x, y) in enumerate(loader, start=start_step):
                 x, y = self._to_device(x, y)
-                valid = self._to_device(*self.arch_stream.next(bs)) if update_arch else None
+                valid = self._to_device(*self.arch_stream.next(bs, paired=y.shape[0])) if update_arch else None
                 self.train_step((x, y), valid, lr, meter, arch_meter, epoch, step)
                 n_img += y.shape[0] * world
                 rate = n_img / max(time.time() - t_epoch, 1e-9)
