@@ -373,8 +373,9 @@ def to_yaml(cfg: DictConfig) -> str:
 
 # ================================================================================================ final training
 # `nas train-final`: the evaluation network trained from scratch. Same layering and strictness as the search
-# config: FinalConfig defaults (the DARTS paper's CIFAR-10 evaluation) → the ImageNet recipe when the dataset
-# is ImageNet-like → preset → --config file → key=value → shortcut flags.
+# config: FinalConfig defaults (the DARTS paper's CIFAR-10 evaluation) → the recipe (RECIPES: --recipe, else the
+# cell's algorithm's, else DARTS's; its ImageNet form when the dataset is ImageNet-like; a space with its own
+# recipe, NAS-Bench-201, takes that instead) → the space's recipe → preset → --config file → key=value → flags.
 
 
 @dataclass
@@ -608,9 +609,10 @@ def check_final_config(cfg: DictConfig) -> None:
     for key in ("warmup_epochs", "warmup_above_batch", "linear_tail"):
         if o[key] < 0:
             raise ConfigError(f"optim.{key} must be 0 or more, got {o[key]}")
-    if o.schedule == "linear" and cfg.epochs <= o.linear_tail:
+    scheduled = cfg.epochs - (o.warmup_epochs if o.warmup == "per_step" else 0)  # (a per-step warm-up comes first)
+    if o.schedule == "linear" and scheduled <= o.linear_tail:
         raise ConfigError(f"the linear schedule's last {o.linear_tail} epochs (optim.linear_tail) need more than "
-                          f"{cfg.epochs} epochs; give more epochs or optim.linear_tail=0")
+                          f"{scheduled} scheduled epochs; give more epochs or optim.linear_tail=0")
     if cfg.amp not in ("off", "auto", "bf16", "fp16"):
         raise ConfigError(f"amp must be off, auto, bf16 or fp16, got {cfg.amp!r}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
