@@ -323,7 +323,9 @@ class SearchTrainer(RunEngine):
         self.console.print(
             f"[bold]{self.cfg.algo}[/]{where}: supernet {self.spec.layers} cells, C={self.spec.C}, "
             f"{count_weights(self.net):,} weights, {sum(p.numel() for p in s.arch_parameters()):,} architecture "
-            f"parameters; {len(self.data.weight_idx)} + {len(self.data.arch_idx)} images; device {self.device}, "
+            f"parameters; {len(self.data.weight_idx)} + {len(self.data.arch_idx)} images"
+            f"{' (random split: ' + SPLIT_FILE + ')' if self.cfg.data.get('split') == 'random' else ''}; "
+            f"device {self.device}, "
             f"{threads_label(self.threads)}")
         if self.dist.enabled:
             self.console.print(self.dist.describe(s.batch_size(0)))
