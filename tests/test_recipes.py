@@ -5,7 +5,6 @@ schedules against the official formulas written out independently."""
 import json
 import math
 import subprocess
-import sys
 
 import pytest
 import yaml
