@@ -71,6 +71,8 @@ class DataConfig(DataConfigBase):
     # class-balanced sample recorded in the run; PC-DARTS on ImageNet: [0.1, 0.025]); null: train_portion
     balanced_split: Optional[list[float]] = None
     color_jitter: bool = True  # large images: colour jitter after the random-resized crop (DARTS's ImageNet)
+    split: str = "index"  # index (DARTS: the first train_portion of the images) or random (GDAS: seeded, recorded)
+    arch_batches: str = "stream"  # stream (a seeded pass over the architecture half) or draw (GDAS: with replacement)
 
 
 @dataclass
@@ -369,6 +371,10 @@ def check_search_config(cfg: DictConfig) -> None:
     check_balanced_split(cfg.data.get("balanced_split"))
     if not 0.0 < cfg.data.train_portion < 1.0:
         raise ConfigError(f"data.train_portion must lie strictly between 0 and 1, got {cfg.data.train_portion}")
+    if cfg.data.split not in ("index", "random"):
+        raise ConfigError(f"data.split must be index or random, got {cfg.data.split!r}")
+    if cfg.data.arch_batches not in ("stream", "draw"):
+        raise ConfigError(f"data.arch_batches must be stream or draw, got {cfg.data.arch_batches!r}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):
         raise ConfigError(f"memory_format must be auto, channels_last or contiguous, got {cfg.memory_format!r}")
     if cfg.report_freq < 0:
@@ -415,8 +421,9 @@ def to_yaml(cfg: DictConfig) -> str:
 
 # ================================================================================================ final training
 # `nas train-final`: the evaluation network trained from scratch. Same layering and strictness as the search
-# config: FinalConfig defaults (the DARTS paper's CIFAR-10 evaluation) → the ImageNet recipe when the dataset
-# is ImageNet-like → preset → --config file → key=value → shortcut flags.
+# config: FinalConfig defaults (the DARTS paper's CIFAR-10 evaluation) → the recipe (RECIPES: --recipe, else the
+# cell's algorithm's, else DARTS's; its ImageNet form when the dataset is ImageNet-like; a space with its own
+# recipe, NAS-Bench-201, takes that instead) → the space's recipe → preset → --config file → key=value → flags.
 
 
 @dataclass
@@ -443,8 +450,12 @@ class FinalDataConfig(DataConfigBase):
 class FinalOptimConfig:
     lr: float = 0.025
     lr_min: float = 0.0  # cosine schedule's end
-    schedule: str = "cosine"  # cosine (to lr_min over the epochs) or exponential (×gamma per epoch)
+    schedule: str = "cosine"  # cosine (to lr_min over the epochs), exponential (×gamma per epoch) or linear (P-DARTS)
     gamma: float = 0.97
+    linear_tail: int = 5  # linear: its last N epochs decay on an N× smaller slope (P-DARTS's adjust_lr: 5)
+    warmup_epochs: int = 0  # the first N epochs warm the learning rate up (see warmup)
+    warmup: str = "per_step"  # per_step (GDAS), per_epoch (PC-DARTS) or scaled (P-DARTS, SGAS): see README
+    warmup_above_batch: int = 0  # warm up only when batch_size exceeds this (P-DARTS/PC-DARTS/SGAS: 256); 0: always
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 3e-4
@@ -457,6 +468,7 @@ class FinalConfig:
     kind: str = "train-final"
     genotype: str = "darts-v2"  # built-in name, search run dir, JSON file, text file, or random:SEED
     space: Optional[str] = None  # the space of a random:SEED genotype (default darts); others carry their own
+    recipe: Optional[str] = None  # darts, gdas, p-darts, pc-darts, sgas; null: the cell's algorithm's (else darts)
     preset: str = "paper"
     seed: int = 0
     epochs: int = 600
@@ -487,7 +499,44 @@ FINAL_IMAGENET: dict[str, Any] = {
     "optim.label_smoothing": 0.1,
     "data.cutout": 0,
 }
-"""The DARTS ImageNet (mobile setting) recipe, applied when the dataset is imagenet or large imagefolder images."""
+"""The DARTS ImageNet (mobile setting) recipe (cnn/train_imagenet.py --auxiliary), applied when the dataset is
+imagenet or large imagefolder images."""
+
+_LINEAR_IMAGENET: dict[str, Any] = {
+    **FINAL_IMAGENET,
+    "optim.schedule": "linear",
+    "optim.linear_tail": 5,
+    "optim.warmup_epochs": 5,
+    "optim.warmup_above_batch": 256,
+}
+"""P-DARTS's ImageNet script (copied by PC-DARTS and SGAS): the DARTS recipe with P-DARTS's linear decay
+(``adjust_lr``) and a 5-epoch warm-up that runs only for batches over 256."""
+
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    # quark0/darts cnn/train.py --auxiliary --cutout (the FinalConfig defaults); cnn/train_imagenet.py --auxiliary
+    "darts": {"cifar": {}, "imagenet": FINAL_IMAGENET},
+    # D-X-Y/AutoDL-Projects scripts/nas-infer-train.sh (batch 96 / 256 as docs/CVPR-2019-GDAS.md runs it) with
+    # configs/archs/NAS-{CIFAR,IMAGENET}-GDAS_V1.config and configs/opts/NAS-{CIFAR,IMAGENET}.config (basic-main.py)
+    "gdas": {
+        "cifar": {"epochs": 300, "optim.warmup_epochs": 5, "optim.warmup": "per_step", "optim.weight_decay": 5e-4,
+                  "optim.nesterov": True, "optim.grad_clip": 0.0},
+        "imagenet": {**FINAL_IMAGENET, "batch_size": 256, "model.channels": 50, "optim.schedule": "cosine",
+                     "optim.lr_min": 0.0, "optim.warmup_epochs": 5, "optim.warmup": "per_step",
+                     "optim.nesterov": True, "optim.grad_clip": 0.0},
+    },
+    # chenxin061/pdarts train_cifar.py --auxiliary --cutout; train_imagenet.py --auxiliary
+    "p-darts": {"cifar": {"batch_size": 128, "model.drop_path_prob": 0.3},
+                "imagenet": {**_LINEAR_IMAGENET, "batch_size": 256, "optim.warmup": "scaled"}},
+    # yuhuixu1993/PC-DARTS train.py --auxiliary --cutout; train_imagenet.py --auxiliary
+    "pc-darts": {"cifar": {"model.drop_path_prob": 0.3},
+                 "imagenet": {**_LINEAR_IMAGENET, "batch_size": 1024, "optim.lr": 0.5, "optim.warmup": "per_epoch"}},
+    # lightaime/sgas cnn/train.py --auxiliary --cutout; cnn/train_imagenet.py --auxiliary (its README's runs add
+    # --batch_size 1024 --learning_rate 0.5)
+    "sgas": {"cifar": {}, "imagenet": {**_LINEAR_IMAGENET, "batch_size": 256, "optim.warmup": "scaled"}},
+}
+"""Each paper's own evaluation script, as the keys it sets over the FinalConfig defaults (DARTS's CIFAR recipe)."""
+
+DEFAULT_RECIPE = "darts"
 
 FINAL_QUICK: dict[str, Any] = {
     "epochs": 2,
@@ -501,10 +550,14 @@ FINAL_QUICK: dict[str, Any] = {
     "data.subset": 25000,
     "data.cutout": 0,
     "data.augment": False,  # in a 2-epoch budget, augmentation costs more accuracy than it buys
+    "optim.warmup_epochs": 0,  # no room for a warm-up (GDAS's and the ImageNet recipes' 5 epochs)
+    "optim.linear_tail": 0,  # the linear schedule (P-DARTS ImageNet) decays straight to the end
 }
-"""Sized for a 2-core CPU: a few epochs of a small network on 28×28 images (the README demo)."""
+"""Sized for a 2-core CPU: a few epochs of a small network on 28×28 images (the README demo). It applies on top
+of the recipe: the recipe's optimizer (weight decay, Nesterov, clipping, schedule form) stays."""
 
-FINAL_SHORTCUTS = {**SHORTCUTS, "genotype": "genotype", "val_split": "data.val_split", "amp": "amp", "space": "space"}
+FINAL_SHORTCUTS = {**SHORTCUTS, "genotype": "genotype", "val_split": "data.val_split", "amp": "amp", "space": "space",
+                   "recipe": "recipe"}
 """CLI shortcut flag → final-training config key."""
 
 
@@ -532,9 +585,13 @@ def resolve_final_config(
     probe = _merge(_merge(probe, dotlist, "key=value arguments"), flags, "the command-line flags")
     cfg = OmegaConf.structured(FinalConfig)
     cfg = _merge(cfg, {"preset": preset}, "the command line")
-    space_cls = registry.get("space", genotype_space(str(probe.genotype), probe.space))
-    if _final_is_imagenet_like(probe):
-        cfg = _merge(cfg, FINAL_IMAGENET, "the ImageNet recipe")
+    space_name, algo = genotype_facts(str(probe.genotype), probe.space)
+    space_cls = registry.get("space", space_name)
+    recipe = pick_recipe(probe.recipe, algo, space_cls)
+    cfg = _merge(cfg, {"recipe": recipe}, "the command line")
+    if space_cls.final_recipe is None:
+        kind = "imagenet" if _final_is_imagenet_like(probe) else "cifar"
+        cfg = _merge(cfg, RECIPES[recipe][kind], f"the {recipe} recipe ({kind})")
     cfg = _merge(cfg, space_cls.final_defaults("paper"), f"the {space_cls.name} space's recipe")
     if preset == "quick":
         cfg = _merge(cfg, {**FINAL_QUICK, **space_cls.final_defaults("quick")}, "the quick preset")
@@ -546,18 +603,36 @@ def resolve_final_config(
     return cfg
 
 
-def genotype_space(spec: str, space: Optional[str]) -> str:
-    """The space of the genotype ``spec`` names (it picks the recipe): ``space`` for ``random:SEED``, else the
-    genotype's own; ``darts`` where the spec cannot be read yet (loading it later reports why)."""
+def pick_recipe(asked: Optional[str], algo: Optional[str], space_cls: Any) -> str:
+    """The recipe of a train-final run: ``asked`` (--recipe) if given, else that of ``algo`` (the algorithm that
+    found the cell), else DARTS's; a space with its own recipe (NAS-Bench-201's) takes that one."""
+    if space_cls.final_recipe is not None:
+        if asked is not None and asked != space_cls.final_recipe:
+            raise ConfigError(f"--recipe picks one of the DARTS-space papers' evaluation scripts; a {space_cls.name} "
+                              f"cell trains with its space's own recipe ({space_cls.final_recipe})")
+        return space_cls.final_recipe
+    if asked is not None:
+        if asked not in RECIPES:
+            raise ConfigError(f"unknown recipe {asked!r}; choose one of: {', '.join(RECIPES)}")
+        return asked
+    return algo if algo in RECIPES else DEFAULT_RECIPE
+
+
+def genotype_facts(spec: str, space: Optional[str]) -> tuple[str, Optional[str]]:
+    """The space of the genotype ``spec`` names and the algorithm that found it (its ``algo`` metadata: a derived
+    genotype's search algorithm, a built-in cell's paper; None when unknown): ``space`` for ``random:SEED``;
+    ``darts`` and None where the spec cannot be read yet (loading it later reports why)."""
     if spec.startswith("random:"):
-        return space or "darts"
+        return space or "darts", None
     from nasbench.errors import NasError
     from nasbench.spaces.genotypes import load_genotype
 
     try:
-        return load_genotype(spec).space
+        g = load_genotype(spec)
     except NasError:
-        return "darts"
+        return "darts", None
+    algo = g.meta.get("algo")
+    return g.space, algo if isinstance(algo, str) else None
 
 
 def check_final_config(cfg: DictConfig) -> None:
@@ -572,8 +647,18 @@ def check_final_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.val_split must be in [0, 1), got {cfg.data.val_split}")
     if not 0.0 <= cfg.model.drop_path_prob < 1.0:
         raise ConfigError(f"model.drop_path_prob must be in [0, 1), got {cfg.model.drop_path_prob}")
-    if cfg.optim.schedule not in ("cosine", "exponential"):
-        raise ConfigError(f"optim.schedule must be cosine or exponential, got {cfg.optim.schedule!r}")
+    o = cfg.optim
+    if o.schedule not in ("cosine", "exponential", "linear"):
+        raise ConfigError(f"optim.schedule must be cosine, exponential or linear, got {o.schedule!r}")
+    if o.warmup not in ("per_step", "per_epoch", "scaled"):
+        raise ConfigError(f"optim.warmup must be per_step, per_epoch or scaled, got {o.warmup!r}")
+    for key in ("warmup_epochs", "warmup_above_batch", "linear_tail"):
+        if o[key] < 0:
+            raise ConfigError(f"optim.{key} must be 0 or more, got {o[key]}")
+    scheduled = cfg.epochs - (o.warmup_epochs if o.warmup == "per_step" else 0)  # (a per-step warm-up comes first)
+    if o.schedule == "linear" and scheduled <= o.linear_tail:
+        raise ConfigError(f"the linear schedule's last {o.linear_tail} epochs (optim.linear_tail) need more than "
+                          f"{scheduled} scheduled epochs; give more epochs or optim.linear_tail=0")
     if cfg.amp not in ("off", "auto", "bf16", "fp16"):
         raise ConfigError(f"amp must be off, auto, bf16 or fp16, got {cfg.amp!r}")
     if cfg.memory_format not in ("auto", "channels_last", "contiguous"):

@@ -149,6 +149,10 @@ class Gdas(Strategy):
         "arch_optim.lr": 3e-4,
         "arch_optim.betas": [0.5, 0.999],
         "arch_optim.weight_decay": 1e-3,
+        # get_nas_search_loaders: a fixed random split (configs/nas-benchmark/cifar-split.txt) and SearchDataset's
+        # architecture image random.choice(valid_split), drawn independently of the weight batch
+        "data.split": "random",
+        "data.arch_batches": "draw",
     }
     paper_epochs = 250
     step_order = "weights_first"

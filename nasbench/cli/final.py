@@ -38,6 +38,9 @@ def train_final(
     dataset: Dataset = None,
     space: Annotated[Optional[str], typer.Option("--space", "-s", help="The space of a random:SEED genotype "
                                                  "(default darts).", callback=known_name("space"))] = None,
+    recipe: Annotated[Optional[str], typer.Option("--recipe", help="The evaluation script of: darts, gdas, p-darts, "
+                                                  "pc-darts or sgas (default: that of the algorithm that found the "
+                                                  "cell, else darts).", show_default=False)] = None,
     preset: Preset = "paper",
     config: ConfigFile = None,
     epochs: Epochs = None,
@@ -64,7 +67,7 @@ def train_final(
     nproc: Nproc = None,
     sync_bn: SyncBn = False,
 ) -> None:
-    """Train a cell from scratch with the papers' recipe; writes a run directory ending in result.json."""
+    """Train a cell from scratch with its paper's recipe (--recipe); writes a run directory ending in result.json."""
     from nasbench import config as cfgmod
     from nasbench.final import train as final
 
@@ -77,7 +80,8 @@ def train_final(
         overrides.append("sync_bn=true")
     flags = shortcuts(epochs=epochs, batch_size=batch_size, channels=channels, layers=layers, seed=seed,
                        device=device, data_dir=data_dir, subset=subset, out=out_dir, dataset=dataset,
-                       genotype=genotype, val_split=val_split, amp="auto" if amp else None, space=space)
+                       genotype=genotype, val_split=val_split, amp="auto" if amp else None, space=space,
+                       recipe=recipe)
     if resume is not None:
         cfg = _resume_final_config(resume, overrides, flags)
     else:

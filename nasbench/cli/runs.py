@@ -114,7 +114,8 @@ def show(
     t.add_row("algorithm", f"{cfg.algo} (preset {cfg.preset})")
     shares = cfg.data.get("balanced_split")
     split = (f", class-balanced {shares[0]:g} + {shares[1]:g} of each class" if shares is not None
-             else f", train_portion {cfg.data.train_portion}")
+             else f", train_portion {cfg.data.train_portion}"
+             + (f", {cfg.data.split} split" if cfg.data.get("split", "index") != "index" else ""))
     t.add_row("data", f"{cfg.data.dataset}" + (f", subset {cfg.data.subset}" if cfg.data.subset else "") + split)
     depth = S.cells(cfg)
     stem = f", {m.stem} stem" if m.get("stem", "auto") not in ("auto", "cifar") else ""
@@ -172,9 +173,10 @@ def _show_final(s: dict[str, Any]) -> None:
               + (f", val_split {cfg.data.val_split}" if cfg.data.val_split else ""))
     t.add_row("network", f"C={m.channels}, {m.layers} cells, auxiliary "
                          f"{f'weight {m.auxiliary_weight}' if m.auxiliary else 'off'}, drop-path {m.drop_path_prob}")
-    t.add_row("recipe", f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {o.lr} ({o.schedule}), "
-                        f"weight decay {o.weight_decay}, cutout {cfg.data.cutout}, seed {cfg.seed} "
-                        f"(preset {cfg.preset})")
+    warm = f", warm-up {o.warmup_epochs} ({o.warmup})" if o.get("warmup_epochs") else ""
+    t.add_row("recipe", f"{cfg.get('recipe') or 'darts'}: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {o.lr} "
+                        f"({o.schedule}{warm}), weight decay {o.weight_decay}{', Nesterov' if o.nesterov else ''}, "
+                        f"cutout {cfg.data.cutout}, seed {cfg.seed} (preset {cfg.preset})")
     status = "finished" if s["finished"] else "running or stopped"
     t.add_row("progress", f"{s['epochs_done']}/{cfg.epochs} epochs ({status}), time {S.format_hms(s['seconds'])}")
     if metrics:

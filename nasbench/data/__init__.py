@@ -44,7 +44,8 @@ from nasbench.data.datasets import (
     load_dataset,
     read_idx,
 )
-from nasbench.data.sampling import EpochSampler, batches_per_epoch, make_loader, search_split, subset_indices
+from nasbench.data.sampling import (DrawBatchSampler, EpochSampler, batches_per_epoch, make_loader, random_search_split,
+                                    search_split, subset_indices)
 from nasbench.data.transforms import Cutout, test_transform, train_transform
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "LARGE_IMAGE", "MNIST_MEAN", "MNIST_STD", "ArrayImageDataset", "Cifar10", "Cifar100", "DatasetInfo",
     "DatasetSpec", "FashionMnist", "ImageFolderSpec", "ImageNet", "ImageNet16_120", "Mnist", "Synthetic",
     "TensorImageDataset", "Transform", "dataset_info", "default_data_dir", "load_dataset", "read_idx",
-    "EpochSampler", "batches_per_epoch", "make_loader", "search_split", "subset_indices", "Cutout",
+    "DrawBatchSampler", "EpochSampler", "batches_per_epoch", "make_loader", "random_search_split", "search_split",
+    "subset_indices", "Cutout",
     "test_transform", "train_transform",
 ]

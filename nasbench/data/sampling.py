@@ -39,6 +39,53 @@ def search_split(indices: Sequence[int], portion: float = 0.5) -> tuple[list[int
     return list(indices[:split]), list(indices[split:])
 
 
+def random_search_split(indices: Sequence[int], portion: float, seed: int) -> tuple[list[int], list[int]]:
+    """GDAS's split (AutoDL-Projects: a fixed random split of the training set into a weight half and an
+    architecture half, each listed in ascending order): ``indices`` permuted by a generator seeded from
+    ``seed`` alone, the first ``floor(portion·n)`` of the permutation train the weights, the rest the
+    architecture; each half sorted."""
+    if not 0.0 < portion <= 1.0:
+        raise ConfigError(f"data.train_portion={portion} must be in (0, 1]")
+    g = torch.Generator().manual_seed(_mix(seed, SPLIT_STREAM))
+    perm = torch.randperm(len(indices), generator=g).tolist()
+    split = int(math.floor(portion * len(indices)))
+    return sorted(indices[i] for i in perm[:split]), sorted(indices[i] for i in perm[split:])
+
+
+SPLIT_STREAM = 0x5B117
+"""The epoch slot of :func:`_mix` that seeds the random search split (far from any epoch number)."""
+
+DRAW_STREAM = 0xD4A3
+"""The seed offset of the architecture draws (:class:`DrawBatchSampler`), apart from every loader's."""
+
+
+class DrawBatchSampler(Sampler[list[int]]):
+    """Batches drawn uniformly with replacement from ``indices`` (AutoDL-Projects' SearchDataset: each
+    architecture image is ``random.choice(valid_split)``, independent of the weight batch it comes with).
+
+    Batch k (k = ``start``, ``start``+1, ...) is ``batch_size·world`` positions drawn by a generator seeded
+    from ``(seed, k)`` alone, so the k-th draw is the same whatever came before (a resumed run continues
+    exactly); rank ``rank`` takes positions ``rank, rank + world, ...`` of it. Endless.
+    """
+
+    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, start: int = 0, rank: int = 0,
+                 world: int = 1):
+        self.indices, self.batch_size, self.seed = list(indices), int(batch_size), int(seed)
+        self.start, self.rank, self.world = int(start), int(rank), int(world)
+
+    def draw(self, k: int) -> list[int]:
+        """The whole (global) k-th batch."""
+        g = torch.Generator().manual_seed(_mix(self.seed + DRAW_STREAM, k))
+        pos = torch.randint(len(self.indices), (self.batch_size * self.world,), generator=g).tolist()
+        return [self.indices[i] for i in pos]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start
+        while True:
+            yield self.draw(k)[self.rank::self.world]
+            k += 1
+
+
 class EpochSampler(Sampler[int]):
     """Yields ``indices`` in an order fixed by ``(seed, epoch)`` alone, skipping the first ``start``.
 
@@ -134,4 +181,5 @@ def batches_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
 
 
 
-__all__ = ["subset_indices", "search_split", "EpochSampler", "make_loader", "batches_per_epoch"]
+__all__ = ["subset_indices", "search_split", "random_search_split", "EpochSampler", "DrawBatchSampler", "make_loader",
+           "batches_per_epoch"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ def model_report(cfg: DictConfig, genotype: Any) -> dict[str, Any]:
     net = build_model(cfg, genotype, info)
     return {
         "genotype": str(cfg.genotype),
+        "recipe": cfg.get("recipe"),
         "dataset": info.name,
         "network": "imagenet" if is_imagenet_network(cfg, info) else "cifar",
         "params": count_params(net, exclude_auxiliary=True),
@@ -135,6 +137,48 @@ def test_indices(cfg: DictConfig, n: int) -> list[int]:
     return sorted(data_mod.subset_indices(n, cfg.data.test_subset, cfg.seed))
 
 
+# ---------------------------------------------------------------------------------------------- schedule
+def learning_rate(o: Any, epochs: int, batch_size: int, epoch: int, frac: float = 0.0) -> float:
+    """The learning rate of step ``frac`` (steps done / steps per epoch) of epoch ``epoch`` under ``o`` (the
+    ``optim`` section) in a run of ``epochs`` epochs.
+
+    Schedules, at epoch e of E: cosine lr_min + (lr - lr_min)(1 + cos(pi e/E))/2; exponential lr·gamma^e;
+    linear (P-DARTS's ``adjust_lr``, tail t = linear_tail) lr·(E-t-e)/(E-t) while E-e > t, then
+    lr·(E-e)/((E-t)·t). Warm-up over W = warmup_epochs epochs (only when batch_size > warmup_above_batch, if
+    that is set):
+
+    * per_step (AutoDL-Projects' schedulers, GDAS): lr·(e + frac)/W, changed at every step; after it the
+      schedule runs on the E-W epochs that follow (position e-W); a cosine's epochs e >= E-W are at lr_min (the
+      official scheduler compares the epoch, warm-up included, with the cosine's own epoch count E-W).
+    * per_epoch (PC-DARTS ImageNet): epoch e < W at lr·(e+1)/W.
+    * scaled (P-DARTS, SGAS ImageNet): epoch e < W at schedule(e)·(e+1)/W.
+    """
+    W = int(o.warmup_epochs)
+    if W and o.warmup_above_batch and batch_size <= o.warmup_above_batch:
+        W = 0
+    if W and o.warmup == "per_step":
+        if epoch < W:
+            return o.lr * (epoch + frac) / W
+        if o.schedule == "cosine" and epoch >= epochs - W:
+            return float(o.lr_min)
+        return _schedule(o, epochs - W, epoch - W)
+    lr = _schedule(o, epochs, epoch)
+    if W and epoch < W:
+        return (o.lr if o.warmup == "per_epoch" else lr) * (epoch + 1) / W
+    return lr
+
+
+def _schedule(o: Any, epochs: int, epoch: int) -> float:
+    if o.schedule == "cosine":
+        return o.lr_min + (o.lr - o.lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+    if o.schedule == "exponential":
+        return o.lr * o.gamma ** epoch
+    t = int(o.linear_tail)
+    if epochs - epoch > t:
+        return o.lr * (epochs - t - epoch) / (epochs - t)
+    return o.lr * (epochs - epoch) / ((epochs - t) * t)
+
+
 # ---------------------------------------------------------------------------------------------- training
 class FinalTrainer(RunEngine):
     """Trains the evaluation network of a genotype from a resolved config into a run directory, resuming
@@ -161,11 +205,6 @@ class FinalTrainer(RunEngine):
                                            sync_buffers=True)
         self.optim = torch.optim.SGD(self.net.parameters(), lr=o.lr, momentum=o.momentum,
                                      weight_decay=o.weight_decay, nesterov=o.nesterov)
-        if o.schedule == "cosine":
-            self.scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(self.optim, T_max=cfg.epochs,
-                                                                             eta_min=o.lr_min)
-        else:
-            self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optim, gamma=o.gamma)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
 
     def _checkpoint(self, epoch: int, step: int, meter: Meter) -> None:
@@ -176,7 +215,6 @@ class FinalTrainer(RunEngine):
             "step": step,
             "net": self.net.state_dict(),
             "optim": self.optim.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "meter": meter.state(),
             "best_val_acc": self.best_val_acc,
@@ -187,8 +225,7 @@ class FinalTrainer(RunEngine):
         if state.get("kind") != "train-final":
             raise RunDirError(f"{self.run.checkpoint_path} is not a train-final checkpoint")
         self.net.load_state_dict(state["net"])
-        self.optim.load_state_dict(state["optim"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.optim.load_state_dict(state["optim"])  # (the learning rate is a function of the position: set per step)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.best_val_acc = float(state.get("best_val_acc", -1.0))
@@ -228,7 +265,7 @@ class FinalTrainer(RunEngine):
         self.recorder.rewind(start_epoch)  # records of epochs after the checkpoint are written again
         info = self.data.info
         self.console.print(
-            f"[bold]train-final[/] {cfg.genotype}: {'ImageNet' if is_imagenet_network(cfg, info) else 'CIFAR'}-style "
+            f"[bold]train-final[/] {cfg.genotype} ({cfg.get('recipe') or 'darts'} recipe): {'ImageNet' if is_imagenet_network(cfg, info) else 'CIFAR'}-style "
             f"network, {cfg.model.layers} cells, C={cfg.model.channels}, {count_params(self.net):,} parameters"
             f"{' (+ auxiliary head)' if cfg.model.auxiliary else ''}; {len(self.data.train_idx)} training images"
             f"{f', {len(self.data.val_idx)} validation' if self.data.val_idx else ''}, "
@@ -251,13 +288,11 @@ class FinalTrainer(RunEngine):
 
     def _run_epoch(self, epoch: int, start_step: int, meter: Meter) -> None:
         cfg, m = self.cfg, self.cfg.model
-        lr = self.scheduler.get_last_lr()[0]
+        lr = learning_rate(cfg.optim, int(cfg.epochs), int(cfg.batch_size), epoch)  # (the epoch's first step's)
         drop = m.drop_path_prob * epoch / cfg.epochs
         self.net.drop_path_prob = drop
         world = self.dist.world
-        # distributed: only whole global batches, so that every rank takes every step; with the auxiliary head,
-        # also no last batch of a single image (its BatchNorm on 1×1 maps cannot normalise one value)
-        drop_last = world > 1 or (m.auxiliary and len(self.data.train_idx) % cfg.batch_size == 1)
+        drop_last = self._drop_last()
         loader = data_mod.make_loader(self.data.train, self.data.train_idx, cfg.batch_size // world, seed=cfg.seed,
                                       epoch=epoch, start_batch=start_step, workers=cfg.data.workers,
                                       pin_memory=self.device.type == "cuda", what="the training set",
@@ -268,6 +303,7 @@ class FinalTrainer(RunEngine):
         with self._progress() as progress:
             task = progress.add_task(f"epoch {epoch}", total=n_steps, completed=start_step, stats="")
             for step, (x, y) in enumerate(loader, start=start_step):
+                self._set_lr(epoch, step / n_steps)
                 self.train_step(*self._to_device(x, y), meter, epoch, step)
                 n_img += y.shape[0] * world
                 rate = n_img / max(time.time() - t0, 1e-9)
@@ -278,6 +314,18 @@ class FinalTrainer(RunEngine):
                     self._checkpoint(epoch, step + 1, meter)
                     raise KeyboardInterrupt
         self._end_epoch(epoch, lr, drop, meter, t0, n_img)
+
+    def _drop_last(self) -> bool:
+        """Distributed: only whole global batches, so that every rank takes every step; with the auxiliary head,
+        also no last batch of a single image (its BatchNorm on 1×1 maps cannot normalise one value)."""
+        return self.dist.world > 1 or (self.cfg.model.auxiliary and len(self.data.train_idx) % self.cfg.batch_size == 1)
+
+    def _set_lr(self, epoch: int, frac: float) -> float:
+        """Set the optimizer's learning rate for step ``frac`` of ``epoch`` (see :func:`learning_rate`)."""
+        lr = learning_rate(self.cfg.optim, int(self.cfg.epochs), int(self.cfg.batch_size), epoch, frac)
+        for group in self.optim.param_groups:
+            group["lr"] = lr
+        return lr
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter, epoch: int = 0, step: int = 0) -> None:
         """One weight step on the batch ``(x, y)`` (through DDP, with the auxiliary head's loss if any)."""
@@ -302,7 +350,6 @@ class FinalTrainer(RunEngine):
         cfg = self.cfg
         train_seconds = time.time() - t0
         train = sum_meter(meter, self.dist)
-        self.scheduler.step()
         test = self.evaluate(self.data.test, self.data.test_idx)
         val = self.evaluate(self.data.val, self.data.val_idx) if self.data.val_idx else None
         seconds = time.time() - t0

@@ -28,11 +28,11 @@ from nasbench.engine.device import deterministic_mode, memory_format, resolve_de
 from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
-from nasbench.search.data import SPLIT_FILE, ArchStream, SearchData, load_search_data, write_split
+from nasbench.search.data import SPLIT_FILE, SearchData, arch_batches, load_search_data, split_record
 from nasbench.algorithms.base import ArchStepContext, Strategy, create_strategy
 from nasbench.config import data_options, to_yaml
 from nasbench.errors import ConfigError, RunDirError
-from nasbench.engine.rundir import RunDir
+from nasbench.engine.rundir import RunDir, atomic_write_text
 from nasbench.engine.measure import count_weights
 
 
@@ -286,8 +286,7 @@ class SearchTrainer(RunEngine):
         self.data = data if data is not None else load_search_data(cfg)
         self.strategy.limit_batch(batch_capacity(self.data, self.dist.world))
         pin = self.device.type == "cuda"
-        self.arch_stream = ArchStream(self.data.dataset, self.data.arch_idx, cfg.seed, cfg.data.workers, pin,
-                                      rank=self.dist.rank, world=self.dist.world)
+        self.arch_stream = arch_batches(cfg, self.data, pin, rank=self.dist.rank, world=self.dist.world)
         self.global_epoch = 0
         self.start_clock()
         start_epoch, start_step, meter, arch_meter = 0, 0, Meter(), Meter()
@@ -355,7 +354,7 @@ class SearchTrainer(RunEngine):
     def _split_note(self) -> str:
         shares = self.cfg.data.get("balanced_split")
         if shares is None:
-            return ""
+            return f" (random split: {SPLIT_FILE})" if self.cfg.data.get("split") == "random" else ""
         w, a = (float(v) for v in shares)
         return f" (class-balanced: {w:.4g} + {a:.4g} of each class, {SPLIT_FILE})"
 
@@ -382,7 +381,7 @@ class SearchTrainer(RunEngine):
             task = progress.add_task(desc, total=n_steps, completed=start_step, stats="")
             for step, (x, y) in enumerate(loader, start=start_step):
                 x, y = self._to_device(x, y)
-                valid = self._to_device(*self.arch_stream.next(bs)) if update_arch else None
+                valid = self._to_device(*self.arch_stream.next(bs, paired=y.shape[0])) if update_arch else None
                 self.train_step((x, y), valid, lr, meter, arch_meter, epoch, step)
                 n_img += y.shape[0] * world
                 rate = n_img / max(time.time() - t_epoch, 1e-9)
@@ -476,15 +475,19 @@ def search(cfg: DictConfig, *, resume: Optional[Path] = None, console: Optional[
     # holds, a file, a run that got somewhere), then the data and the batch it must hold
     check_run_place(d, resume, cfg.out)
     with restart_hint(resume):
-        data = load_search_data(cfg, recorded=Path(resume) / SPLIT_FILE if resume is not None else None)
+        data = load_search_data(cfg, run_path=resume)
         check_search_data(cfg, data, d.world)
+
+    def prepare(run: RunDir) -> None:  # on rank 0, in the new run directory: a drawn split, recorded
+        record = split_record(cfg, data)
+        if record is not None:
+            atomic_write_text(run.path / SPLIT_FILE, record)
+
     # a resume: every rank reads the stored config and checkpoint; else rank 0 names the directory (its
-    # default name has a timestamp), creates it with config.yaml and tells the others
+    # default name has a timestamp), creates it with config.yaml (and the split) and tells the others
     run = run_directory(d, resume=resume, new_path=lambda: cfg.out or default_run_dir(cfg),
-                        config_yaml=lambda: to_yaml(cfg), check_writable=True)
+                        config_yaml=lambda: to_yaml(cfg), prepare=prepare, check_writable=True)
     try:
-        if data.split_record is not None and d.is_main:  # drawn now (a new run): kept for --resume
-            write_split(run.path, data.split_record)
         trainer = SearchTrainer(cfg, run, console=console, show_progress=show_progress)
         if run.reused:
             trainer.console.print(f"starting again in {run.path}: its last start failed before its first checkpoint")

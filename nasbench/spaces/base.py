@@ -298,6 +298,10 @@ class SearchSpace:
         differs from the algorithm's own; None: the algorithm's own."""
         return None
 
+    final_recipe: ClassVar[Optional[str]] = None
+    """The name of the space's own evaluation recipe (set by :meth:`final_defaults`); None: train-final's
+    ``--recipe`` (the DARTS-space papers' evaluation scripts) applies to its cells."""
+
     @classmethod
     def final_defaults(cls, preset: str) -> Mapping[str, Any]:
         """train-final config keys this space's evaluation recipe sets (``paper``), and its quick sizes."""

@@ -110,10 +110,15 @@ _PUBLISHED_CELLS: dict[str, tuple[str, str, Cell, Cell | None]] = {
 }
 
 
+_PAPER_ALGO = {"darts-v1": "darts", "darts-v2": "darts", "pc-darts": "pc-darts", "pc-darts-imagenet": "pc-darts",
+               "pdarts": "p-darts", "gdas": "gdas", "gdas-frc": "gdas", "sgas-cri1": "sgas", "sgas-cri2": "sgas"}
+"""The algorithm that found each built-in cell (its paper's): it picks train-final's default recipe."""
+
+
 def _build_published() -> dict[str, Genotype]:
     out = {}
     for key, (orig, source, normal, reduce) in _PUBLISHED_CELLS.items():
-        meta = {"name": orig, "source": source, "builtin": key}
+        meta = {"name": orig, "source": source, "builtin": key, "algo": _PAPER_ALGO[key]}
         out[key] = validate(Genotype(normal, _CONCAT, reduce, _CONCAT, meta=meta))
     return out
 

@@ -65,6 +65,7 @@ class NasBench201Space(SearchSpace):
     executions = ("fast", "reference")
     reference_size: ClassVar[Mapping[str, int]] = {"C": 16, "layers": 5, "num_classes": 10}
 
+    final_recipe = NAME  # the benchmark's own training recipe (final_defaults), not a paper's --recipe
     model_defaults: ClassVar[Mapping[str, Any]] = {"model.layers": 5, "model.channels": 16}
     """The benchmark's network size: N=5 cells per stage, C=16 (search and evaluation)."""
 
