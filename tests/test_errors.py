@@ -240,3 +240,28 @@ def test_full_disk_is_reported_before_resuming(run_copy: Path, monkeypatch):
 
     monkeypatch.setattr(builtins, "open", full_open)
     assert_user_error(invoke("search", "--resume", run_copy), "No space left on device", str(run_copy))
+
+
+def test_an_unexpected_exception_reaches_the_user_as_itself():
+    """A bug in a command (not a user mistake) leaves the ``nas`` group as its own exception, so ``--debug``
+    and bug reports show it: the group's handlers must not raise while matching it (typer's copy of Click
+    has no ``Abort``, whose lookup used to replace every such exception with an AttributeError)."""
+    import typer
+
+    from nasbench.cli.app import NasGroup
+
+    app = typer.Typer(cls=NasGroup)
+
+    @app.command()
+    def boom() -> None:
+        raise RuntimeError("a bug, not a user mistake")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        typer.main.get_command(app).main(["boom"], prog_name="nas")
+    with pytest.raises(SystemExit) as exit_info:
+        typer.main.get_command(app).main(["other"], prog_name="nas")
+    assert exit_info.value.code == 0

@@ -25,6 +25,8 @@ try:  # typer >= 0.23 carries its own copy of Click
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover - older typer on Click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
+# Click's Abort (Ctrl-C at a prompt); typer's own copy of Click has none and raises typer.Abort instead
+ABORTS = tuple({getattr(click_exc, "Abort", typer.Abort), typer.Abort})
 
 
 class NasGroup(TyperGroup):
@@ -48,7 +50,7 @@ class NasGroup(TyperGroup):
             err.print(f"[bold red]error{_rank_tag()}:[/] {escape(_usage_message(exc))}", highlight=False,
                       soft_wrap=True)
             sys.exit(exc.exit_code if isinstance(exc, click_exc.ClickException) else 2)
-        except (click_exc.Abort, typer.Abort):
+        except ABORTS:
             err.print("error: aborted", highlight=False)
             sys.exit(1)
         # without standalone mode Click returns the exit code of a typer.Exit, and a command's value otherwise
