@@ -59,19 +59,26 @@ def gumbel_straight_through(alpha: torch.Tensor, tau: float,
     probabilities (straight-through); ``index`` [edges] is the sampled op. Resamples on non-finite noise.
     The noise comes from ``generator`` (a CPU generator) when given, else from torch's global generator.
     """
-    log_p = alpha.log_softmax(dim=-1)
+    probs = gumbel_softmax_probs(alpha, tau, generator)
+    index = probs.argmax(dim=-1)
+    one_hot = torch.zeros_like(probs).scatter_(-1, index.unsqueeze(-1), 1.0)
+    return one_hot - probs.detach() + probs, index
+
+
+def gumbel_softmax_probs(logits: torch.Tensor, tau: float, generator: Optional[torch.Generator] = None
+                         ) -> torch.Tensor:
+    """``softmax((log_softmax(logits) + g) / τ)`` over the last dimension, g = −log(Exponential(1)) noise
+    from ``generator`` (a CPU generator) or torch's global one; drawn again until noise and result are finite."""
+    log_p = logits.log_softmax(dim=-1)
     while True:
         if generator is None:
-            noise = torch.empty_like(alpha).exponential_()
+            noise = torch.empty_like(logits).exponential_()
         else:
-            noise = torch.empty(alpha.shape, dtype=alpha.dtype).exponential_(generator=generator).to(alpha.device)
+            noise = torch.empty(logits.shape, dtype=logits.dtype).exponential_(generator=generator).to(logits.device)
         gumbels = -noise.log()
         probs = torch.softmax((log_p + gumbels) / tau, dim=-1)
-        if torch.isinf(gumbels).any() or not torch.isfinite(probs).all():
-            continue
-        index = probs.argmax(dim=-1)
-        one_hot = torch.zeros_like(probs).scatter_(-1, index.unsqueeze(-1), 1.0)
-        return one_hot - probs.detach() + probs, index
+        if torch.isfinite(gumbels).all() and torch.isfinite(probs).all():
+            return probs
 
 
 class GumbelEdge(MixedOp):
@@ -263,16 +270,7 @@ def gumbel_top_inputs(beta: torch.Tensor, topology: Topology, tau: float,
     parts, chosen = [], []
     for r in topology.node_slices():
         b = beta[r.start:r.stop]
-        log_p = b.log_softmax(dim=-1)
-        while True:
-            if generator is None:
-                noise = torch.empty_like(b).exponential_()
-            else:
-                noise = torch.empty(b.shape, dtype=b.dtype).exponential_(generator=generator).to(b.device)
-            g = -noise.log()
-            probs = torch.softmax((log_p + g) / tau, dim=-1)
-            if torch.isfinite(g).all() and torch.isfinite(probs).all():
-                break
+        probs = gumbel_softmax_probs(b, tau, generator)
         k = len(b) if topology.keep is None else min(topology.keep, len(b))
         top = probs.topk(k).indices
         khot = torch.zeros_like(probs).scatter_(-1, top, 1.0)
