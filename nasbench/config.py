@@ -450,7 +450,10 @@ class FinalDataConfig(DataConfigBase):
 class FinalOptimConfig:
     lr: float = 0.025
     lr_min: float = 0.0  # cosine schedule's end
-    schedule: str = "cosine"  # cosine (to lr_min over the epochs), exponential (×gamma per epoch) or linear (P-DARTS)
+    schedule: str = "cosine"  # cosine (to lr_min over the epochs), exponential (×gamma per epoch), linear (P-DARTS)
+    # or cosine_restarts (SGDR, ENAS's final training: cycles of restart_epochs, each restart_mult× the last)
+    restart_epochs: int = 10
+    restart_mult: int = 2
     gamma: float = 0.97
     linear_tail: int = 5  # linear: its last N epochs decay on an N× smaller slope (P-DARTS's adjust_lr: 5)
     warmup_epochs: int = 0  # the first N epochs warm the learning rate up (see warmup)
@@ -648,8 +651,11 @@ def check_final_config(cfg: DictConfig) -> None:
     if not 0.0 <= cfg.model.drop_path_prob < 1.0:
         raise ConfigError(f"model.drop_path_prob must be in [0, 1), got {cfg.model.drop_path_prob}")
     o = cfg.optim
-    if o.schedule not in ("cosine", "exponential", "linear"):
-        raise ConfigError(f"optim.schedule must be cosine, exponential or linear, got {o.schedule!r}")
+    if o.schedule not in ("cosine", "exponential", "linear", "cosine_restarts"):
+        raise ConfigError(f"optim.schedule must be cosine, exponential, linear or cosine_restarts, got {o.schedule!r}")
+    if o.schedule == "cosine_restarts" and (int(o.restart_epochs) < 1 or int(o.restart_mult) < 1):
+        raise ConfigError(f"optim.restart_epochs and optim.restart_mult must be at least 1, got "
+                          f"{o.restart_epochs} and {o.restart_mult}")
     if o.warmup not in ("per_step", "per_epoch", "scaled"):
         raise ConfigError(f"optim.warmup must be per_step, per_epoch or scaled, got {o.warmup!r}")
     for key in ("warmup_epochs", "warmup_above_batch", "linear_tail"):

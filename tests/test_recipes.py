@@ -216,3 +216,31 @@ def test_gdas_search_cell_gets_the_gdas_recipe(nas_cmd, tmp_path):
     r = subprocess.run([*nas_cmd, "train-final", "--genotype", "pdarts", "--recipe", "sgas", "--dataset", "cifar10",
                         "--dry-run", "--json"], capture_output=True, text=True, timeout=120)
     assert json.loads(r.stdout)["recipe"] == "sgas" and json.loads(r.stdout)["batch_size"] == 96
+
+
+def enas_lr_cosine(epochs, *, lr_max, lr_min, t0, mul):
+    """The ENAS TF code's ``lr_cosine`` (src/utils.py ``get_train_ops``), replayed epoch by epoch with its
+    two variables: ``last_reset`` and ``T_i`` change when T_curr = epoch − last_reset reaches T_i."""
+    last_reset, t_i, out = 0, t0, []
+    for epoch in range(epochs):
+        if epoch - last_reset >= t_i:
+            last_reset, t_i = epoch, t_i * mul
+        out.append(lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos((epoch - last_reset) / t_i * math.pi)))
+    return out
+
+
+@pytest.mark.parametrize("genotype,epochs,lr_min", [("enas-micro", 630, 1e-4), ("enas-macro", 310, 1e-3)])
+def test_enas_recipes_restart_the_cosine_as_the_tf_code(genotype, epochs, lr_min):
+    """scripts/cifar10_{micro,macro}_final.sh: --child_lr_cosine --child_lr_max=0.05 --child_lr_T_0=10
+    --child_lr_T_mul=2; the cycles (10, 20, 40, ...) end exactly at the last epoch."""
+    c = resolve_final_config(shortcuts={"genotype": genotype})
+    assert (c.epochs, c.optim.schedule, c.optim.lr, c.optim.lr_min) == (epochs, "cosine_restarts", 0.05, lr_min)
+    want = enas_lr_cosine(epochs, lr_max=0.05, lr_min=lr_min, t0=10, mul=2)
+    got = [learning_rate(c.optim, c.epochs, c.batch_size, e) for e in range(epochs)]
+    assert got == pytest.approx(want, abs=1e-15)
+    assert got[10] == got[30] == got[70] == 0.05 and got[9] < 0.003 and got[-1] < 2 * lr_min
+
+
+def test_cosine_restarts_settings_are_validated():
+    with pytest.raises(ConfigError, match="restart_epochs and optim.restart_mult must be at least 1"):
+        resolve_final_config(overrides=["optim.schedule=cosine_restarts", "optim.restart_epochs=0"])

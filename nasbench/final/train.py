@@ -144,7 +144,9 @@ def learning_rate(o: Any, epochs: int, batch_size: int, epoch: int, frac: float 
 
     Schedules, at epoch e of E: cosine lr_min + (lr - lr_min)(1 + cos(pi e/E))/2; exponential lr·gamma^e;
     linear (P-DARTS's ``adjust_lr``, tail t = linear_tail) lr·(E-t-e)/(E-t) while E-e > t, then
-    lr·(E-e)/((E-t)·t). Warm-up over W = warmup_epochs epochs (only when batch_size > warmup_above_batch, if
+    lr·(E-e)/((E-t)·t); cosine_restarts (SGDR, ENAS's ``lr_cosine``: per epoch, cycles of T0 = restart_epochs,
+    each restart_mult times the one before) lr_min + (lr - lr_min)(1 + cos(pi (e - s)/T))/2 in the cycle of
+    length T that started at epoch s. Warm-up over W = warmup_epochs epochs (only when batch_size > warmup_above_batch, if
     that is set):
 
     * per_step (AutoDL-Projects' schedulers, GDAS): lr·(e + frac)/W, changed at every step; after it the
@@ -169,6 +171,11 @@ def learning_rate(o: Any, epochs: int, batch_size: int, epoch: int, frac: float 
 
 
 def _schedule(o: Any, epochs: int, epoch: int) -> float:
+    if o.schedule == "cosine_restarts":
+        start, length = 0, int(o.restart_epochs)
+        while epoch >= start + length:
+            start, length = start + length, length * int(o.restart_mult)
+        return o.lr_min + (o.lr - o.lr_min) * (1 + math.cos(math.pi * (epoch - start) / length)) / 2
     if o.schedule == "cosine":
         return o.lr_min + (o.lr - o.lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
     if o.schedule == "exponential":
