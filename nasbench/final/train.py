@@ -354,7 +354,6 @@ class FinalTrainer(RunEngine):
 
     def _end_epoch(self, epoch: int, lr: float, drop: float, meter: Meter, t0: float, n_img: int) -> None:
         """Test (and validation) accuracy, best.pt, the metrics record, the log line and the checkpoint."""
-        cfg = self.cfg
         train_seconds = time.time() - t0
         train = sum_meter(meter, self.dist)
         test = self.evaluate(self.data.test, self.data.test_idx)
