@@ -240,3 +240,17 @@ def test_argument_errors_answer_without_importing_torch(nas_cmd):
         lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("import time:")]
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
         assert not re.search(r"^import time:.*\|\s*torch(\.|$)", r.stderr, re.M), args
+
+
+@pytest.mark.parametrize("space", ["enas-micro", "enas-macro"])
+def test_a_study_of_an_enas_space(nas_cmd, tmp_path, space):
+    """The ENAS spaces in a study: the searched cell and the random cells are of that space, trained alike."""
+    root = tmp_path / "s"
+    _study(nas_cmd, "--algos", "gdas", "--seeds", 1, "--random", 1, "--space", space, "--out", root, *TINY)
+    summary = json.loads((root / "study.json").read_text())
+    assert summary["finished"] and summary["study"]["space"] == space
+    for name in ("gdas-seed0", "random-0"):
+        genotype = json.loads((root / "final" / name / "genotype.json").read_text())
+        assert genotype["space"] == space, name
+        assert _result(root / "final" / name)["test_acc"] is not None
+    assert summary["algorithms"]["gdas"]["ranks"] in ([1], [2])
