@@ -463,6 +463,7 @@ class FinalOptimConfig:
     nesterov: bool = False
     weight_decay: float = 3e-4
     grad_clip: float = 5.0  # 0 disables clipping
+    grad_clip_mode: str = "global"  # global (one norm over all gradients) or per_tensor (ENAS: each gradient's own)
     label_smoothing: float = 0.0
 
 
@@ -653,6 +654,8 @@ def check_final_config(cfg: DictConfig) -> None:
     o = cfg.optim
     if o.schedule not in ("cosine", "exponential", "linear", "cosine_restarts"):
         raise ConfigError(f"optim.schedule must be cosine, exponential, linear or cosine_restarts, got {o.schedule!r}")
+    if o.grad_clip_mode not in ("global", "per_tensor"):
+        raise ConfigError(f"optim.grad_clip_mode must be global or per_tensor, got {o.grad_clip_mode!r}")
     if o.schedule == "cosine_restarts" and (int(o.restart_epochs) < 1 or int(o.restart_mult) < 1):
         raise ConfigError(f"optim.restart_epochs and optim.restart_mult must be at least 1, got "
                           f"{o.restart_epochs} and {o.restart_mult}")

@@ -244,3 +244,34 @@ def test_enas_recipes_restart_the_cosine_as_the_tf_code(genotype, epochs, lr_min
 def test_cosine_restarts_settings_are_validated():
     with pytest.raises(ConfigError, match="restart_epochs and optim.restart_mult must be at least 1"):
         resolve_final_config(overrides=["optim.schedule=cosine_restarts", "optim.restart_epochs=0"])
+
+
+def test_per_tensor_clipping_clips_each_gradient_on_its_own():
+    """optim.grad_clip_mode: global scales all gradients by one factor; per_tensor (the ENAS code's intended
+    clip_mode="norm", tf.clip_by_norm per gradient) brings each tensor over the bound down to it alone."""
+    import torch
+
+    from nasbench.final.train import clip_gradients
+
+    def params():
+        a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
+        a.grad, b.grad = torch.tensor([30.0, 40.0, 0.0]), torch.tensor([0.3, 0.4, 0.0, 0.0])  # norms 50, 0.5
+        return a, b
+
+    a, b = params()
+    clip_gradients([a, b], 5.0, "per_tensor")
+    assert torch.allclose(a.grad, torch.tensor([3.0, 4.0, 0.0])) and torch.equal(b.grad, torch.tensor([0.3, 0.4, 0, 0]))
+    a, b = params()
+    clip_gradients([a, b], 5.0, "global")
+    scale = 5.0 / (50.0 ** 2 + 0.5 ** 2) ** 0.5
+    assert torch.allclose(a.grad, torch.tensor([30.0, 40.0, 0.0]) * scale, rtol=1e-5)
+    assert torch.allclose(b.grad, torch.tensor([0.3, 0.4, 0.0, 0.0]) * scale, rtol=1e-5)
+    with pytest.raises(ConfigError, match="grad_clip_mode must be global or per_tensor"):
+        resolve_final_config(overrides=["optim.grad_clip_mode=layer"])
+
+
+@pytest.mark.parametrize("genotype", ["enas-micro", "enas-macro"])
+def test_enas_recipes_clip_nothing_as_the_tf_code_does(genotype):
+    """src/utils.py get_train_ops, clip_mode == "norm": ``clipped.append(g)`` keeps every gradient as it was."""
+    c = resolve_final_config(shortcuts={"genotype": genotype})
+    assert c.optim.grad_clip == 0.0

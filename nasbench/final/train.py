@@ -186,6 +186,18 @@ def _schedule(o: Any, epochs: int, epoch: int) -> float:
     return o.lr * (epochs - epoch) / ((epochs - t) * t)
 
 
+def clip_gradients(params: Any, max_norm: float, mode: str = "global") -> None:
+    """Scale the gradients so that their norm is at most ``max_norm``: of all of them together (``global``,
+    PyTorch's ``clip_grad_norm_``, the DARTS family's) or of each tensor on its own (``per_tensor``, the ENAS
+    code's ``clip_mode="norm"``: ``tf.clip_by_norm`` per gradient)."""
+    if mode == "per_tensor":
+        for p in params:
+            if p.grad is not None:
+                nn.utils.clip_grad_norm_([p], max_norm)
+        return
+    nn.utils.clip_grad_norm_(params, max_norm)
+
+
 # ---------------------------------------------------------------------------------------------- training
 class FinalTrainer(RunEngine):
     """Trains the evaluation network of a genotype from a resolved config into a run directory, resuming
@@ -347,7 +359,7 @@ class FinalTrainer(RunEngine):
         self.scaler.scale(loss).backward()
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optim)
-            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
+            clip_gradients(self.net.parameters(), cfg.optim.grad_clip, cfg.optim.get("grad_clip_mode", "global"))
         self.scaler.step(self.optim)
         self.scaler.update()
         meter.add(loss.detach().float(), logits.detach().float(), y)

@@ -36,8 +36,9 @@ NAME = "enas-macro"
 _FINAL = {  # scripts/cifar10_macro_final.sh of the ENAS TF code (channels: NNI's constant width)
     "epochs": 310, "batch_size": 100, "model.channels": 96, "model.auxiliary": False, "model.drop_path_prob": 0.0,
     "optim.lr": 0.05, "optim.lr_min": 0.001, "optim.schedule": "cosine_restarts", "optim.restart_epochs": 10,
-    "optim.restart_mult": 2, "optim.momentum": 0.9,
-    "optim.nesterov": True, "optim.weight_decay": 2e-4, "optim.grad_clip": 5.0, "data.cutout": 0,
+    "optim.restart_mult": 2, "optim.momentum": 0.9, "optim.nesterov": True, "optim.weight_decay": 2e-4,
+    "optim.grad_clip": 0.0,  # the TF clip_mode="norm" clips nothing (see README)
+    "data.cutout": 0,
 }
 
 
@@ -74,8 +75,9 @@ class EnasMacroSpace(SearchSpace):
     @classmethod
     def final_defaults(cls, preset: str) -> Mapping[str, Any]:
         """The ENAS TF code's final training (``cifar10_macro_final.sh``): 310 epochs, batch 100, C=96, SGD-Nesterov
-        lr 0.05 cosine to 0.001 with warm restarts (T0=10, Tmul=2: cycles end at 310), weight decay 2e-4, gradient
-        norm 5; no auxiliary head, no drop-path, no cutout. The depth is the genotype's."""
+        lr 0.05 cosine to 0.001 with warm restarts (T0=10, Tmul=2: cycles end at 310), weight decay 2e-4, no
+        gradient clipping (the TF clip_mode='norm' appends the unclipped gradients); no auxiliary head, no
+        drop-path, no cutout. The depth is the genotype's."""
         if preset == "quick":
             return {"model.channels": 8, "model.auxiliary": False, "model.drop_path_prob": 0.0}
         return dict(_FINAL)
