@@ -343,6 +343,38 @@ class NetworkCIFAR(_Network):
         return logits, logits_aux
 
 
+class ImageNetStem(nn.Module):
+    """The ImageNet stems of DARTS's ``NetworkImageNet`` (``C_stem = C``) and of PC-DARTS's ImageNet search
+    (``model_search_imagenet.Network``, ``C_stem = stem_multiplier·C``):
+
+    * ``stem0``: conv3×3 stride 2 (in → C_stem/2) + BN + ReLU + conv3×3 stride 2 (C_stem/2 → C_stem) + BN;
+    * ``stem1``: ReLU + conv3×3 stride 2 (C_stem → C_stem) + BN (affine BNs, convs without bias, padding 1).
+
+    ``forward(x)`` returns ``(s0, s1)`` = (stem0(x), stem1(stem0(x))): 224×224 → 56×56 and 28×28. The first cell
+    takes s0 at twice s1's resolution, so it reduces s0 (factorized reduce) as a cell after a reduction does.
+    (DARTS's evaluation stem0 runs its ReLU in place; the result is the same.)
+    """
+
+    def __init__(self, in_channels: int, C_stem: int):
+        super().__init__()
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, C_stem // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem // 2),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_stem // 2, C_stem, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_stem, C_stem, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
+
 class NetworkImageNet(_Network):
     """The DARTS ImageNet (mobile setting) evaluation network.
 
@@ -360,18 +392,8 @@ class NetworkImageNet(_Network):
         self._layers = layers
         self._auxiliary = auxiliary
         self.drop_path_prob = 0.0
-        self.stem0 = nn.Sequential(
-            nn.Conv2d(3, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C // 2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C),
-        )
-        self.stem1 = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C),
-        )
+        stem = ImageNetStem(3, C)  # DARTS's NetworkImageNet stems, the same as PC-DARTS's ImageNet search
+        self.stem0, self.stem1 = stem.stem0, stem.stem1
         C_last, C_aux = self._build_cells(genotype, C, C, C, layers, reduction_prev=True)
         self.auxiliary_head: Optional[nn.Module] = (
             AuxiliaryHeadImageNet(C_aux, num_classes) if auxiliary else None

@@ -28,7 +28,7 @@ from torch import nn
 from nasbench.spaces.base import (CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology, recomputed,
                                   reference_nodes)
 from nasbench.spaces.darts import fast as supernet_fast
-from nasbench.spaces.darts.network import FixedReductionCell
+from nasbench.spaces.darts.network import FixedReductionCell, ImageNetStem
 from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN
 
 
@@ -56,36 +56,6 @@ class SearchCell(nn.Module):
             return supernet_fast.cell_forward(self, s0, s1, w)
         states = reference_nodes(self.edges, self.topology, [self.preprocess0(s0), self.preprocess1(s1)], w)
         return torch.cat([states[k] for k in self.topology.output], dim=1)
-
-
-class ImageNetStem(nn.Module):
-    """PC-DARTS's ImageNet search stems (``model_search_imagenet.Network``), for ``C_stem = stem_multiplier·C``:
-
-    * ``stem0``: conv3×3 stride 2 (in → C_stem/2) + BN + ReLU + conv3×3 stride 2 (C_stem/2 → C_stem) + BN;
-    * ``stem1``: ReLU + conv3×3 stride 2 (C_stem → C_stem) + BN (affine BNs, convs without bias, padding 1).
-
-    ``forward(x)`` returns ``(s0, s1)`` = (stem0(x), stem1(stem0(x))): 224×224 → 56×56 and 28×28. The first cell
-    takes s0 at twice s1's resolution, so it reduces s0 (factorized reduce) as a cell after a reduction does.
-    """
-
-    def __init__(self, in_channels: int, C_stem: int):
-        super().__init__()
-        self.stem0 = nn.Sequential(
-            nn.Conv2d(in_channels, C_stem // 2, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C_stem // 2),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C_stem // 2, C_stem, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C_stem),
-        )
-        self.stem1 = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C_stem, C_stem, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C_stem),
-        )
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s0 = self.stem0(x)
-        return s0, self.stem1(s0)
 
 
 class Supernet(SearchNetwork):
