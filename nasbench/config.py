@@ -433,6 +433,8 @@ class FinalModelConfig:
     auxiliary: bool = True  # auxiliary head after cell 2*layers//3 (training only)
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.2  # reached at the last epoch, ramped linearly from 0
+    drop_path_by_layer: bool = False  # cell i of n drops with drop_path_prob·(i+1)/n (the ENAS TF code's ratio)
+    dropout: float = 0.0  # dropout before the classifier (the ENAS TF code's 1 − keep_prob)
     imagenet: Optional[bool] = None  # ImageNet-style network; None: for imagenet and large imagefolder images
 
 
@@ -589,7 +591,7 @@ def resolve_final_config(
     probe = _merge(_merge(probe, dotlist, "key=value arguments"), flags, "the command-line flags")
     cfg = OmegaConf.structured(FinalConfig)
     cfg = _merge(cfg, {"preset": preset}, "the command line")
-    space_name, algo = genotype_facts(str(probe.genotype), probe.space)
+    space_name, algo, depth = genotype_facts(str(probe.genotype), probe.space)
     space_cls = registry.get("space", space_name)
     recipe = pick_recipe(probe.recipe, algo, space_cls)
     cfg = _merge(cfg, {"recipe": recipe}, "the command line")
@@ -599,11 +601,16 @@ def resolve_final_config(
     cfg = _merge(cfg, space_cls.final_defaults("paper"), f"the {space_cls.name} space's recipe")
     if preset == "quick":
         cfg = _merge(cfg, {**FINAL_QUICK, **space_cls.final_defaults("quick")}, "the quick preset")
+    if depth is not None:
+        cfg = _merge(cfg, {"model.layers": depth}, "the genotype's depth")
     if file_cfg is not None:
         cfg = _merge(cfg, file_cfg, str(config_file))
     cfg = _merge(cfg, dotlist, "key=value arguments")
     cfg = _merge(cfg, flags, "the command-line flags")
     check_final_config(cfg)
+    if not space_cls.eval_drop_path and (cfg.model.drop_path_prob > 0 or cfg.model.drop_path_by_layer):
+        raise ConfigError(f"the {space_cls.name} network has no drop-path; leave model.drop_path_prob at 0 and "
+                          "model.drop_path_by_layer false")
     return cfg
 
 
@@ -622,21 +629,22 @@ def pick_recipe(asked: Optional[str], algo: Optional[str], space_cls: Any) -> st
     return algo if algo in RECIPES else DEFAULT_RECIPE
 
 
-def genotype_facts(spec: str, space: Optional[str]) -> tuple[str, Optional[str]]:
-    """The space of the genotype ``spec`` names and the algorithm that found it (its ``algo`` metadata: a derived
-    genotype's search algorithm, a built-in cell's paper; None when unknown): ``space`` for ``random:SEED``;
-    ``darts`` and None where the spec cannot be read yet (loading it later reports why)."""
+def genotype_facts(spec: str, space: Optional[str]) -> tuple[str, Optional[str], Optional[int]]:
+    """The space of the genotype ``spec`` names, the algorithm that found it (its ``algo`` metadata: a derived
+    genotype's search algorithm, a built-in cell's paper; None when unknown) and the depth it fixes (None where
+    the space leaves it free): ``space`` for ``random:SEED``; ``darts`` where the spec cannot be read yet
+    (loading it later reports why)."""
     if spec.startswith("random:"):
-        return space or "darts", None
+        return space or "darts", None, None
     from nasbench.errors import NasError
-    from nasbench.spaces.genotypes import load_genotype
+    from nasbench.spaces.genotypes import load_genotype, space_of
 
     try:
         g = load_genotype(spec)
     except NasError:
-        return "darts", None
+        return "darts", None, None
     algo = g.meta.get("algo")
-    return g.space, algo if isinstance(algo, str) else None
+    return g.space, algo if isinstance(algo, str) else None, space_of(g).genotype_depth(g)
 
 
 def check_final_config(cfg: DictConfig) -> None:
@@ -651,6 +659,8 @@ def check_final_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.val_split must be in [0, 1), got {cfg.data.val_split}")
     if not 0.0 <= cfg.model.drop_path_prob < 1.0:
         raise ConfigError(f"model.drop_path_prob must be in [0, 1), got {cfg.model.drop_path_prob}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
     o = cfg.optim
     if o.schedule not in ("cosine", "exponential", "linear", "cosine_restarts"):
         raise ConfigError(f"optim.schedule must be cosine, exponential, linear or cosine_restarts, got {o.schedule!r}")

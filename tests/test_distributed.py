@@ -24,7 +24,8 @@ from torch import nn
 from nasbench.engine import distributed
 from nasbench.config import resolve_final_config, resolve_search_config
 from nasbench.data import EpochSampler
-from nasbench.final.train import FinalTrainer, has_unused_parameters, load_final_genotype
+from nasbench.final.train import FinalTrainer, has_unused_parameters
+from nasbench.spaces.genotypes import load_genotype
 from nasbench.spaces.darts.genotype import Genotype
 from nasbench.engine.rundir import RunDir, torch_load
 from nasbench.search.trainer import SearchTrainer
@@ -319,7 +320,7 @@ def test_the_command_line_without_nproc():
 
 
 def test_cells_that_leave_parameters_unused_are_told_to_ddp():
-    g = load_final_genotype("darts-v2")
+    g = load_genotype("darts-v2")
     assert not has_unused_parameters(g)
     # node 3 (state 5) read by nothing and not concatenated: its ops' parameters get no gradient
     assert has_unused_parameters(Genotype(g.normal, [2, 3, 4], g.reduce, g.reduce_concat))
@@ -335,7 +336,7 @@ def test_train_final_with_nproc_takes_the_steps_of_one_process_with_per_rank_bat
     assert proc.stderr.count("epoch   0") == 1 and proc.stdout.strip().endswith("result.json")
     result = json.loads((out / "result.json").read_text())
     cfg = resolve_final_config(overrides=FINAL_TINY)
-    trainer = SlicedFinalTrainer(cfg, RunDir.create(tmp_path / "ref"), load_final_genotype("darts-v2"),
+    trainer = SlicedFinalTrainer(cfg, RunDir.create(tmp_path / "ref"), load_genotype("darts-v2"),
                                  show_progress=False)
     ref_result = trainer.fit()
     ddp = torch_load(out / "checkpoint.pt")

@@ -65,7 +65,7 @@ SEARCH_PARAMS = {"darts": 302_770, "pc-darts": 22_834}  # NNI's default: 12 laye
 def test_evaluation_network_parameters_of_the_paper_network():
     g = load_genotype("enas-macro")
     assert len(g.layers) == 24 and g.layers[2] == ("conv_3x3", (0,))
-    net = space().build_eval_network(g, C=96, layers=0, num_classes=10, auxiliary=False)
+    net = space().build_eval_network(g, C=96, layers=24, num_classes=10, auxiliary=False)
     assert sum(p.numel() for p in net.parameters()) == _eval_params(g, 96, 10) == EVAL_PARAMS_PAPER
     logits, aux = net(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 10) and aux is None
@@ -205,9 +205,67 @@ def test_search_derive_train_final_through_the_cli(algo, nas_cmd, tmp_path):
 def test_random_network_dry_run_and_paper_recipe(nas_cmd):
     r = _nas(nas_cmd, "train-final", "--genotype", "random:1", "--space", SPACE, "--dataset", "cifar10",
              "--dry-run", "--json")
-    assert json.loads(r.stdout)["params"] == _eval_params(load_genotype("random:1", SPACE), 96, 10)
+    report = json.loads(r.stdout)  # a random cell of the paper recipe is as deep as the TF final network: 24
+    assert report["layers"] == 24 and report["params"] == _eval_params(load_genotype("random:1", SPACE, 24), 96, 10)
     r = _nas(nas_cmd, "train-final", "--genotype", "enas-macro", "--dataset", "cifar10", "--dry-run", "--json")
     assert json.loads(r.stdout)["params"] == EVAL_PARAMS_PAPER
+
+
+def test_train_final_takes_the_depth_of_the_genotype_and_refuses_another(nas_cmd, tmp_path):
+    g = tmp_path / "five.json"
+    save_genotype(geno.random_genotype(3, 5), g)
+    dry = ["--dataset", "cifar10", "--dry-run", "--json"]
+    report = json.loads(_nas(nas_cmd, "train-final", "--genotype", g, *dry).stdout)
+    assert report["layers"] == 5 and report["params"] == _eval_params(load_genotype(g), 96, 10)
+    for bad, line in ((["--layers", "7"], "this enas-macro genotype has 5 layers and its network has the genotype's "
+                                           "depth; got model.layers=7 (leave it out, or set it to 5)"),
+                      (["--channels", "5"], "the enas-macro network needs an even number of channels, got C=5")):
+        r = subprocess.run([*nas_cmd, "train-final", "--genotype", str(g), *bad, "--dataset", "synthetic", "--subset",
+                            "200", "--out", str(tmp_path / "refused")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {line}"]
+        assert not (tmp_path / "refused").exists()  # refused before anything is written
+    # random:SEED draws a network of model.layers (here 7; the quick preset's 6 otherwise)
+    report = json.loads(_nas(nas_cmd, "train-final", "--genotype", "random:2", "--space", SPACE, "--layers", "7",
+                             *dry).stdout)
+    assert report["layers"] == 7 and report["params"] == _eval_params(load_genotype("random:2", SPACE, 7), 96, 10)
+    report = json.loads(_nas(nas_cmd, "train-final", "--genotype", "random:2", "--space", SPACE, "--preset", "quick",
+                             *dry).stdout)
+    assert report["layers"] == 6
+    r = subprocess.run([*nas_cmd, "train-final", "--genotype", str(g), "model.drop_path_prob=0.1", *dry],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "has no drop-path" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dropout_before_the_classifier_in_training_only():
+    """The TF final training's dropout (keep 0.5): each pooled feature is zeroed or scaled by 1/(1 − p) in
+    training, untouched in evaluation; at p = 0 no random number is drawn."""
+    g = geno.random_genotype(0, 4)
+    seen = []
+    torch.manual_seed(0)
+    net = space().build_eval_network(g, C=4, layers=4, num_classes=10, auxiliary=False, dropout=0.5)
+    plain = space().build_eval_network(g, C=4, layers=4, num_classes=10, auxiliary=False)
+    plain.load_state_dict(net.state_dict())
+    net.classifier.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
+    plain.classifier.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
+    x = torch.randn(32, 3, 16, 16)
+    net.train()(x), plain.train()(x)
+    ratio = seen[0] / seen[1]
+    assert seen[1].abs().min() > 0
+    dropped = ratio.abs() < 1e-6
+    assert torch.allclose(ratio[~dropped], torch.full_like(ratio[~dropped], 2.0), atol=1e-5)
+    assert 0.35 < dropped.float().mean().item() < 0.65
+    assert torch.equal(net.eval()(x)[0], plain.eval()(x)[0])
+    state = torch.get_rng_state()
+    plain.train()(x)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_paper_recipe_has_the_tf_classifier_dropout():
+    from nasbench.config import resolve_final_config
+
+    cfg = resolve_final_config(overrides=["genotype=enas-macro"])
+    assert cfg.model.dropout == 0.5 and cfg.model.layers == 24
+    assert resolve_final_config(preset="quick", overrides=["genotype=enas-macro"]).model.dropout == 0.0
 
 
 def test_search_and_train_final_on_real_fashion_mnist(nas_cmd, tmp_path, fashion_available):

@@ -139,6 +139,35 @@ def test_evaluation_network_forward_with_auxiliary_head_and_drop_path():
     assert logits.shape == (3, 5) and aux is None
 
 
+def test_drop_path_rises_with_depth_as_in_the_tf_code():
+    """TF's _apply_drop_path at the paper size (num_layers=15, so 17 layers with the two reductions): layer i
+    keeps a path with 1 − (i + 1)/17·(1 − 0.6) at the end of training; the network drops with its complement."""
+    net = space().build_eval_network(ENAS, C=2, layers=15, num_classes=10, auxiliary=False, drop_path_by_layer=True)
+    net.drop_path_prob = 0.4
+    seen = []
+    for cell in net.cells:
+        cell.register_forward_pre_hook(lambda m, a: seen.append(a[2]))
+    net.train()(torch.randn(2, 3, 32, 32))
+    tf_keep = [1.0 - (i + 1) / (15 + 2) * (1.0 - 0.6) for i in range(17)]
+    assert seen == pytest.approx([1.0 - k for k in tf_keep], abs=1e-12)
+    seen.clear()
+    flat = space().build_eval_network(ENAS, C=2, layers=15, num_classes=10, auxiliary=False)
+    for cell in flat.cells:
+        cell.register_forward_pre_hook(lambda m, a: seen.append(a[2]))
+    flat.drop_path_prob = 0.4
+    flat.train()(torch.randn(2, 3, 32, 32))
+    assert seen == [0.4] * 17
+
+
+def test_paper_recipe_has_the_tf_dropout_and_drop_path_by_layer():
+    from nasbench.config import resolve_final_config
+
+    cfg = resolve_final_config(overrides=["genotype=enas-micro"])
+    assert (cfg.model.dropout, cfg.model.drop_path_by_layer, cfg.model.drop_path_prob) == (0.2, True, 0.4)
+    net = space().build_eval_network(ENAS, C=4, layers=3, num_classes=5, auxiliary=False, dropout=0.2)
+    assert net.dropout == 0.2
+
+
 # ---------------------------------------------------------------------------------------------- genotypes
 def test_genotype_round_trips(tmp_path):
     g = space().random_genotype(3)

@@ -88,7 +88,7 @@ def train_final(
         cfg = cfgmod.resolve_final_config(preset=preset, config_file=config, overrides=overrides, shortcuts=flags)
     set_threads(cfg, threads)
     if dry_run:
-        g = final.load_final_genotype(str(cfg.genotype), cfg.space)
+        g = final.load_final_genotype(cfg)
         report = final.model_report(cfg, g)
         if as_json:
             print(json.dumps(report))

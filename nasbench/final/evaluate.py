@@ -147,7 +147,7 @@ def evaluate_weights(cfg: DictConfig, weights_path: str | Path, *, device: str =
 
     path = Path(weights_path)
     weights = _weights_of(torch_load(path), path)
-    genotype = load_final_genotype(str(cfg.genotype), cfg.space)
+    genotype = load_final_genotype(cfg)
     opts = data_options(cfg)
     info = data_mod.dataset_info(cfg.data.dataset, cfg.data.data_dir, **opts)
     net = build_model(cfg, genotype, info, auxiliary=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from nasbench.engine.device import amp_dtype, memory_format, resolve_device, thr
 from nasbench.engine.loop import RunEngine, check_run_place, restart_hint, run_directory
 from nasbench.engine.meters import Meter, sum_meter
 from nasbench.engine.rng import seed_everything, seed_rank
-from nasbench.errors import NasError, RunDirError
+from nasbench.errors import ConfigError, NasError, RunDirError
 from nasbench.engine.measure import count_macs, count_params
 from nasbench.spaces.genotypes import load_genotype, save_genotype, space_of
 from nasbench.engine.rundir import RunDir
@@ -49,10 +50,10 @@ BEST_FILE = "best.pt"
 
 
 # ---------------------------------------------------------------------------------------------- genotypes
-def load_final_genotype(spec: str, space: Optional[str] = None) -> Any:
-    """The genotype named by ``spec`` (``random:SEED`` draws from ``space``); a train-final run directory
-    gives its own trained cell."""
-    return load_genotype(spec, space)
+def load_final_genotype(cfg: DictConfig) -> Any:
+    """The genotype ``cfg.genotype`` names (``random:SEED`` draws from ``cfg.space``, ``model.layers`` deep where
+    the space's genotypes fix the depth); a train-final run directory gives its own trained cell."""
+    return load_genotype(str(cfg.genotype), cfg.space, int(cfg.model.layers))
 
 
 # ---------------------------------------------------------------------------------------------- data/model
@@ -70,9 +71,17 @@ def input_size(cfg: DictConfig, info: data_mod.DatasetInfo) -> tuple[int, int, i
 def build_model(cfg: DictConfig, genotype: Any, info: data_mod.DatasetInfo,
                 auxiliary: Optional[bool] = None) -> nn.Module:
     m = cfg.model
-    return space_of(genotype).build_eval_network(genotype, C=m.channels, layers=m.layers, num_classes=info.num_classes,
-                              auxiliary=m.auxiliary if auxiliary is None else auxiliary,
-                              in_channels=info.in_channels, imagenet=is_imagenet_network(cfg, info))
+    space = space_of(genotype)
+    # asked for only when set, so that a space module written before these options still builds its network
+    extra = {k: v for k, v in (("dropout", float(m.get("dropout", 0.0))),
+                               ("drop_path_by_layer", bool(m.get("drop_path_by_layer", False)))) if v}
+    takes = inspect.signature(space.build_eval_network).parameters
+    for key in extra:
+        if key not in takes and not any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+            raise ConfigError(f"the {space.name} space's network has no {key} option; leave model.{key} unset")
+    return space.build_eval_network(genotype, C=m.channels, layers=m.layers, num_classes=info.num_classes,
+                                    auxiliary=m.auxiliary if auxiliary is None else auxiliary,
+                                    in_channels=info.in_channels, imagenet=is_imagenet_network(cfg, info), **extra)
 
 
 def model_report(cfg: DictConfig, genotype: Any) -> dict[str, Any]:
@@ -435,6 +444,14 @@ def check_final_data(cfg: DictConfig, data: FinalData) -> None:
                        "--batch-size or use more data (--subset)")
 
 
+def check_network(cfg: DictConfig, genotype: Any, info: data_mod.DatasetInfo) -> None:
+    """The network of ``cfg`` and ``genotype`` can be built (a space refuses sizes it cannot make, e.g. an odd
+    width where a factorized reduce halves it): built without memory on the meta device, before the run
+    directory is made."""
+    with torch.device("meta"):
+        build_model(cfg, genotype, info)
+
+
 def has_unused_parameters(genotype: Any) -> bool:
     """Whether the network of ``genotype`` has parameters a forward leaves without gradient (DDP must be told)."""
     return space_of(genotype).unused_parameters(genotype)
@@ -454,10 +471,12 @@ def train_final(cfg: DictConfig, *, resume: Optional[Path] = None, console: Opti
     # checked before anything is written: the place, the genotype, the data and the batch it must hold
     check_run_place(d, resume, cfg.out)
     if resume is None:
-        genotype = load_final_genotype(str(cfg.genotype), cfg.space)
+        genotype = load_final_genotype(cfg)
     with restart_hint(resume):
         data = load_final_data(cfg)
         check_final_data(cfg, data)
+    if resume is None:
+        check_network(cfg, genotype, data.info)
 
     def prepare(run: RunDir) -> None:  # on rank 0, in the new run directory
         for sub in ("genotypes", "arch"):  # search-run folders RunDir.create makes; unused here

@@ -355,9 +355,15 @@ class SearchSpace:
         raise NotImplementedError
 
     def build_eval_network(self, genotype: Any, *, C: int, layers: int, num_classes: int, auxiliary: bool,
-                           in_channels: int = 3, imagenet: bool = False) -> nn.Module:
-        """The network that trains ``genotype``: ``forward(x)`` → ``(logits, logits_aux or None)``."""
+                           in_channels: int = 3, imagenet: bool = False, dropout: float = 0.0,
+                           drop_path_by_layer: bool = False) -> nn.Module:
+        """The network that trains ``genotype``: ``forward(x)`` → ``(logits, logits_aux or None)``; ``dropout``
+        before the classifier; ``drop_path_by_layer``: cell i of n drops paths with ``drop_path_prob·(i+1)/n``
+        (a space without drop-path, :attr:`eval_drop_path` false, is never asked for it)."""
         raise NotImplementedError
+
+    eval_drop_path: ClassVar[bool] = True
+    """Whether the evaluation network drops paths (train-final refuses ``model.drop_path_prob`` > 0 otherwise)."""
 
     reference_size: ClassVar[Mapping[str, int]] = {}
     """The paper's evaluation network size (``C``, ``layers``, ``num_classes``) for comparable counts."""
@@ -403,6 +409,15 @@ class SearchSpace:
     def random_genotype(self, seed: int) -> Any:
         """A genotype drawn uniformly from the space."""
         raise NotImplementedError
+
+    depth_from_genotype: ClassVar[bool] = False
+    """Whether a genotype fixes its evaluation network's depth (``model.layers``): train-final then takes the
+    genotype's depth, refuses another, and draws ``random:SEED`` genotypes of ``model.layers``
+    (``random_genotype(seed, layers=...)``)."""
+
+    def genotype_depth(self, genotype: Any) -> Optional[int]:
+        """The depth ``genotype`` fixes (None where the network's depth is free)."""
+        return None
 
     def state_name(self, i: int) -> str:
         """How state ``i`` of a cell is labelled (inputs, then intermediate nodes from 0)."""

@@ -113,22 +113,25 @@ def published() -> dict[str, Any]:
     return {k: replace(g, meta=dict(g.meta)) for k, g in registry.items("genotype")}
 
 
-def random_genotype(spec: str, space: Optional[str] = None) -> Any:
-    """The genotype of ``random:SEED``: drawn uniformly from ``space`` (default darts) with that seed."""
+def random_genotype(spec: str, space: Optional[str] = None, layers: Optional[int] = None) -> Any:
+    """The genotype of ``random:SEED``: drawn uniformly from ``space`` (default darts) with that seed; ``layers``:
+    the depth, for a space whose genotypes fix it (ignored by the others)."""
     seed_text = spec.partition(":")[2]
     try:
         seed = int(seed_text)
     except ValueError:
         raise GenotypeError(f"random:SEED needs an integer seed, got {seed_text!r}") from None
-    return space_named(space or DEFAULT_SPACE).random_genotype(seed).with_meta(source=f"random (seed {seed})",
-                                                                               random_seed=seed)
+    s = space_named(space or DEFAULT_SPACE)
+    g = s.random_genotype(seed, layers=layers) if s.depth_from_genotype and layers else s.random_genotype(seed)
+    return g.with_meta(source=f"random (seed {seed})", random_seed=seed)
 
 
-def load_genotype(spec: str | os.PathLike, space: Optional[str] = None) -> Any:
-    """Load a genotype from a built-in name, ``random:SEED`` (of ``space``), a directory (a search run's
-    ``best.json``, else a train-final run's ``genotype.json``), a ``.json`` file or a text file."""
+def load_genotype(spec: str | os.PathLike, space: Optional[str] = None, layers: Optional[int] = None) -> Any:
+    """Load a genotype from a built-in name, ``random:SEED`` (of ``space``; ``layers`` deep where the space's
+    genotypes fix the depth), a directory (a search run's ``best.json``, else a train-final run's
+    ``genotype.json``), a ``.json`` file or a text file."""
     if isinstance(spec, str) and spec.startswith("random:"):
-        return random_genotype(spec, space)
+        return random_genotype(spec, space, layers)
     builtins = dict(registry.items("genotype"))
     if isinstance(spec, str) and spec in builtins:
         g = builtins[spec]

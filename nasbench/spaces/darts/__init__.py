@@ -85,11 +85,13 @@ class DartsSpace(SearchSpace):
         return Supernet(spec, make_edge, topology).set_execution(execution, memory_efficient)
 
     def build_eval_network(self, genotype: Any, *, C: int, layers: int, num_classes: int, auxiliary: bool,
-                           in_channels: int = 3, imagenet: bool = False) -> nn.Module:
+                           in_channels: int = 3, imagenet: bool = False, dropout: float = 0.0,
+                           drop_path_by_layer: bool = False) -> nn.Module:
         from nasbench.spaces.darts.network import build_eval_network
 
         return build_eval_network(genotype, C=C, layers=layers, num_classes=num_classes, auxiliary=auxiliary,
-                                  in_channels=in_channels, imagenet=imagenet)
+                                  in_channels=in_channels, imagenet=imagenet, dropout=dropout,
+                                  drop_path_by_layer=drop_path_by_layer)
 
     # ------------------------------------------------------------------ genotypes
     def make_genotype(self, cells: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None) -> geno.Genotype:

@@ -34,6 +34,8 @@ from nasbench.spaces.darts.ops import OPS, PRIMITIVES, FactorizedReduce, Identit
 
 __all__ = [
     "drop_path",
+    "layer_drop_prob",
+    "classifier_dropout",
     "EvalCell",
     "FixedReductionCell",
     "AuxiliaryHeadCIFAR",
@@ -278,10 +280,25 @@ def _check_sizes(C: int, layers: int, num_classes: int) -> None:
         raise ConfigError(f"need C, layers and num_classes >= 1, got C={C}, layers={layers}, classes={num_classes}")
 
 
+def layer_drop_prob(drop_prob: float, i: int, cells: int, by_layer: bool) -> float:
+    """Cell ``i``'s drop-path probability out of ``cells``: ``drop_prob`` for every cell, or with ``by_layer``
+    ``drop_prob·(i + 1)/cells``, rising with depth to ``drop_prob`` at the last cell (the ENAS TF code's layer
+    ratio, as in NASNet's ScheduledDropPath)."""
+    return drop_prob * (i + 1) / cells if by_layer else drop_prob
+
+
+def classifier_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout of the pooled features before the classifier (the ENAS TF code's ``1 − keep_prob``); at ``p = 0``
+    the features pass unchanged and no random number is drawn."""
+    return F.dropout(x, p, training) if p > 0 else x
+
+
 class _Network(nn.Module):
     """Shared cell stack: builds ``self.cells`` and the optional auxiliary head."""
 
     drop_path_prob: float
+    drop_path_by_layer: bool = False
+    dropout: float = 0.0
 
     def _build_cells(self, genotype: Any, C_pp: int, C_p: int, C_curr: int, layers: int,
                      reduction_prev: bool) -> tuple[int, int]:
@@ -303,8 +320,9 @@ class _Network(nn.Module):
 
     def _run_cells(self, s0: torch.Tensor, s1: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         logits_aux = None
+        n = len(self.cells)
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, layer_drop_prob(self.drop_path_prob, i, n, self.drop_path_by_layer))
             if i == self._aux_index and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
         return s1, logits_aux
@@ -319,12 +337,13 @@ class NetworkCIFAR(_Network):
     """
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Any,
-                 in_channels: int = 3):
+                 in_channels: int = 3, dropout: float = 0.0, drop_path_by_layer: bool = False):
         super().__init__()
         _check_sizes(C, layers, num_classes)
         self._layers = layers
         self._auxiliary = auxiliary
         self.drop_path_prob = 0.0
+        self.dropout, self.drop_path_by_layer = dropout, drop_path_by_layer
         C_stem = 3 * C
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
@@ -339,7 +358,7 @@ class NetworkCIFAR(_Network):
         """Images [N, in_channels, H, W] → (logits, auxiliary logits in training else None)."""
         s = self.stem(x)
         out, logits_aux = self._run_cells(s, s)
-        logits = self.classifier(self.global_pooling(out).flatten(1))
+        logits = self.classifier(classifier_dropout(self.global_pooling(out).flatten(1), self.dropout, self.training))
         return logits, logits_aux
 
 
@@ -384,7 +403,8 @@ class NetworkImageNet(_Network):
     Output ``(logits, logits_aux or None)``.
     """
 
-    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Any):
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Any,
+                 dropout: float = 0.0, drop_path_by_layer: bool = False):
         super().__init__()
         _check_sizes(C, layers, num_classes)
         if C % 2:
@@ -392,6 +412,7 @@ class NetworkImageNet(_Network):
         self._layers = layers
         self._auxiliary = auxiliary
         self.drop_path_prob = 0.0
+        self.dropout, self.drop_path_by_layer = dropout, drop_path_by_layer
         stem = ImageNetStem(3, C)  # DARTS's NetworkImageNet stems, the same as PC-DARTS's ImageNet search
         self.stem0, self.stem1 = stem.stem0, stem.stem1
         C_last, C_aux = self._build_cells(genotype, C, C, C, layers, reduction_prev=True)
@@ -409,16 +430,18 @@ class NetworkImageNet(_Network):
             out = F.avg_pool2d(out, 7)
         else:
             out = F.adaptive_avg_pool2d(out, 1)
-        logits = self.classifier(out.flatten(1))
+        logits = self.classifier(classifier_dropout(out.flatten(1), self.dropout, self.training))
         return logits, logits_aux
 
 
 def build_eval_network(genotype: Any, *, C: int, layers: int, num_classes: int, auxiliary: bool,
-                       in_channels: int = 3, imagenet: bool = False) -> nn.Module:
+                       in_channels: int = 3, imagenet: bool = False, dropout: float = 0.0,
+                       drop_path_by_layer: bool = False) -> nn.Module:
     """The evaluation network for ``genotype``: :class:`NetworkImageNet` if ``imagenet`` else
     :class:`NetworkCIFAR` (the ImageNet stems take 3 channels only)."""
+    extra = {"dropout": dropout, "drop_path_by_layer": drop_path_by_layer}
     if imagenet:
         if in_channels != 3:
             raise ConfigError(f"the ImageNet network takes 3-channel images, got in_channels={in_channels}")
-        return NetworkImageNet(C, num_classes, layers, auxiliary, genotype)
-    return NetworkCIFAR(C, num_classes, layers, auxiliary, genotype, in_channels=in_channels)
+        return NetworkImageNet(C, num_classes, layers, auxiliary, genotype, **extra)
+    return NetworkCIFAR(C, num_classes, layers, auxiliary, genotype, in_channels=in_channels, **extra)

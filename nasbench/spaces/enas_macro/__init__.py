@@ -13,8 +13,8 @@ strongest branch and every skip whose "on" weight wins. Modules: :mod:`.ops`, :m
 Differences from the ENAS TensorFlow code (melodyguan/enas ``general_child.py``), where NNI's zoo differs:
 the channels stay C throughout (the TF evaluation network doubles them at each reduction); a layer adds its
 skips and normalises the sum (the TF evaluation layer concatenates them with its output and applies a 1×1
-conv + BN); one factorized reduce per position shared by every state (TF: one per state); no dropout before
-the classifier (TF: keep 0.9 in the search, 0.5 in the final training).
+conv + BN); one factorized reduce per position shared by every state (TF: one per state); the search network has
+no dropout before the classifier (TF: keep 0.9); the final training's is the TF one (0.5, ``model.dropout``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from nasbench.spaces.enas_macro.ops import BRANCHES, LAYERS, SKIP_OPS, build_op
 NAME = "enas-macro"
 
 _FINAL = {  # scripts/cifar10_macro_final.sh of the ENAS TF code (channels: NNI's constant width)
+    "model.layers": 24,  # the depth of random:SEED cells; a genotype's own depth beats it
     "epochs": 310, "batch_size": 100, "model.channels": 96, "model.auxiliary": False, "model.drop_path_prob": 0.0,
+    "model.dropout": 0.5,
     "optim.lr": 0.05, "optim.lr_min": 0.001, "optim.schedule": "cosine_restarts", "optim.restart_epochs": 10,
     "optim.restart_mult": 2, "optim.momentum": 0.9, "optim.nesterov": True, "optim.weight_decay": 2e-4,
     "optim.grad_clip": 0.0,  # the TF clip_mode="norm" clips nothing (see README)
@@ -53,6 +55,7 @@ class EnasMacroSpace(SearchSpace):
     binary_cell_types = frozenset({"skip"})
     fixed_cell_types = frozenset()
     executions = ("reference",)
+    eval_drop_path = False
     reference_size: ClassVar[Mapping[str, int]] = {}  # the depth is the genotype's
 
     model_defaults: ClassVar[Mapping[str, Any]] = {"model.layers": LAYERS, "model.channels": 24}
@@ -76,10 +79,12 @@ class EnasMacroSpace(SearchSpace):
     def final_defaults(cls, preset: str) -> Mapping[str, Any]:
         """The ENAS TF code's final training (``cifar10_macro_final.sh``): 310 epochs, batch 100, C=96, SGD-Nesterov
         lr 0.05 cosine to 0.001 with warm restarts (T0=10, Tmul=2: cycles end at 310), weight decay 2e-4, no
-        gradient clipping (the TF clip_mode='norm' appends the unclipped gradients); no auxiliary head, no
-        drop-path, no cutout. The depth is the genotype's."""
+        gradient clipping (the TF clip_mode='norm' appends the unclipped gradients), dropout 0.5 before the
+        classifier (keep 0.5); no auxiliary head, no drop-path, no cutout. The depth is the genotype's; random:SEED
+        cells have the TF final network's 24 layers (6 with the quick preset, the quick search's depth)."""
         if preset == "quick":
-            return {"model.channels": 8, "model.auxiliary": False, "model.drop_path_prob": 0.0}
+            return {"model.layers": 6, "model.channels": 8, "model.auxiliary": False, "model.drop_path_prob": 0.0,
+                    "model.dropout": 0.0}  # 6 layers: random:SEED cells as deep as the quick search's
         return dict(_FINAL)
 
     @classmethod
@@ -120,9 +125,10 @@ class EnasMacroSpace(SearchSpace):
         return Supernet(spec, make_edge).set_execution(execution, memory_efficient)
 
     def build_eval_network(self, genotype: Any, *, C: int, layers: int, num_classes: int, auxiliary: bool,
-                           in_channels: int = 3, imagenet: bool = False) -> nn.Module:
-        """NNI's network with the genotype's branches and skips; its depth is the genotype's (``layers`` is
-        not used). No auxiliary head, no ImageNet variant."""
+                           in_channels: int = 3, imagenet: bool = False, dropout: float = 0.0,
+                           drop_path_by_layer: bool = False) -> nn.Module:
+        """NNI's network with the genotype's branches and skips; its depth is the genotype's (``layers`` must
+        equal it). No auxiliary head, no ImageNet variant."""
         from nasbench.spaces.enas_macro.network import EnasMacroNetwork
 
         if auxiliary:
@@ -131,7 +137,12 @@ class EnasMacroSpace(SearchSpace):
             raise ConfigError(f"the {NAME} space has no ImageNet network; set model.imagenet=false")
         if C < 2 or C % 2:
             raise ConfigError(f"the {NAME} network needs an even number of channels, got C={C}")
-        return EnasMacroNetwork(self.validate(genotype), C=C, num_classes=num_classes, in_channels=in_channels)
+        depth = len(self.validate(genotype).layers)
+        if layers != depth:
+            raise ConfigError(f"this {NAME} genotype has {depth} layers and its network has the genotype's depth; "
+                              f"got model.layers={layers} (leave it out, or set it to {depth})")
+        return EnasMacroNetwork(self.validate(genotype), C=C, num_classes=num_classes, in_channels=in_channels,
+                                dropout=dropout)
 
     # ------------------------------------------------------------------ derive
     def derive_cell(self, weights: torch.Tensor, edge_ops: EdgeOps, edge_scale: Optional[torch.Tensor] = None,
@@ -170,8 +181,13 @@ class EnasMacroSpace(SearchSpace):
             raise GenotypeError(f"not an {NAME} genotype: {type(genotype).__name__}")
         return geno.validate(genotype)
 
-    def random_genotype(self, seed: int) -> geno.EnasMacroGenotype:
-        return geno.random_genotype(seed, self._layers())
+    depth_from_genotype = True
+
+    def random_genotype(self, seed: int, layers: Optional[int] = None) -> geno.EnasMacroGenotype:
+        return geno.random_genotype(seed, self._layers() if layers is None else layers)
+
+    def genotype_depth(self, genotype: Any) -> Optional[int]:
+        return len(genotype.layers)
 
     def state_name(self, i: int) -> str:
         return "stem" if i == 0 else f"layer {i - 1}"

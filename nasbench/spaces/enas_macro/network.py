@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nasbench.spaces.base import CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology
+from nasbench.spaces.darts.network import classifier_dropout
 from nasbench.spaces.enas_macro.genotype import EnasMacroGenotype
 from nasbench.spaces.enas_macro.ops import build_op
 from nasbench.spaces.enas_micro.ops import FactorizedReduce
@@ -106,9 +107,11 @@ class Supernet(SearchNetwork):
 class EnasMacroNetwork(nn.Module):
     """The evaluation network of a genotype; ``forward(x)`` → ``(logits, None)`` (no auxiliary head)."""
 
-    def __init__(self, genotype: EnasMacroGenotype, C: int, num_classes: int, in_channels: int = 3):
+    def __init__(self, genotype: EnasMacroGenotype, C: int, num_classes: int, in_channels: int = 3,
+                 dropout: float = 0.0):
         super().__init__()
         self.drop_path_prob = 0.0  # set by train-final; the macro network has no drop-path
+        self.dropout = dropout  # before the classifier (the TF code's 1 − keep_prob)
         self.layers = len(genotype.layers)
         self.skip_sources: list[Sequence[int]] = [s for _, s in genotype.layers]
         self.stem = _stem(in_channels, C)
@@ -126,4 +129,4 @@ class EnasMacroNetwork(nn.Module):
             return self.bns[i](out)
 
         h = _run(self.layers, layer, self.stem, self.pools, x)
-        return self.classifier(self.global_pooling(h).flatten(1)), None
+        return self.classifier(classifier_dropout(self.global_pooling(h).flatten(1), self.dropout, self.training)), None

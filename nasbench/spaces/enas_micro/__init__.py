@@ -20,8 +20,8 @@ a reduction cell factor-reduces both inputs and runs its ops at stride 1 (the TF
 stride 2 on the ops that read the inputs, the TF search cell reduces only the previous output); the
 separable convs are one ReLU-sepconv-BN (TF's evaluation cell stacks two); there is no extra 1×1
 ReLU-conv-BN on the previous cell's output (TF's ``layer_base``); the output of an evaluation cell is the
-1×1 conv of its loose ends (TF's evaluation cell concatenates them, so its channels vary); drop-path is the
-trainer's linear ramp, without TF's per-layer ratio; no dropout before the classifier (TF: keep 0.8).
+1×1 conv of its loose ends (TF's evaluation cell concatenates them, so its channels vary); drop-path rises with
+depth as in TF (``model.drop_path_by_layer``) but over epochs by the trainer's per-epoch ramp (TF: per step).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ NAME = "enas-micro"
 
 _FINAL = {  # scripts/cifar10_micro_final.sh of the ENAS TF code
     "epochs": 630, "batch_size": 144, "model.layers": 15, "model.channels": 36, "model.auxiliary": True,
-    "model.auxiliary_weight": 0.4, "model.drop_path_prob": 0.4, "optim.lr": 0.05, "optim.lr_min": 0.0001,
+    "model.auxiliary_weight": 0.4, "model.drop_path_prob": 0.4, "model.drop_path_by_layer": True,
+    "model.dropout": 0.2, "optim.lr": 0.05, "optim.lr_min": 0.0001,
     "optim.schedule": "cosine_restarts", "optim.restart_epochs": 10, "optim.restart_mult": 2, "optim.momentum": 0.9,
     "optim.nesterov": True, "optim.weight_decay": 2e-4,
     "optim.grad_clip": 0.0,  # the TF clip_mode="norm" clips nothing (see README)
@@ -93,11 +94,13 @@ class EnasMicroSpace(SearchSpace):
     @classmethod
     def final_defaults(cls, preset: str) -> Mapping[str, Any]:
         """The ENAS TF code's final training (``cifar10_micro_final.sh``): 630 epochs, batch 144, N=15, C=36,
-        auxiliary head 0.4, drop-path 0.4 (keep 0.6), SGD-Nesterov lr 0.05 cosine to 1e-4 with warm restarts
+        auxiliary head 0.4, drop-path 0.4 (keep 0.6) scaled by depth (cell i of n: 0.4·(i+1)/n), dropout 0.2 before
+        the classifier (keep 0.8), SGD-Nesterov lr 0.05 cosine to 1e-4 with warm restarts
         (T0=10, Tmul=2: cycles of 10, 20, ..., 320 epochs, the last ending at epoch 630), weight decay 2e-4,
         no gradient clipping (TF's clip_mode='norm' with grad_bound 5 appends the unclipped gradients), cutout 16."""
         if preset == "quick":
-            return {"model.layers": 3, "model.channels": 8, "model.auxiliary": False, "model.drop_path_prob": 0.0}
+            return {"model.layers": 3, "model.channels": 8, "model.auxiliary": False, "model.drop_path_prob": 0.0,
+                    "model.dropout": 0.0}
         return dict(_FINAL)
 
     @classmethod
@@ -134,7 +137,8 @@ class EnasMicroSpace(SearchSpace):
         return Supernet(spec, make_edge, topology).set_execution(execution, memory_efficient)
 
     def build_eval_network(self, genotype: Any, *, C: int, layers: int, num_classes: int, auxiliary: bool,
-                           in_channels: int = 3, imagenet: bool = False) -> nn.Module:
+                           in_channels: int = 3, imagenet: bool = False, dropout: float = 0.0,
+                           drop_path_by_layer: bool = False) -> nn.Module:
         """NNI's ``MicroNetwork`` with the genotype's cells: N = ``layers`` normal cells and 2 reduction cells.
         No ImageNet variant (``imagenet=True`` is a ConfigError)."""
         from nasbench.spaces.enas_micro.network import EnasMicroNetwork
@@ -146,7 +150,7 @@ class EnasMicroSpace(SearchSpace):
             raise ConfigError(f"the {NAME} network needs at least 1 normal cell and 1 channel, got layers={layers}, "
                               f"C={C}")
         return EnasMicroNetwork(self.validate(genotype), C=C, N=layers, num_classes=num_classes, auxiliary=auxiliary,
-                                in_channels=in_channels)
+                                in_channels=in_channels, dropout=dropout, drop_path_by_layer=drop_path_by_layer)
 
     # ------------------------------------------------------------------ derive
     def derive_cell(self, weights: torch.Tensor, edge_ops: EdgeOps, edge_scale: Optional[torch.Tensor] = None,

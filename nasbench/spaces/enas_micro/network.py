@@ -139,11 +139,12 @@ class EnasMicroNetwork(nn.Module):
     """The evaluation network of a genotype; ``forward(x)`` → ``(logits, auxiliary logits or None)``."""
 
     def __init__(self, genotype: EnasMicroGenotype, C: int, N: int, num_classes: int, auxiliary: bool,
-                 in_channels: int = 3):
+                 in_channels: int = 3, dropout: float = 0.0, drop_path_by_layer: bool = False):
         super().__init__()
         from nasbench.spaces.darts.network import AuxiliaryHeadCIFAR
 
         self.drop_path_prob = 0.0
+        self.dropout, self.drop_path_by_layer = dropout, drop_path_by_layer
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 3 * C, 3, padding=1, bias=False), nn.BatchNorm2d(3 * C))
         self.cells = nn.ModuleList()
         self._aux_index = aux_position(N)
@@ -160,14 +161,17 @@ class EnasMicroNetwork(nn.Module):
         kaiming_init(self.cells)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        from nasbench.spaces.darts.network import classifier_dropout, layer_drop_prob
+
         s0 = s1 = self.stem(x)
         logits_aux = None
+        n = len(self.cells)
         for i, cell in enumerate(self.cells):
-            s0, s1 = cell(s0, s1, self.drop_path_prob)
+            s0, s1 = cell(s0, s1, layer_drop_prob(self.drop_path_prob, i, n, self.drop_path_by_layer))
             if i == self._aux_index and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
         out = self.global_pooling(F.relu(s1))
-        return self.classifier(out.flatten(1)), logits_aux
+        return self.classifier(classifier_dropout(out.flatten(1), self.dropout, self.training)), logits_aux
 
 
 __all__ = ["INPUTS", "CellInputs", "EnasMicroNetwork", "EvalCell", "OutputConv", "aux_position", "cell_layout",

@@ -63,6 +63,7 @@ class NasBench201Space(SearchSpace):
     cell_types = ("cell",)
     fixed_cell_types = frozenset()
     executions = ("fast", "reference")
+    eval_drop_path = False
     reference_size: ClassVar[Mapping[str, int]] = {"C": 16, "layers": 5, "num_classes": 10}
 
     final_recipe = NAME  # the benchmark's own training recipe (final_defaults), not a paper's --recipe
@@ -144,7 +145,8 @@ class NasBench201Space(SearchSpace):
         return Supernet(spec, make_edge, self.topology).set_execution(execution, memory_efficient)
 
     def build_eval_network(self, genotype: Any, *, C: int, layers: int, num_classes: int, auxiliary: bool,
-                           in_channels: int = 3, imagenet: bool = False) -> nn.Module:
+                           in_channels: int = 3, imagenet: bool = False, dropout: float = 0.0,
+                           drop_path_by_layer: bool = False) -> nn.Module:
         """The benchmark's ``TinyNetwork`` with N = ``layers`` cells per stage. It has no auxiliary head and
         no ImageNet variant: ``auxiliary=True`` or ``imagenet=True`` is a ConfigError."""
         from nasbench.spaces.nas_bench_201.network import TinyNetwork
@@ -157,7 +159,8 @@ class NasBench201Space(SearchSpace):
         if layers < 1 or C < 1:
             raise ConfigError(f"the {NAME} network needs at least 1 cell per stage and 1 channel, got "
                               f"layers={layers}, C={C}")
-        return TinyNetwork(self.validate(genotype), C=C, N=layers, num_classes=num_classes, in_channels=in_channels)
+        return TinyNetwork(self.validate(genotype), C=C, N=layers, num_classes=num_classes, in_channels=in_channels,
+                           dropout=dropout)
 
     # ------------------------------------------------------------------ derive
     def derive_cell(self, weights: Any, edge_ops: EdgeOps, edge_scale: Any = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nasbench.spaces.darts.network import classifier_dropout
 from nasbench.spaces.nas_bench_201.genotype import Nb201Genotype
 from nasbench.spaces.nas_bench_201.ops import ResNetBasicblock, eval_op
 
@@ -47,8 +48,10 @@ def stage_layout(C: int, N: int) -> list[tuple[int, bool]]:
 class TinyNetwork(nn.Module):
     """The evaluation network; ``forward(x)`` → ``(logits, None)``."""
 
-    def __init__(self, genotype: Nb201Genotype, C: int, N: int, num_classes: int, in_channels: int = 3):
+    def __init__(self, genotype: Nb201Genotype, C: int, N: int, num_classes: int, in_channels: int = 3,
+                 dropout: float = 0.0):
         super().__init__()
+        self.dropout = dropout  # before the classifier (the benchmark trains without)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         self.cells = nn.ModuleList()
         C_prev = C
@@ -65,4 +68,4 @@ class TinyNetwork(nn.Module):
         for cell in self.cells:
             h = cell(h)
         h = self.global_pooling(self.lastact(h))
-        return self.classifier(h.flatten(1)), None
+        return self.classifier(classifier_dropout(h.flatten(1), self.dropout, self.training)), None
