@@ -138,18 +138,42 @@ def check_spec(spec: StudySpec) -> None:
     hint = (" (key=value arguments without a search. or final. prefix go to both the search and train-final)"
             if shared else "")
     flags = {"dataset": spec.dataset, "space": spec.space, "data_dir": spec.data_dir}
+    depths = {}
     for a in spec.algos:
         try:
-            resolve_search_config(a, preset=spec.preset, overrides=search_over, shortcuts={**flags, "seed": 0})
+            cfg = resolve_search_config(a, preset=spec.preset, overrides=search_over, shortcuts={**flags, "seed": 0})
         except ConfigError as exc:
             raise ConfigError(f"the {a} search: {exc}{hint}") from None
+        depths[a] = int(cfg.model.layers)
     genotype = "random:0"  # the recipe of a searched cell is the space's recipe too (the space picks it)
     try:
-        final_cfg = resolve_final_config(preset=spec.preset, overrides=final_over,
+        final_cfg = resolve_final_config(preset=spec.preset, overrides=[*random_depth_args(spec), *final_over],
                                          shortcuts={**flags, "genotype": genotype})
     except ConfigError as exc:
         raise ConfigError(f"train-final: {exc}{hint}") from None
+    from nasbench import registry
+
+    if registry.get("space", spec.space).depth_from_genotype:  # searched and random networks equally deep
+        for a, depth in depths.items():
+            if depth != int(final_cfg.model.layers):
+                raise ConfigError(f"a {spec.space} network is as deep as its genotype: the {a} search has "
+                                  f"model.layers={depth} and the random cells {final_cfg.model.layers}; set "
+                                  "model.layers for both (without a search. or final. prefix)")
     check_data(final_cfg)
+
+
+def random_depth_args(spec: StudySpec) -> list[str]:
+    """In a space whose genotypes fix the network's depth (ENAS macro), the random cells are as deep as the
+    searched ones: ``model.layers`` of the searches (the first algorithm's; :func:`check_spec` sees that all
+    agree)."""
+    from nasbench import registry
+    from nasbench.config import resolve_search_config
+
+    if not registry.get("space", spec.space).depth_from_genotype:
+        return []
+    cfg = resolve_search_config(spec.algos[0], preset=spec.preset, overrides=spec.split_overrides()[0],
+                                shortcuts={"dataset": spec.dataset, "space": spec.space, "data_dir": spec.data_dir})
+    return [f"model.layers={int(cfg.model.layers)}"]
 
 
 def check_data(cfg: Any) -> None:
@@ -301,13 +325,28 @@ def plan(spec: StudySpec, unit: Unit, root: Path, threads: int) -> list[tuple[st
             steps.append(("derive", ["derive", str(search_dir)]))
         genotype = ["--genotype", str(search_dir / SEARCH_RESULT)]
     else:
-        genotype = ["--genotype", f"random:{unit.seed}", "--space", spec.space]
+        genotype = ["--genotype", f"random:{unit.seed}", "--space", spec.space, *random_depth_args(spec)]
     if final_started:
         steps.append(("train-final", ["train-final", "--resume", str(final_dir), *run_flags]))
     else:
         steps.append(("train-final", ["train-final", *genotype, "--dataset", spec.dataset, "--preset", spec.preset,
-                                      "--out", str(final_dir), *data_dir, *run_flags, *final_over]))
+                                      "--out", str(final_dir), *data_dir, *run_flags, *recipe_args(spec),
+                                      *final_over]))
     return steps
+
+
+def recipe_args(spec: StudySpec) -> list[str]:
+    """One training recipe for every cell of a study, searched or random: a searched cell would otherwise train
+    with its algorithm's recipe (train-final's default) and a random cell with DARTS's. ``recipe=R`` (or
+    ``final.recipe=R``) picks another; a space with its own recipe (NAS-Bench-201's) keeps it."""
+    from nasbench import registry
+    from nasbench.config import DEFAULT_RECIPE
+
+    if registry.get("space", spec.space).final_recipe is not None:
+        return []
+    if any(item.partition("=")[0].strip() == "recipe" for item in spec.split_overrides()[1]):
+        return []
+    return ["--recipe", DEFAULT_RECIPE]
 
 
 def default_folder(spec: StudySpec) -> Path:
