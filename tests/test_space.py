@@ -148,3 +148,24 @@ def test_auto_memory_format_avoids_channels_last_where_pytorch_cpu_convs_crash()
     assert memory_format("auto", cpu, narrow) == torch.channels_last  # its unsafe convs now run NCHW
     assert memory_format("auto", torch.device("cuda"), wide) == torch.contiguous_format
     assert memory_format("channels_last", cpu, narrow) == torch.channels_last
+
+
+def test_parameter_free_share_of_every_space():
+    """The share of weightless ops among a genotype's chosen ops (the study's "param-free" column), counted by
+    hand for one genotype of each space."""
+    from nasbench.spaces.genotypes import load_genotype, parse_text, space_of
+
+    darts = load_genotype("darts-v2")  # normal: 2 skip_connect of 8; reduce: 5 max_pool_3x3 + 3 skip_connect
+    nb201 = parse_text("|none~0|+|skip_connect~0|nor_conv_3x3~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")
+    macro = load_genotype("random:0", "enas-macro")
+    micro = load_genotype("enas-micro")
+    micro_ops = [op for cell in (micro.normal, micro.reduce) for node in cell for op, _ in node]
+    expected = {
+        "darts": (2 + 8) / 16,
+        "nas-bench-201": 4 / 6,
+        "enas-macro": 0.0,  # every branch has weights (a pool branch starts with a 1×1 conv)
+        "enas-micro": sum(op in ("avg_pool_3x3", "max_pool_3x3", "skip_connect") for op in micro_ops) / 20,
+    }
+    for g in (darts, nb201, macro, micro):
+        assert space_of(g).parameter_free_share(g) == pytest.approx(expected[g.space]), g.space
+    assert 0 < expected["enas-micro"] < 1

@@ -77,6 +77,32 @@ def nas_cmd_module():
     return [sys.executable, "-m", "nasbench"]
 
 
+def _parameter_free(path):
+    """The DARTS space's weightless ops (none, the pools, skip_connect) among a cell file's chosen ops."""
+    g = json.loads(path.read_text())
+    ops = [op for cell in ("normal", "reduce") for op, _ in g[cell]]
+    return sum(op in ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect") for op in ops) / len(ops)
+
+
+def _spearman(xs, ys):
+    """Pearson's correlation of average ranks (a value's rank: the values below it, plus half of its ties and 1)."""
+    def ranks(v):
+        return [sum(w < x for w in v) + (sum(w == x for w in v) + 1) / 2 for x in v]
+    try:
+        return statistics.correlation(ranks(xs), ranks(ys))
+    except statistics.StatisticsError:  # a constant side
+        return None
+
+
+def test_spearman_against_its_definition():
+    from nasbench.study.results import spearman
+
+    xs, ys = [3.0, 1.0, 2.0, 2.0, 5.0, 4.0], [10.0, 30.0, 20.0, 25.0, 50.0, 50.0]
+    assert spearman(xs, ys) == pytest.approx(_spearman(xs, ys))
+    assert spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None and spearman([1.0, 2.0], [2.0, 1.0]) is None
+
+
 def test_table_and_study_json_hold_what_the_run_directories_hold(parallel_study):
     root, proc = parallel_study
     names = ["darts-seed0", "darts-seed1", "random-0", "random-1"]
@@ -108,13 +134,20 @@ def test_table_and_study_json_hold_what_the_run_directories_hold(parallel_study)
     p = [results[n]["params"] for n in names[:2]]
     m = [results[n]["macs"] for n in names[:2]]
     d = [results[n]["test_acc"] for n in names[:2]]
+    free = {n: _parameter_free(root / "final" / n / "genotype.json") for n in names}
+    assert {r["name"]: r["param_free"] for r in summary["runs"]} == pytest.approx(free)
+    assert darts["param_free"]["mean"] == pytest.approx(statistics.mean(free[n] for n in names[:2]))
     assert rows["darts"] == ["2", f"{d_acc[0]:.2f} ± {d_acc[1]:.2f}", f"{max(d):.2f}", f"{min(d):.2f}",
                              f"{statistics.mean(p):,.0f}", f"{statistics.mean(m):,.0f}",
+                             f"{100 * statistics.mean(free[n] for n in names[:2]):.0f}%",
                              format_hms(statistics.mean(search_s.values())), f"{ranks[0]}, {ranks[1]} of 3"]
     p = [results[n]["params"] for n in names[2:]]
     assert rows["random"] == ["2", f"{statistics.mean(r_acc):.2f} ± {statistics.stdev(r_acc):.2f}",
                               f"{max(r_acc):.2f}", f"{min(r_acc):.2f}", f"{statistics.mean(p):,.0f}",
-                              f"{statistics.mean(results[n]['macs'] for n in names[2:]):,.0f}", "–", "–"]
+                              f"{statistics.mean(results[n]['macs'] for n in names[2:]):,.0f}",
+                              f"{100 * statistics.mean(free[n] for n in names[2:]):.0f}%", "–", "–"]
+    rho = _spearman([results[n]["params"] for n in names], [results[n]["test_acc"] for n in names])
+    assert summary["acc_params_spearman"] == (None if rho is None else pytest.approx(rho))
     assert proc.stdout.strip().endswith("study.json")
 
 

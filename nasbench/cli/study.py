@@ -44,9 +44,11 @@ def study_table(summary: dict[str, Any]) -> Table:
     ranks = (f"; rank among random: 1 + the random cells more accurate, per search seed (1 = best, {n_random + 1} = "
              "worst)" if n_random else "")
     t = Table(title=f"searched vs random cells: {st['space']} space, {st['dataset']}, preset {st['preset']}",
-              caption=f"test accuracy of the last epoch (mean ± std over the runs); params (no auxiliary head), MACs "
-                      f"and search time: means{ranks}. {summary['folder']}")
-    for name in ("cells", "runs", "test acc %", "best", "worst", "params", "MACs", "search", "rank among random"):
+              caption=f"test accuracy of the last epoch (mean ± std over the runs); params (no auxiliary head), MACs, "
+                      f"the share of parameter-free ops among a cell's ops and search time: means{ranks}; "
+                      f"{_spearman(summary)}{summary['folder']}")
+    for name in ("cells", "runs", "test acc %", "best", "worst", "params", "MACs", "param-free", "search",
+                 "rank among random"):
         t.add_column(name, justify="left" if name in ("cells", "rank among random") else "right",
                      no_wrap=name == "test acc %")
     rows = [(algo, a, a["test_acc"]) for algo, a in summary["algorithms"].items()]
@@ -58,9 +60,15 @@ def study_table(summary: dict[str, Any]) -> Table:
         ranks = ", ".join(str(r) for r in a.get("ranks", []))
         t.add_row(name, str(a["runs"]), _num(acc, 2, sep=False), f"{max(accs):.2f}" if accs else "–",
                   f"{min(accs):.2f}" if accs else "–", _mean(a["params"]), _mean(a["macs"]),
+                  "–" if not a.get("param_free") else f"{100 * a['param_free']['mean']:.0f}%",
                   "–" if search is None else format_hms(search["mean"]),
                   f"{ranks} of {n_random + 1}" if ranks else "–", style="dim" if name == "random" else None)
     return t
+
+
+def _spearman(summary: dict[str, Any]) -> str:
+    rho = summary.get("acc_params_spearman")
+    return "" if rho is None else f"test accuracy against parameters over all cells: Spearman ρ = {rho:+.2f}. "
 
 
 def _mean(x: Optional[dict[str, float]]) -> str:

@@ -444,6 +444,16 @@ class SearchSpace:
         """Per-epoch figures of parameter-free dominance, and a warning when a cell has collapsed."""
         return {}, None
 
+    def chosen_ops(self, genotype: Any) -> Optional[list[str]]:
+        """Every op the genotype chose, over all its cell types (None where the space does not say)."""
+        return None
+
+    def parameter_free_share(self, genotype: Any) -> Optional[float]:
+        """The share of the genotype's chosen ops that have no weights (:attr:`parameter_free`): high in the
+        known DARTS collapse."""
+        ops = self.chosen_ops(genotype)
+        return None if not ops else sum(op in self.parameter_free for op in ops) / len(ops)
+
     def unused_parameters(self, genotype: Any) -> bool:
         """Whether the evaluation network of ``genotype`` has parameters a forward never uses (DDP must know)."""
         return False

@@ -5,7 +5,9 @@ epoch, parameters without the auxiliary head, MACs, seconds) and a search run's 
 the sum of its epochs' seconds, as ``nas compare`` counts it).
 
 The rank of a searched cell among the random cells is 1 + the number of random cells with a strictly higher
-test accuracy: 1 is the best, ``random + 1`` the worst; a tie counts for the searched cell.
+test accuracy: 1 is the best, ``random + 1`` the worst; a tie counts for the searched cell. Each cell's share of
+parameter-free ops (the space's ``parameter_free_share``) and the rank correlation of test accuracy with
+parameters over all cells say whether a search lost to chance by choosing weightless ops or small cells.
 """
 
 from __future__ import annotations
@@ -52,7 +54,45 @@ def run_record(unit: Unit, root: Path) -> dict[str, Any]:
         record.update(search_dir=str(search_dir), search_seconds=search_seconds(search_dir))
     cell = _read_json(final_dir / "genotype.json")
     record["cell"] = cell
+    record["param_free"] = parameter_free_share(final_dir / "genotype.json") if cell is not None else None
     return record
+
+
+def parameter_free_share(path: Path) -> Optional[float]:
+    """The share of parameter-free ops among the ops the cell in ``path`` chose (None where unknown)."""
+    from nasbench.errors import NasError
+    from nasbench.spaces.genotypes import load_genotype, space_of
+
+    try:
+        g = load_genotype(path)
+    except NasError:
+        return None
+    return space_of(g).parameter_free_share(g)
+
+
+def spearman(xs: list[float], ys: list[float]) -> Optional[float]:
+    """Spearman's rank correlation (average ranks for ties); None for fewer than 3 pairs or a constant side."""
+    if len(xs) != len(ys) or len(xs) < 3:
+        return None
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return None if sxx == 0 or syy == 0 else sxy / (sxx * syy) ** 0.5
 
 
 def rank_among(acc: float, others: list[float]) -> int:
@@ -78,6 +118,7 @@ def collect(spec: StudySpec, root: Path) -> dict[str, Any]:
             "macs": stats([float(r["macs"]) for r in rs if r["macs"] is not None]),
             "search_seconds": stats([float(r["search_seconds"]) for r in rs if r.get("search_seconds") is not None]),
             "ranks": [r["rank"] for r in rs if "rank" in r],
+            "param_free": stats([float(r["param_free"]) for r in rs if r.get("param_free") is not None]),
             "beats_random_mean": (None if not rs or not rand_acc else
                                   sum(float(r["test_acc"]) > sum(rand_acc) / len(rand_acc) for r in rs)),
         }
@@ -88,10 +129,13 @@ def collect(spec: StudySpec, root: Path) -> dict[str, Any]:
         "worst": min(rand_acc) if rand_acc else None,
         "params": stats([float(r["params"]) for r in rand if r["params"] is not None]),
         "macs": stats([float(r["macs"]) for r in rand if r["macs"] is not None]),
+        "param_free": stats([float(r["param_free"]) for r in rand if r.get("param_free") is not None]),
     }
+    sized = [r for r in records if r["test_acc"] is not None and r["params"] is not None]
     run_seconds = sum(float(r.get("final_seconds") or 0.0) + float(r.get("search_seconds") or 0.0) for r in records)
     return {"study": spec.to_dict(), "folder": str(root), "runs": records, "algorithms": algorithms,
             "random": random_summary, "run_seconds": run_seconds,
+            "acc_params_spearman": spearman([float(r["params"]) for r in sized], [float(r["test_acc"]) for r in sized]),
             "finished": all(r["test_acc"] is not None for r in records)}
 
 

@@ -149,6 +149,9 @@ class DartsSpace(SearchSpace):
 
         return genotype_dots(genotype)
 
+    def chosen_ops(self, genotype: Any) -> Optional[list[str]]:
+        return [op for cell in (genotype.normal, genotype.reduce) if cell is not None for op, _ in cell]
+
     def collapse(self, genotype: Any) -> tuple[dict[str, Any], Optional[str]]:
         """The normal cell's skip_connects and parameter-free ops; a warning past two skip_connects."""
         skips = sum(1 for op, _ in genotype.normal if op == "skip_connect")

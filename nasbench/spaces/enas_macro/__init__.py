@@ -218,6 +218,10 @@ class EnasMacroSpace(SearchSpace):
         lines.append("}")
         return {"network": "\n".join(lines) + "\n"}
 
+    def chosen_ops(self, genotype: Any) -> Optional[list[str]]:
+        """The layers' branches (every one has weights: a pool branch starts with a 1×1 conv)."""
+        return [b for b, _ in genotype.layers]
+
     def collapse(self, genotype: Any) -> tuple[dict[str, Any], Optional[str]]:
         """Pooling branches and skip connections; a warning when every branch is a pool."""
         pools = sum(1 for b, _ in genotype.layers if "pool" in b)

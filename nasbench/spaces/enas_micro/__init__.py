@@ -211,6 +211,9 @@ class EnasMicroSpace(SearchSpace):
 
         return genotype_dots(genotype)
 
+    def chosen_ops(self, genotype: Any) -> Optional[list[str]]:
+        return [op for cell in (genotype.normal, genotype.reduce) for node in cell for op, _ in node]
+
     def collapse(self, genotype: Any) -> tuple[dict[str, Any], Optional[str]]:
         """The normal cell's skip_connects and parameter-free ops; a warning when every op of it is
         parameter-free."""

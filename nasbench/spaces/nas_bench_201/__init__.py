@@ -220,6 +220,9 @@ class NasBench201Space(SearchSpace):
 
         return genotype_dots(genotype)
 
+    def chosen_ops(self, genotype: Any) -> Optional[list[str]]:
+        return [op for op, _, _ in genotype.edges]
+
     def collapse(self, genotype: Any) -> tuple[dict[str, Any], Optional[str]]:
         """Parameter-free edges, ``none`` and ``skip_connect`` edges of the cell; a warning when no edge has
         weights or when nothing reaches the output (the cell computes zeros)."""
