@@ -184,10 +184,11 @@ def test_resume_redoes_only_the_missing_run(parallel_study, nas_cmd, tmp_path):
     assert _result(root / "final" / "random-1")["test_acc"] == acc
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert "darts" in proc.stdout
-    # nothing left: a resume only prints the table again
+    # nothing left: a resume only prints the table again, and study.json keeps the machine of the start that ran
     lines = len((root / "study.log").read_text().splitlines())
     _study(nas_cmd, "--resume", root)
     assert _log_steps(root, lines) == []
+    assert json.loads((root / "study.json").read_text())["machine"]["jobs"] == 2
     # one study process per folder
     from nasbench.engine.rundir import RunDir
 

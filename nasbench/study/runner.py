@@ -22,6 +22,14 @@ def log_line(root: Path, text: str) -> None:
         f.write(f"{stamp} {text}\n")
 
 
+def _previous_machine(root: Path) -> Optional[dict[str, Any]]:
+    try:
+        machine = json.loads((root / RESULTS_FILE).read_text("utf-8")).get("machine")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return machine if isinstance(machine, dict) else None
+
+
 def run_study(spec: StudySpec, root: Path, *, jobs: int = 1, threads: Optional[int] = None, launcher: str = "local",
               address: Optional[str] = None, say: Callable[[str], None] = print,
               command: Optional[str] = None) -> tuple[dict[str, Any], list[dict]]:
@@ -87,6 +95,9 @@ def run_study(spec: StudySpec, root: Path, *, jobs: int = 1, threads: Optional[i
     summary["machine"] = {"host": platform.node(), "platform": platform.platform(), "cores": cores(),
                           "launcher": launcher, "jobs": jobs if launcher == "local" else None,
                           "threads_per_run": per_run}
+    if not todo:  # a start that ran nothing keeps the machine and settings of the last start that ran runs
+        before = _previous_machine(root)
+        summary["machine"] = before or summary["machine"]
     summary["plot"] = None
     if any(r["test_acc"] is not None for r in summary["runs"]):
         plot = write_plot(summary, root / PLOT_FILE)
