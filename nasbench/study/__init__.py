@@ -147,13 +147,15 @@ def check_spec(spec: StudySpec) -> None:
         depths[a] = int(cfg.model.layers)
     genotype = "random:0"  # the recipe of a searched cell is the space's recipe too (the space picks it)
     try:
-        final_cfg = resolve_final_config(preset=spec.preset, overrides=[*random_depth_args(spec), *final_over],
+        from nasbench import registry
+
+        fixed_depth = registry.get("space", spec.space).depth_from_genotype
+        depth_args = [f"model.layers={depths[spec.algos[0]]}"] if fixed_depth else []  # as random_depth_args
+        final_cfg = resolve_final_config(preset=spec.preset, overrides=[*depth_args, *final_over],
                                          shortcuts={**flags, "genotype": genotype})
     except ConfigError as exc:
         raise ConfigError(f"train-final: {exc}{hint}") from None
-    from nasbench import registry
-
-    if registry.get("space", spec.space).depth_from_genotype:  # searched and random networks equally deep
+    if fixed_depth:  # searched and random networks equally deep
         for a, depth in depths.items():
             if depth != int(final_cfg.model.layers):
                 raise ConfigError(f"a {spec.space} network is as deep as its genotype: the {a} search has "

@@ -54,17 +54,17 @@ def run_record(unit: Unit, root: Path) -> dict[str, Any]:
         record.update(search_dir=str(search_dir), search_seconds=search_seconds(search_dir))
     cell = _read_json(final_dir / "genotype.json")
     record["cell"] = cell
-    record["param_free"] = parameter_free_share(final_dir / "genotype.json") if cell is not None else None
+    record["param_free"] = parameter_free_share(cell) if cell is not None else None
     return record
 
 
-def parameter_free_share(path: Path) -> Optional[float]:
-    """The share of parameter-free ops among the ops the cell in ``path`` chose (None where unknown)."""
+def parameter_free_share(cell: dict[str, Any]) -> Optional[float]:
+    """The share of parameter-free ops among the ops a cell (its JSON object) chose (None where unknown)."""
     from nasbench.errors import NasError
-    from nasbench.spaces.genotypes import load_genotype, space_of
+    from nasbench.spaces.genotypes import genotype_from_dict, space_of
 
     try:
-        g = load_genotype(path)
+        g = genotype_from_dict(cell)
     except NasError:
         return None
     return space_of(g).parameter_free_share(g)

@@ -137,11 +137,11 @@ class EnasMacroSpace(SearchSpace):
             raise ConfigError(f"the {NAME} space has no ImageNet network; set model.imagenet=false")
         if C < 2 or C % 2:
             raise ConfigError(f"the {NAME} network needs an even number of channels, got C={C}")
-        depth = len(self.validate(genotype).layers)
-        if layers != depth:
-            raise ConfigError(f"this {NAME} genotype has {depth} layers and its network has the genotype's depth; "
-                              f"got model.layers={layers} (leave it out, or set it to {depth})")
-        return EnasMacroNetwork(self.validate(genotype), C=C, num_classes=num_classes, in_channels=in_channels,
+        g = self.validate(genotype)
+        if layers != len(g.layers):
+            raise ConfigError(f"this {NAME} genotype has {len(g.layers)} layers and its network has the genotype's "
+                              f"depth; got model.layers={layers} (leave it out, or set it to {len(g.layers)})")
+        return EnasMacroNetwork(g, C=C, num_classes=num_classes, in_channels=in_channels,
                                 dropout=dropout)
 
     # ------------------------------------------------------------------ derive
