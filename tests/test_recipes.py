@@ -180,6 +180,29 @@ def test_darts_schedules_unchanged():
         assert learning_rate(i.optim, 250, 128, epoch) == pytest.approx(0.1 * 0.97 ** epoch)
 
 
+def test_quick_preset_anneals_at_every_step_paper_once_per_epoch():
+    """A cosine stepped per epoch does not anneal in a 1-epoch run (it ends at its first learning rate, and the
+    BatchNorm running statistics lag the weights); the quick preset moves it at every step."""
+    q = resolve_final_config(preset="quick")
+    assert q.optim.anneal_per_step is True and q.optim.schedule == "cosine"
+    lr, n = q.optim.lr, 40
+    for E in (1, 2):
+        for epoch in range(E):
+            for i in range(n):
+                t = (epoch + i / n) / E  # the share of the run done
+                want = q.optim.lr_min + (lr - q.optim.lr_min) * (1 + math.cos(math.pi * t)) / 2
+                assert learning_rate(q.optim, E, 64, epoch, i / n) == pytest.approx(want, abs=1e-15)
+    assert learning_rate(q.optim, 1, 64, 0, (n - 1) / n) < 0.01 * lr
+    p = resolve_final_config()
+    assert p.optim.anneal_per_step is False
+    assert {learning_rate(p.optim, 1, 96, 0, i / n) for i in range(n)} == {p.optim.lr}
+    # with a per-step warm-up (GDAS) the warm-up keeps its ramp; the cosine after it moves per step
+    g = resolve_final_config(shortcuts={"recipe": "gdas"}, overrides=["optim.anneal_per_step=true"])
+    assert learning_rate(g.optim, 300, 96, 2, 0.5) == pytest.approx(g.optim.lr * 2.5 / 5)
+    want = (1 + math.cos(math.pi * (10.25 - 5) / 295)) / 2 * g.optim.lr
+    assert learning_rate(g.optim, 300, 96, 10, 0.25) == pytest.approx(want, abs=1e-15)
+
+
 # ------------------------------------------------------------------------------------- through the CLI
 TINY = ["--dataset", "synthetic", "data.image_size=8", "data.num_train=32", "data.num_test=16", "--channels", "4",
         "--layers", "3", "--batch-size", "16", "--no-progress", "memory_format=contiguous"]

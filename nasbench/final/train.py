@@ -163,23 +163,28 @@ def learning_rate(o: Any, epochs: int, batch_size: int, epoch: int, frac: float 
       official scheduler compares the epoch, warm-up included, with the cosine's own epoch count E-W).
     * per_epoch (PC-DARTS ImageNet): epoch e < W at lr·(e+1)/W.
     * scaled (P-DARTS, SGAS ImageNet): epoch e < W at schedule(e)·(e+1)/W.
+
+    With ``anneal_per_step`` the schedule's position is e + frac instead of e (every formula above with the
+    fractional epoch: the learning rate changes at every step; a warm-up keeps its own form).
     """
     W = int(o.warmup_epochs)
     if W and o.warmup_above_batch and batch_size <= o.warmup_above_batch:
         W = 0
+    # the schedule's position: the epoch, or with anneal_per_step the fractional epoch (not in a warm-up)
+    pos = epoch + frac if getattr(o, "anneal_per_step", False) and epoch >= W else epoch
     if W and o.warmup == "per_step":
         if epoch < W:
             return o.lr * (epoch + frac) / W
         if o.schedule == "cosine" and epoch >= epochs - W:
             return float(o.lr_min)
-        return _schedule(o, epochs - W, epoch - W)
-    lr = _schedule(o, epochs, epoch)
+        return _schedule(o, epochs - W, pos - W)
+    lr = _schedule(o, epochs, pos)
     if W and epoch < W:
         return (o.lr if o.warmup == "per_epoch" else lr) * (epoch + 1) / W
     return lr
 
 
-def _schedule(o: Any, epochs: int, epoch: int) -> float:
+def _schedule(o: Any, epochs: int, epoch: float) -> float:
     if o.schedule == "cosine_restarts":
         start, length = 0, int(o.restart_epochs)
         while epoch >= start + length:
