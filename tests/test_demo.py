@@ -1,4 +1,5 @@
-"""The README demo's verdict (examples/demo.py): the searched cell against the random cells' mean ± std."""
+"""The README demo's verdict (examples/demo.py): the searched cells against the random cells' mean ± std, their
+ranks, and the study's permutation test (tested in test_study.py)."""
 
 from __future__ import annotations
 
@@ -20,23 +21,34 @@ def demo():
 
 
 def _summary(searched, random):
-    runs = [{"algo": "pc-darts", "test_acc": searched}] + [{"algo": "random", "test_acc": a} for a in random]
-    return {"runs": runs, "random": {"test_acc": {"mean": statistics.mean(random), "std": statistics.stdev(random),
-                                                  "n": len(random)}}}
+    from nasbench.study.results import permutation_p
+
+    runs = [{"algo": "pc-darts", "seed": k, "test_acc": a} for k, a in enumerate(searched)]
+    runs += [{"algo": "random", "seed": k, "test_acc": a} for k, a in enumerate(random)]
+    return {"runs": runs, "algorithms": {"pc-darts": {"p_vs_random": permutation_p(searched, random)}},
+            "random": {"test_acc": {"mean": statistics.mean(random), "std": statistics.stdev(random),
+                                    "n": len(random)}}}
 
 
-@pytest.mark.parametrize("searched, word, rank", [
-    (85.0, "no better and no worse than", 2),  # +2 points, 0.77 std
-    (86.5, "somewhat better than", 1),  # +3.5, 1.36 std
-    (89.0, "clearly better than", 1),  # +6, 2.32 std
-    (80.5, "no better and no worse than", 4),  # -2.5, 0.97 std: within one std
-    (79.5, "somewhat worse than", 5),  # -3.5, 1.36 std
-    (77.0, "clearly worse than", 5),
+@pytest.mark.parametrize("searched, word, ranks", [
+    ([88.0, 89.0, 90.0], "better than", "1, 1, 1 of 9"),  # above every random cell: p = 1/165
+    ([83.0, 84.0, 85.0], "not distinguishable from", "4, 3, 2 of 9"),
+    ([70.0, 71.0, 72.0], "worse than", "9, 9, 9 of 9"),
 ])
-def test_verdict_says_where_the_searched_cell_falls_among_the_random_ones(demo, searched, word, rank):
-    random = [80.0, 82.0, 84.0, 86.0]  # mean 83, sample std 2.582
+def test_verdict_of_several_seeds(demo, searched, word, ranks):
+    random = [80.0, 81.0, 82.0, 83.5, 84.5, 86.0, 79.0, 78.0]
     lines = demo.verdict(_summary(searched, random), "pc-darts")
-    assert "random cells: 83.00 ± 2.58% (n=4, best 86.00, worst 80.00)" in lines[0]
-    assert f"ranks {rank} of 5" in lines[1]
-    assert f"{(searched - 83.0) / statistics.stdev(random):+.1f} standard deviations" in lines[1]
-    assert f"is {word} a random cell" in lines[2]
+    mean = statistics.mean(random)
+    assert f"searched (pc-darts, 3 search seeds): {statistics.mean(searched):.2f} ± " in lines[0]
+    assert f"random cells: {mean:.2f} ± {statistics.stdev(random):.2f}% (n=8, best 86.00, worst 78.00)" in lines[0]
+    assert f"rank among the random cells: {ranks}" in lines[1]
+    assert f"{statistics.mean(searched) - mean:+.2f} points from the random mean" in lines[1]
+    assert "165 ways to pick 3 of the 11 cells" in lines[2]
+    assert f"pc-darts's cells are {word} cells drawn at random" in lines[3]
+
+
+def test_one_seed_cannot_be_called_better(demo):
+    lines = demo.verdict(_summary([99.0], [80.0, 82.0, 84.0, 86.0]), "pc-darts")
+    assert "rank among the random cells: 1 of 5" in lines[1]
+    assert "p = 0.200 (5 ways" in lines[2]
+    assert "not distinguishable from" in lines[3] and "--seeds 3" in lines[3]

@@ -3,6 +3,7 @@ directories hold, resume redoes only what is missing, --jobs 2 and --launcher ra
 study, and bad arguments are one error line."""
 
 import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -103,6 +104,39 @@ def test_spearman_against_its_definition():
     assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None and spearman([1.0, 2.0], [2.0, 1.0]) is None
 
 
+def test_permutation_p_counts_the_picks_at_least_as_good():
+    from nasbench.study.results import permutation_p
+
+    # the NAS-Bench-201 study's PC-DARTS seeds against its 8 random cells: of the C(11, 3) = 165 triples, those with
+    # a sum of at least 242.55 are {82.19, 81.30, 80.61}, {82.19, 81.30, 79.75}, {82.19, 81.30, 79.70} and the
+    # searched one itself (82.19 + 80.61 + 79.70 = 242.50 falls short)
+    searched = [79.75, 80.61, 82.19]
+    random = [81.30, 77.31, 78.26, 71.07, 78.59, 79.70, 78.47, 78.16]
+    assert permutation_p(searched, random) == {"p": pytest.approx(4 / 165), "ways": 165, "exact": True}
+    assert permutation_p([90.0], [80.0, 81.0, 82.0]) == {"p": 0.25, "ways": 4, "exact": True}  # best: 1/4
+    assert permutation_p([70.0], [80.0, 81.0, 82.0])["p"] == 1.0  # worst: every pick is at least as good
+    assert permutation_p([80.1, 80.2], [80.2, 80.1])["p"] == pytest.approx(5 / 6)  # the same sum in another order ties
+    assert permutation_p([], [80.0]) is None and permutation_p([80.0], []) is None
+
+
+def test_permutation_p_estimates_when_there_are_too_many_picks():
+    import random as rnd
+
+    from nasbench.study.results import DRAWS, permutation_p
+
+    gen = rnd.Random(1)
+    searched = [gen.gauss(81.0, 1.0) for _ in range(8)]
+    random = [gen.gauss(80.0, 1.5) for _ in range(40)]  # C(48, 8) = 377,348,994 picks: sampled
+    test = permutation_p(searched, random)
+    assert not test["exact"] and test["ways"] == 377_348_994
+    # an independent estimate: shuffle the pool and take the first 8 (seeded), many times
+    pool, target, hits, n = searched + random, sum(searched), 0, 20_000
+    for _ in range(n):
+        gen.shuffle(pool)
+        hits += sum(pool[:8]) >= target
+    assert test["p"] == pytest.approx(hits / n, abs=4 * (0.25 / n) ** 0.5 + 4 * (0.25 / DRAWS) ** 0.5)
+
+
 def test_table_and_study_json_hold_what_the_run_directories_hold(parallel_study):
     root, proc = parallel_study
     names = ["darts-seed0", "darts-seed1", "random-0", "random-1"]
@@ -140,12 +174,15 @@ def test_table_and_study_json_hold_what_the_run_directories_hold(parallel_study)
     assert rows["darts"] == ["2", f"{d_acc[0]:.2f} ± {d_acc[1]:.2f}", f"{max(d):.2f}", f"{min(d):.2f}",
                              f"{statistics.mean(p):,.0f}", f"{statistics.mean(m):,.0f}",
                              f"{100 * statistics.mean(free[n] for n in names[:2]):.0f}%",
-                             format_hms(statistics.mean(search_s.values())), f"{ranks[0]}, {ranks[1]} of 3"]
+                             format_hms(statistics.mean(search_s.values())), f"{ranks[0]}, {ranks[1]} of 3",
+                             f"{darts['p_vs_random']['p']:.3f}"]
+    assert darts["p_vs_random"] == {"p": pytest.approx(sum(a + b >= sum(d) - 1e-9 for a, b in itertools.combinations(
+        d + r_acc, 2)) / 6), "ways": 6, "exact": True}
     p = [results[n]["params"] for n in names[2:]]
     assert rows["random"] == ["2", f"{statistics.mean(r_acc):.2f} ± {statistics.stdev(r_acc):.2f}",
                               f"{max(r_acc):.2f}", f"{min(r_acc):.2f}", f"{statistics.mean(p):,.0f}",
                               f"{statistics.mean(results[n]['macs'] for n in names[2:]):,.0f}",
-                              f"{100 * statistics.mean(free[n] for n in names[2:]):.0f}%", "–", "–"]
+                              f"{100 * statistics.mean(free[n] for n in names[2:]):.0f}%", "–", "–", "–"]
     rho = _spearman([results[n]["params"] for n in names], [results[n]["test_acc"] for n in names])
     assert summary["acc_params_spearman"] == (None if rho is None else pytest.approx(rho))
     assert proc.stdout.strip().endswith("study.json")

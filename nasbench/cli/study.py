@@ -42,13 +42,14 @@ def study_table(summary: dict[str, Any]) -> Table:
     st = summary["study"]
     n_random = summary["random"]["runs"]
     ranks = (f"; rank among random: 1 + the random cells more accurate, per search seed (1 = best, {n_random + 1} = "
-             "worst)" if n_random else "")
+             "worst); p: one-sided permutation test of the searched cells' mean against as many cells picked from "
+             "the searched and random ones (≤ 0.05: better than chance)" if n_random else "")
     t = Table(title=f"searched vs random cells: {st['space']} space, {st['dataset']}, preset {st['preset']}",
               caption=f"test accuracy of the last epoch (mean ± std over the runs); params (no auxiliary head), MACs, "
                       f"the share of parameter-free ops among a cell's ops and search time: means{ranks}; "
                       f"{_spearman(summary)}{summary['folder']}")
     for name in ("cells", "runs", "test acc %", "best", "worst", "params", "MACs", "param-free", "search",
-                 "rank among random"):
+                 "rank among random", "p"):
         t.add_column(name, justify="left" if name in ("cells", "rank among random") else "right",
                      no_wrap=name == "test acc %")
     rows = [(algo, a, a["test_acc"]) for algo, a in summary["algorithms"].items()]
@@ -62,13 +63,18 @@ def study_table(summary: dict[str, Any]) -> Table:
                   f"{min(accs):.2f}" if accs else "–", _mean(a["params"]), _mean(a["macs"]),
                   "–" if not a.get("param_free") else f"{100 * a['param_free']['mean']:.0f}%",
                   "–" if search is None else format_hms(search["mean"]),
-                  f"{ranks} of {n_random + 1}" if ranks else "–", style="dim" if name == "random" else None)
+                  f"{ranks} of {n_random + 1}" if ranks else "–", _p(a.get("p_vs_random")),
+                  style="dim" if name == "random" else None)
     return t
 
 
 def _spearman(summary: dict[str, Any]) -> str:
     rho = summary.get("acc_params_spearman")
     return "" if rho is None else f"test accuracy against parameters over all cells: Spearman ρ = {rho:+.2f}. "
+
+
+def _p(test: Optional[dict[str, Any]]) -> str:
+    return "–" if test is None else f"{test['p']:.3f}" + ("" if test["exact"] else "~")
 
 
 def _mean(x: Optional[dict[str, float]]) -> str:

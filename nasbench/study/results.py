@@ -8,11 +8,20 @@ The rank of a searched cell among the random cells is 1 + the number of random c
 test accuracy: 1 is the best, ``random + 1`` the worst; a tie counts for the searched cell. Each cell's share of
 parameter-free ops (the space's ``parameter_free_share``) and the rank correlation of test accuracy with
 parameters over all cells say whether a search lost to chance by choosing weightless ops or small cells.
+
+Whether an algorithm's cells beat chance is tested by permutation: pool its k searched cells with the random
+ones; p is the share of the ways to pick k cells of the pool whose mean accuracy is at least the searched cells'
+mean (one-sided; exact by enumeration up to ``EXACT_PICKS`` ways, else ``DRAWS`` seeded random picks). Under
+"searching is drawing at random" every pick is equally likely, so p ≤ 0.05 says the search beat chance. With
+k searched and n random cells p cannot go below 1 / C(k + n, k): 1/9 for one seed against 8 random cells.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import random as _random
 from pathlib import Path
 from typing import Any, Optional
 
@@ -100,6 +109,26 @@ def rank_among(acc: float, others: list[float]) -> int:
     return 1 + sum(1 for o in others if o > acc)
 
 
+EXACT_PICKS = 200_000
+DRAWS = 100_000
+
+
+def permutation_p(searched: list[float], random: list[float]) -> Optional[dict[str, Any]]:
+    """One-sided permutation test of "the searched cells are more accurate than random ones" (module docstring):
+    ``{"p", "ways", "exact"}``; None without a searched and a random cell."""
+    if not searched or not random:
+        return None
+    pool, k = [*searched, *random], len(searched)
+    target = math.fsum(searched) - 1e-9 * max(1.0, abs(math.fsum(searched)))  # equal sums tie, rounding aside
+    ways = math.comb(len(pool), k)
+    if ways <= EXACT_PICKS:
+        hits = sum(math.fsum(c) >= target for c in itertools.combinations(pool, k))
+        return {"p": hits / ways, "ways": ways, "exact": True}
+    rng = _random.Random(0)
+    hits = sum(math.fsum(rng.sample(pool, k)) >= target for _ in range(DRAWS))
+    return {"p": (hits + 1) / (DRAWS + 1), "ways": ways, "exact": False}
+
+
 def collect(spec: StudySpec, root: Path) -> dict[str, Any]:
     """``study.json``'s content: the settings, every run, per algorithm and for the random cells."""
     records = [run_record(u, root) for u in units(spec)]
@@ -119,6 +148,7 @@ def collect(spec: StudySpec, root: Path) -> dict[str, Any]:
             "search_seconds": stats([float(r["search_seconds"]) for r in rs if r.get("search_seconds") is not None]),
             "ranks": [r["rank"] for r in rs if "rank" in r],
             "param_free": stats([float(r["param_free"]) for r in rs if r.get("param_free") is not None]),
+            "p_vs_random": permutation_p([float(r["test_acc"]) for r in rs], rand_acc),
             "beats_random_mean": (None if not rs or not rand_acc else
                                   sum(float(r["test_acc"]) > sum(rand_acc) / len(rand_acc) for r in rs)),
         }
@@ -172,4 +202,4 @@ def write_plot(summary: dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
-__all__ = ["search_seconds", "run_record", "rank_among", "collect", "write_plot"]
+__all__ = ["search_seconds", "run_record", "rank_among", "permutation_p", "collect", "write_plot"]
