@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.sgas import UNDECIDED
 from nasbench.config import resolve_search_config
-from nasbench.spaces.darts.fast import _dilated_depthwise
+from nasbench.spaces.darts.fast import NARROW_BN, _dilated_depthwise, batch_norm
 from nasbench.engine.device import memory_format
 from conftest import rel
 
@@ -217,6 +217,24 @@ def test_dilated_depthwise_by_phases_equals_the_dilated_conv(stride, k, d, size)
         gx, gw = torch.autograd.grad(out, (x, conv.weight), g)
         assert out.shape == ref.shape
         assert rel(out, ref) <= 1e-6 and rel(gx, gx_ref) <= 1e-6 and rel(gw, gw_ref) <= 1e-6
+
+
+@pytest.mark.parametrize("channels", [1, 4, NARROW_BN - 1, NARROW_BN])
+def test_narrow_channels_last_batch_norm_equals_the_module(channels):
+    """The NCHW detour of a narrow channels_last BatchNorm: the module's output, input gradient and running
+    statistics, handed back in channels_last; wide inputs take the module's own path."""
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(channels, affine=False)
+    twin = copy.deepcopy(bn)
+    x = torch.randn(5, channels, 9, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
+    ref = bn(x)
+    out = batch_norm(twin, x)
+    g = torch.randn_like(ref)
+    (gx_ref,), (gx,) = torch.autograd.grad(ref, (x,), g), torch.autograd.grad(out, (x,), g)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert rel(out, ref) <= 1e-6 and rel(gx, gx_ref) <= 1e-6
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.allclose(getattr(twin, name).double(), getattr(bn, name).double(), rtol=1e-6, atol=1e-7), name
 
 
 def test_memory_efficient_recomputation_leaves_running_statistics_alone():

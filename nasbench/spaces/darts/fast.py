@@ -13,6 +13,8 @@ own, as the DARTS code does. This forward computes the same sums with these savi
   d×d pixel phases of its input (exact: every output pixel sums the same products), and one with stride
   d runs undilated on the stride-d subsampled input; PyTorch's CPU kernels for dilated depthwise
   convolutions are several times slower than for undilated ones;
+* on CPU, a BatchNorm of a narrow channels_last tensor (fewer than ``NARROW_BN`` channels: PC-DARTS's slices)
+  normalises in NCHW, where PyTorch's kernel is several times faster for so few channels;
 
 Edges take part through ``contribute(node, source, w, scale, part)`` when they opt in (see
 :mod:`nasbench.spaces.edges`); :class:`~nasbench.spaces.edges.MixedOp` implements it for every edge that is a weighted
@@ -72,12 +74,29 @@ def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+NARROW_BN = 16
+"""On CPU, PyTorch's channels_last BatchNorm kernels vectorise over channels: with fewer than this many
+channels (PC-DARTS's C/K slices) they run 2–5× slower than the NCHW kernels, more than the two layout
+copies cost (the README's PC-DARTS profile: 3.4 ms against 0.96 ms forward+backward at 64×4×32×32)."""
+
+
+def batch_norm(m: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``m(x)``; a narrow channels_last ``x`` on CPU is normalised in NCHW (same statistics and running-stat
+    update: the same module runs) and handed back in channels_last."""
+    if (x.device.type == "cpu" and x.dim() == 4 and x.shape[1] < NARROW_BN
+            and format_of(x) == torch.channels_last):
+        return m(x.contiguous()).contiguous(memory_format=torch.channels_last)
+    return m(x)
+
+
 def run_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``m(x)`` for the DARTS space's building blocks, with every convolution through :func:`conv`."""
     if isinstance(m, nn.Conv2d):
         return conv(m, x)
     if isinstance(m, FactorizedReduce):
         return _factorized_reduce(m, F.relu(x))
+    if isinstance(m, nn.BatchNorm2d):
+        return batch_norm(m, x)
     if type(m) in (nn.Sequential, ReLUConvBN, SepConv, DilConv):
         for child in m:
             x = run_module(child, x)
