@@ -13,7 +13,7 @@ own, as the DARTS code does. This forward computes the same sums with these savi
   d×d pixel phases of its input (exact: every output pixel sums the same products), and one with stride
   d runs undilated on the stride-d subsampled input; PyTorch's CPU kernels for dilated depthwise
   convolutions are several times slower than for undilated ones;
-* on CPU, a BatchNorm of a narrow channels_last tensor (fewer than ``NARROW_BN`` channels: PC-DARTS's slices)
+* on CPU, a BatchNorm of a narrow channels_last tensor (fewer than ``edges.NARROW_BN`` channels: PC-DARTS's slices)
   normalises in NCHW, where PyTorch's kernel is several times faster for so few channels;
 
 Edges take part through ``contribute(node, source, w, scale, part)`` when they opt in (see
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
-from nasbench.spaces.edges import NodeSum, SourceCache, format_of, add_edge
+from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, format_of
 
 
 # ---------------------------------------------------------------------------------------------- convolutions
@@ -72,21 +72,6 @@ def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if (Hp, Wp) != (H, W):
         y = y[:, :, :H, :W]
     return y
-
-
-NARROW_BN = 16
-"""On CPU, PyTorch's channels_last BatchNorm kernels vectorise over channels: with fewer than this many
-channels (PC-DARTS's C/K slices) they run 2–5× slower than the NCHW kernels, more than the two layout
-copies cost (the README's PC-DARTS profile: 3.4 ms against 0.96 ms forward+backward at 64×4×32×32)."""
-
-
-def batch_norm(m: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """``m(x)``; a narrow channels_last ``x`` on CPU is normalised in NCHW (same statistics and running-stat
-    update: the same module runs) and handed back in channels_last."""
-    if (x.device.type == "cpu" and x.dim() == 4 and x.shape[1] < NARROW_BN
-            and format_of(x) == torch.channels_last):
-        return m(x.contiguous()).contiguous(memory_format=torch.channels_last)
-    return m(x)
 
 
 def run_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from torch import nn
 
 from nasbench.spaces.base import (CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology, recomputed,
                                   reference_nodes)
-from nasbench.spaces.edges import NodeSum, SourceCache, add_edge
+from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm
 from nasbench.spaces.nas_bench_201.network import stage_layout
 from nasbench.spaces.nas_bench_201.ops import (Identity, Pooling, ReLUConvBN, ResNetBasicblock, Zero,
                                                untrack_running_stats)
@@ -43,7 +43,7 @@ class Nb201Source(SourceCache):
         if type(op) is ReLUConvBN and isinstance(op[0], nn.ReLU):
             h = self.relu()
             for child in list(op)[1:]:
-                h = child(h)
+                h = batch_norm(child, h) if isinstance(child, nn.BatchNorm2d) else child(h)
             return h
         if type(op) is Pooling and op.preprocess is None:
             return self.pool(op.pool)
