@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nasbench.algorithms.base import create_strategy
-from nasbench.algorithms.pc_darts import PartialChannelEdge, channel_shuffle, edge_normalization
+from nasbench.algorithms.pc_darts import PartialChannelEdge, channel_shuffle, edge_normalization, shuffled_cat
 from nasbench.config import resolve_search_config
 from nasbench.errors import ConfigError
 from nasbench.engine.rundir import RunDir, torch_load
@@ -76,6 +76,25 @@ def test_channel_shuffle_is_a_permutation():
     assert torch.equal(channel_shuffle(x, 1), x)
     xl = x.contiguous(memory_format=torch.channels_last)
     assert torch.equal(channel_shuffle(xl, k), y)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("k", [2, 4])
+def test_shuffled_cat_is_the_shuffle_of_the_cat_in_the_input_layout(fmt, k):
+    """The fast execution's one-copy shuffle: channel for channel the reference's cat + shuffle, the
+    gradient too, and a channels_last input stays channels_last (the reshape of channel_shuffle hands back NCHW)."""
+    g = torch.Generator().manual_seed(k)
+    c = 3
+    mixed = torch.randn(2, c, 5, 4, generator=g).contiguous(memory_format=fmt).requires_grad_()
+    rest = torch.randn(2, c * (k - 1), 5, 4, generator=g).contiguous(memory_format=fmt).requires_grad_()
+    out = shuffled_cat(mixed, rest, k)
+    expected = channel_shuffle(torch.cat([mixed, rest], 1), k)
+    assert torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=fmt)
+    upstream = torch.randn(out.shape, generator=g)
+    got = torch.autograd.grad(out, (mixed, rest), upstream)
+    want = torch.autograd.grad(expected, (mixed, rest), upstream)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
 def test_k1_equal_beta_equals_darts_with_edges_scaled_by_one_over_inputs():

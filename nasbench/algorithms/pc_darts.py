@@ -31,7 +31,7 @@ from nasbench.algorithms.base import Strategy, edge_normalization  # noqa: F401 
 from nasbench.errors import ConfigError
 from nasbench.registry import register_algorithm
 
-from nasbench.spaces.edges import MixedOp, NodeSum, OpBuilder, SourceCache
+from nasbench.spaces.edges import MixedOp, NodeSum, OpBuilder, SourceCache, format_of
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -88,13 +88,29 @@ class PartialChannelEdge(MixedOp):
         node.finish = partial(_shuffle_parts, groups=self.k)
 
 
+def shuffled_cat(mixed: torch.Tensor, rest: torch.Tensor, groups: int) -> torch.Tensor:
+    """``channel_shuffle(cat([mixed, rest], 1), groups)`` in one copy, in ``rest``'s memory format.
+
+    ``mixed`` has c channels and ``rest`` (groups−1)·c; output channel ``i·groups + g`` is channel i of
+    ``mixed`` for g = 0 and channel ``(g−1)·c + i`` of ``rest`` otherwise: a stack of the ``groups`` c-channel
+    pieces along a new innermost channel axis. (The reshape-transpose-reshape of :func:`channel_shuffle`
+    copies twice with the cat, and hands a channels_last input back in NCHW.)
+    """
+    n, c, h, w = mixed.shape
+    pieces = [mixed, *rest.split(c, dim=1)]
+    if format_of(rest) == torch.channels_last:
+        nhwc = torch.stack([p.permute(0, 2, 3, 1) for p in pieces], dim=4)  # [n, h, w, c, groups]
+        return nhwc.reshape(n, h, w, c * groups).permute(0, 3, 1, 2)
+    return torch.stack(pieces, dim=2).reshape(n, c * groups, h, w)
+
+
 def _shuffle_parts(parts: dict[str, torch.Tensor], groups: int) -> torch.Tensor:
     rest = parts["pc_rest"]
     mixed = parts.get("pc_mixed")
     if mixed is None:  # every mixed op of the node's edges was 'none'
         n, c, h, w = rest.shape
         mixed = rest.new_zeros(n, c // (groups - 1), h, w)
-    return channel_shuffle(torch.cat([mixed, rest], dim=1), groups)
+    return shuffled_cat(mixed, rest, groups)
 
 
 @register_algorithm("pc-darts")
