@@ -312,3 +312,42 @@ def test_amp_and_supernet_are_validated(nas_cmd):
     for flags, word in ((["amp=fp16"], "amp must be off or bf16"), (["supernet=quick"], "supernet must be")):
         proc = subprocess.run([*nas_cmd, "search", "--dry-run", *flags], capture_output=True, text=True)
         assert proc.returncode == 2 and word in proc.stderr and "Traceback" not in proc.stderr
+
+
+class _CountRelu(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts ReLUs by their input's channel count."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_channels: dict[int, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.relu.default, torch.ops.aten.clamp_min.default):
+            c = args[0].shape[1]
+            self.by_channels[c] = self.by_channels.get(c, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_fast_supernet_takes_each_state_s_relu_once_for_the_cells_that_preprocess_it(memory_efficient):
+    """The stem's output is preprocessed by three cells' ReLU-conv-BN and each cell's output by the next
+    two: the fast forward computes those ReLUs once per state (not across recomputed cells), the reference
+    once per preprocessing."""
+    # C=8, 4 cells (normal, reduce, reduce, normal): the stem has 24 channels, ops 8, 16 and 32, cell
+    # outputs 32, 64, 128 and 128
+    _, s = build("darts", "model.layers=4")
+    ref, fast, fmt = pair(s, memory_efficient)
+    x = torch.randn(2, 3, 12, 12)
+    counts = {}
+    for name, net, xin in (("ref", ref, x), ("fast", fast, x.contiguous(memory_format=fmt))):
+        with torch.no_grad(), _CountRelu() as mode:
+            net(xin, s.weights())
+        counts[name] = mode.by_channels
+    assert counts["ref"][24] == 3  # the stem's output: both inputs of cell 0, s0 of cell 1
+    assert counts["fast"][24] == 1  # no_grad: memory_efficient does not recompute, so shares too
+    # cell 1's output (64 channels) feeds cell 2 (s1, ReLU-conv-BN) and cell 3 (s0, a factorized reduce)
+    assert counts["ref"][64] == 2 and counts["fast"][64] == 1
+    if memory_efficient:  # with gradients each recomputed cell keeps its own ReLUs
+        with _CountRelu() as mode:
+            fast(x.contiguous(memory_format=fmt), s.weights())
+        assert mode.by_channels[24] == 3

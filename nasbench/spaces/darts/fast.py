@@ -4,7 +4,7 @@ The reference forward (:meth:`nasbench.spaces.darts.supernet.SearchCell.forward`
 own, as the DARTS code does. This forward computes the same sums with these savings:
 
 * what depends only on a source state is computed once per state, not once per edge: the ReLU that
-  opens every convolution op, the max/avg pools with their non-affine BatchNorm (each edge's BN module
+  opens every convolution op (and, across cells, the preprocessing's ReLU of a cell's input: :class:`ReluMemo`), the max/avg pools with their non-affine BatchNorm (each edge's BN module
   still gets its own running-statistics update, from the one shared batch statistic), the identity, and
   for PC-DARTS the channel slices and the bypass pool;
 * 'none' is neither computed nor summed (its weight still counts in the softmax that made the others);
@@ -127,13 +127,47 @@ class DartsSource(SourceCache):
 
 
 # ---------------------------------------------------------------------------------------------- the cell
-def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, w: Any) -> torch.Tensor:
+class ReluMemo:
+    """``F.relu(x)`` once per tensor ``x`` across cells: every state of the supernet (the stem's output, each
+    cell's concatenated output) is preprocessed by the next two cells, each opening with a ReLU of it (the
+    stem's, by three preprocessings). Remembers the last few states by identity, holding them."""
+
+    KEEP = 3  # the stem and the two inputs of the cell being run
+
+    def __init__(self) -> None:
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for t, r in self._pairs:
+            if t is x:
+                return r
+        r = F.relu(x)
+        self._pairs = [*self._pairs[-(self.KEEP - 1):], (x, r)]
+        return r
+
+
+def _preprocess(m: nn.Module, x: torch.Tensor, relus: Optional[ReluMemo]) -> torch.Tensor:
+    """A cell's input preprocessing (ReLU-conv1×1-BN or a factorized reduce), its ReLU from ``relus``."""
+    if relus is not None:
+        if isinstance(m, FactorizedReduce):
+            return _factorized_reduce(m, relus(x))
+        if type(m) is ReLUConvBN and isinstance(m[0], nn.ReLU):
+            h = relus(x)
+            for child in list(m)[1:]:
+                h = run_module(child, h)
+            return h
+    return run_module(m, x)
+
+
+def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, w: Any,
+                 relus: Optional[ReluMemo] = None) -> torch.Tensor:
     """The fast forward of a :class:`~nasbench.spaces.darts.supernet.SearchCell` (same result as its reference forward).
 
     Nodes are computed in the reference's order (node by node, inputs in order, ops in order), so ops that
-    draw random numbers (P-DARTS's skip dropout) draw the same ones.
+    draw random numbers (P-DARTS's skip dropout) draw the same ones. ``relus`` shares the preprocessing's
+    ReLUs with the other cells that read the same inputs.
     """
-    states = [run_module(cell.preprocess0, s0), run_module(cell.preprocess1, s1)]
+    states = [_preprocess(cell.preprocess0, s0, relus), _preprocess(cell.preprocess1, s1, relus)]
     sources = [DartsSource(s) for s in states]
     scales = w.edges.unbind(0) if w.edges is not None else None
     N, C, H, W = states[0].shape

@@ -20,7 +20,7 @@ recompute each search cell's activations in the backward pass instead of storing
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -51,9 +51,11 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(make_edge(C, 2 if reduction and src < topology.n_inputs else 1, edge_ops[e])
                                    for e, (_, src) in enumerate(topology.edges))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: CellWeights) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: CellWeights,
+                relus: Optional[supernet_fast.ReluMemo] = None) -> torch.Tensor:
+        """``relus`` (fast execution only) shares the preprocessing's ReLUs with the cells around."""
         if self.impl == "fast":
-            return supernet_fast.cell_forward(self, s0, s1, w)
+            return supernet_fast.cell_forward(self, s0, s1, w, relus)
         states = reference_nodes(self.edges, self.topology, [self.preprocess0(s0), self.preprocess1(s1)], w)
         return torch.cat([states[k] for k in self.topology.output], dim=1)
 
@@ -111,10 +113,16 @@ class Supernet(SearchNetwork):
             s0, s1 = self.stem(x)
         else:
             s0 = s1 = self.stem(x)
+        recompute = self.memory_efficient and torch.is_grad_enabled()
+        # fast: a state's ReLU is computed once for all cells that preprocess it (not across recomputed
+        # cells: each recomputation would keep its own)
+        relus = supernet_fast.ReluMemo() if self.impl == "fast" and not recompute else None
         for cell, cell_type in zip(self.cells, self.cell_types):
             args = (s0, s1) if cell_type == "fixed" else (s0, s1, weights[cell_type])
-            if self.memory_efficient and torch.is_grad_enabled():
+            if recompute:
                 s0, s1 = s1, recomputed(cell, *args)
+            elif relus is not None and cell_type != "fixed":
+                s0, s1 = s1, cell(*args, relus=relus)
             else:
                 s0, s1 = s1, cell(*args)
         if self.lastact is not None:
