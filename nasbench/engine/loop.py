@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nasbench.engine import distributed
-from nasbench.engine.device import apply_threads, autocast, resolve_device
+from nasbench.engine.device import apply_threads, autocast, keep_freed_memory, resolve_device
 from nasbench.engine.rng import restore_rank_rng, rng_state
 from nasbench.engine.rundir import RunDir, append_jsonl, atomic_torch_save, atomic_write_text, torch_load
 from nasbench.errors import NasError
@@ -149,6 +149,8 @@ class RunEngine:
         self.dist = distributed.context(device.type)
         self.device = self.dist.device(device)
         self.threads = apply_threads(cfg.get("threads"), self.dist.world)
+        if self.device.type == "cpu":  # a CPU step's activations are the heap's: keep their pages
+            keep_freed_memory()
         # only rank 0 prints and writes the run directory
         self.console = console or Console(stderr=True)
         if not self.dist.is_main:
