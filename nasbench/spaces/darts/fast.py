@@ -90,8 +90,44 @@ def run_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _factorized_reduce(m: FactorizedReduce, relu_x: torch.Tensor) -> torch.Tensor:
-    """:class:`FactorizedReduce` on an input that went through its ReLU already."""
-    return m.bn(torch.cat([conv(m.conv_1, relu_x), conv(m.conv_2, relu_x[:, :, 1:, 1:])], dim=1))
+    """:class:`FactorizedReduce` on an input that went through its ReLU already.
+
+    Its two 1×1 stride-2 convs read the pixels (2i, 2j) and (2i+1, 2j+1) alone: they run at stride 1 on those
+    two pixel phases (:class:`_Phases`), a quarter of the input each, instead of on the input and on its
+    one-pixel shift ``x[:, :, 1:, 1:]``, which the reference copies whole and whose gradient it zero-fills
+    whole, in NCHW whatever the layout.
+    """
+    if not _phases_apply(m, relu_x):
+        return m.bn(torch.cat([conv(m.conv_1, relu_x), conv(m.conv_2, relu_x[:, :, 1:, 1:])], dim=1))
+    even, odd = _Phases.apply(relu_x)
+    return m.bn(torch.cat([F.conv2d(even, m.conv_1.weight), F.conv2d(odd, m.conv_2.weight)], dim=1))
+
+
+def _phases_apply(m: FactorizedReduce, x: torch.Tensor) -> bool:
+    return all(c.kernel_size == (1, 1) and c.stride == (2, 2) and c.padding == (0, 0) and c.dilation == (1, 1)
+               and c.groups == 1 and c.bias is None for c in (m.conv_1, m.conv_2)) and x.dim() == 4
+
+
+class _Phases(torch.autograd.Function):
+    """``(x[:, :, ::2, ::2], x[:, :, 1::2, 1::2])``, each materialised in ``x``'s memory format; the backward
+    writes both gradients into one zero tensor in that format (two slices' backwards would zero-fill two
+    NCHW tensors of ``x``'s size and add them)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmt = format_of(x)
+        ctx.shape, ctx.fmt = x.shape, fmt
+        return (x[:, :, ::2, ::2].contiguous(memory_format=fmt), x[:, :, 1::2, 1::2].contiguous(memory_format=fmt))
+
+    @staticmethod
+    def backward(ctx: Any, g_even: Optional[torch.Tensor], g_odd: Optional[torch.Tensor]) -> torch.Tensor:
+        like = g_even if g_even is not None else g_odd
+        grad = torch.empty(ctx.shape, dtype=like.dtype, device=like.device, memory_format=ctx.fmt).zero_()
+        if g_even is not None:
+            grad[:, :, ::2, ::2] = g_even
+        if g_odd is not None:
+            grad[:, :, 1::2, 1::2] = g_odd
+        return grad
 
 
 class DartsSource(SourceCache):
