@@ -126,6 +126,8 @@ def _sgas_decided(s):
         s.selected[t][4] = s.none_idx
 
 
+NB201 = "model.space=nas-bench-201"
+
 CASES = {
     "darts": ("darts", [], None),
     "gdas": ("gdas", [], None),
@@ -139,6 +141,11 @@ CASES = {
     "p-darts-stage2": ("p-darts", ["p_darts.layers=3", "p_darts.add_layers=[0,1,2]"], _pdarts_pruned),
     "sgas": ("sgas", [], None),
     "sgas-decided": ("sgas", [], _sgas_decided),
+    # the NAS-Bench-201 space (N=1 cell per stage): P-DARTS's skip dropout on its identity edges included
+    "nb201-darts": ("darts", [NB201, "model.layers=1"], None),
+    "nb201-gdas": ("gdas", [NB201, "model.layers=1"], None),
+    "nb201-pc-darts": ("pc-darts", [NB201, "model.layers=1"], None),
+    "nb201-p-darts": ("p-darts", [NB201, "model.layers=1", "p_darts.layers=1", "p_darts.add_layers=[0,0,0]"], None),
 }
 
 

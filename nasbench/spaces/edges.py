@@ -69,6 +69,14 @@ class SourceCache:
             self._relu = F.relu(self.x)
         return self._relu
 
+    def dropped(self, dropout: nn.Dropout) -> torch.Tensor:
+        """``dropout(x)`` with the mask drawn in NCHW order whatever ``x``'s layout, so that it is the mask the
+        reference (NCHW) draws from the same generator state; ``x`` itself outside training or at p = 0 (where
+        ``F.dropout`` draws nothing)."""
+        if not (dropout.training and dropout.p > 0):
+            return self.x
+        return dropout(self.x.contiguous()).contiguous(memory_format=format_of(self.x))
+
     def channels(self, start: int, stop: int) -> "SourceCache":
         """The cache of ``x[:, start:stop]`` (materialised once, in ``x``'s memory format)."""
         key = (start, stop)

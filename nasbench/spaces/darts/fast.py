@@ -146,12 +146,8 @@ class DartsSource(SourceCache):
             first, second = op[0], op[1]
             if isinstance(first, (nn.MaxPool2d, nn.AvgPool2d)) and isinstance(second, nn.BatchNorm2d):
                 return self.pool_bn(first, second)
-            if isinstance(first, Identity) and isinstance(second, nn.Dropout):
-                # F.dropout returns its input unchanged (and draws nothing) outside training or at p = 0
-                if not (second.training and second.p > 0):
-                    return self.x
-                # the mask is drawn in NCHW order whatever the layout, so it is the reference's mask
-                return second(self.x.contiguous()).contiguous(memory_format=format_of(self.x))
+            if isinstance(first, Identity) and isinstance(second, nn.Dropout):  # P-DARTS's skip dropout
+                return self.dropped(second)
         if isinstance(op, (SepConv, DilConv, ReLUConvBN)) and isinstance(op[0], nn.ReLU):
             h = self.relu()
             for child in list(op)[1:]:

@@ -47,6 +47,9 @@ class Nb201Source(SourceCache):
             return h
         if type(op) is Pooling and op.preprocess is None:
             return self.pool(op.pool)
+        if (type(op) is nn.Sequential and len(op) == 2 and isinstance(op[0], Identity)
+                and isinstance(op[1], nn.Dropout)):  # P-DARTS's skip dropout: the reference's mask
+            return self.dropped(op[1])
         return op(self.x)
 
 
