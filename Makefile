@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # torch/torchvision releases known to work here; any release in the pyproject ranges works too
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# pytest-xdist workers of `make test` (one thread each; a test file stays on one worker)
+TEST_WORKERS ?= logical
 
 .PHONY: venv data test demo bench clean
 
@@ -26,7 +28,7 @@ data:
 	else echo "apt-get not available: the Fashion-MNIST tests are skipped; the demo downloads with --download"; fi
 
 test: venv data
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: venv data
 	$(BIN)/python examples/demo.py

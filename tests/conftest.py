@@ -6,7 +6,13 @@ import pytest
 import torch
 
 os.environ.setdefault("NASBENCH_DATA", str(Path(__file__).resolve().parent / ".data-unused"))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one of several pytest-xdist workers (``make test``): one thread each, and for the subprocesses they start,
+    # so the workers do not oversubscribe the cores (OpenMP threads spin); a user's OMP_NUM_THREADS stays
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
