@@ -4,6 +4,7 @@
     python benchmarks/search_step.py --cases darts gdas     # some of them
     python benchmarks/search_step.py --device cuda --variants reference fast fast+amp memory-efficient
     python benchmarks/search_step.py --space darts nas-bench-201      # both spaces (default: darts)
+    python benchmarks/search_step.py --paired --steps 7 --cases gdas  # times only, the variants interleaved
 
 The paper configuration: C=16, batch 64, 32×32×3 inputs, 10 classes, and the space's own depth (8 cells in
 the darts space, 5 cells per stage in NAS-Bench-201; ``--layers`` sets it). A step is what the search
@@ -28,6 +29,11 @@ rounding, a conv bias before a BN, are measured against the largest gradient ins
 equality check runs with TF32 off (PyTorch lets cuDNN use TF32 for fp32 convolutions by default, which
 rounds to 10 mantissa bits and would hide what the two supernets compute); the timed steps keep
 PyTorch's defaults, as a search does.
+
+``--paired`` measures time only, and more robustly on a shared machine: per case one process builds every
+variant and times them interleaved, one step of each per round in a rotating order, and reports the median
+over rounds of each variant's time divided by the reference's time in the same round. A slow spell of the
+machine then slows the reference and the variant alike, where separate processes would catch it in one of them.
 
 One JSON line per measurement goes to stdout, and a table to stderr at the end.
 """
@@ -98,24 +104,13 @@ def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
     """Time and peak memory of ``args.warmup + args.steps`` search steps of one variant."""
     import torch
 
-    from nasbench.engine.rundir import RunDir
     from nasbench.engine.meters import Meter
-    from nasbench.search.data import SearchData
-    from nasbench.search.trainer import SearchTrainer
 
     algo, cfg = make_config(case, variant, args)
-    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = SearchTrainer(cfg, RunDir.create(Path(tmp) / "run"), show_progress=False)
-        trainer.build(SearchData(None, [], [], 10, 3))
+        trainer, train, valid = _built(cfg, args, tmp)
         dev = trainer.device
         B = args.batch_size
-
-        def batch():
-            x = torch.randn(B, 3, 32, 32).to(dev).contiguous(memory_format=trainer.memory_format)
-            return x, torch.randint(0, 10, (B,), device=dev)
-
-        train, valid = batch(), batch()
         times = []
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -138,6 +133,87 @@ def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
                 "memory_format": str(trainer.memory_format).replace("torch.", ""),
                 "step_s_median": statistics.median(times), "step_s_all": times, "peak_mem_mib": round(peak, 1),
                 "mem": mem_kind, "torch": torch.__version__}
+
+
+def _built(cfg, args: argparse.Namespace, tmp: str):
+    """A search trainer of ``cfg`` built in ``tmp`` from a fixed seed, with a training and a validation batch."""
+    import torch
+
+    from nasbench.engine.rundir import RunDir
+    from nasbench.search.data import SearchData
+    from nasbench.search.trainer import SearchTrainer
+
+    torch.manual_seed(0)
+    trainer = SearchTrainer(cfg, RunDir.create(Path(tmp) / "run"), show_progress=False)
+    trainer.build(SearchData(None, [], [], 10, 3))
+    dev, B = trainer.device, args.batch_size
+
+    def batch():
+        x = torch.randn(B, 3, 32, 32).to(dev).contiguous(memory_format=trainer.memory_format)
+        return x, torch.randint(0, 10, (B,), device=dev)
+
+    return trainer, batch(), batch()
+
+
+def run_paired(case: str, variants: list[str], args: argparse.Namespace) -> dict:
+    """Step times of several variants in one process, interleaved: after a warm-up of each, every round times
+    one step of each variant (the order rotating from round to round), so that a slow spell of the machine
+    falls on all of them. Reported: each variant's median, and the median over rounds of its time divided by
+    the reference's time in the same round."""
+    import torch
+
+    from nasbench.engine.meters import Meter
+
+    built = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, v in enumerate(variants):
+            algo, cfg = make_config(case, v, args)
+            built[v] = (cfg, *_built(cfg, args, f"{tmp}/{i}"))
+
+        def step(v: str) -> float:
+            cfg, trainer, train, valid = built[v]
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            trainer.train_step(train, valid, cfg.optim.lr, Meter(), Meter())
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            return time.perf_counter() - t
+
+        for _ in range(args.warmup):
+            for v in variants:
+                step(v)
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for r in range(args.steps):
+            for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+                times[v].append(step(v))
+        dev = built[variants[0]][1].device
+    ratios = {v: statistics.median(t / b for t, b in zip(times[v], times["reference"]))
+              for v in variants if "reference" in times}
+    return {"kind": "paired", "case": case, "algo": algo, "space": args.space, "variants": variants,
+            "device": device_name(dev), "rounds": args.steps, "step_s_all": times,
+            "step_s_median": {v: statistics.median(t) for v, t in times.items()}, "ratio_median": ratios,
+            "torch": torch.__version__}
+
+
+def paired_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [r for r in rows if r.get("kind") == "paired"]
+    if not rows:
+        return
+    t = Table(title=f"interleaved step times, {rows[0]['rounds']} rounds: {rows[0]['device']}")
+    for col in ("case", "variant", "median step", "× reference (median of per-round ratios)", "per-round ratios"):
+        t.add_column(col, justify="left" if col in ("case", "variant") else "right")
+    for r in rows:
+        label = r["case"] if r["space"] == "darts" else f"{r['case']} ({r['space']})"
+        ref = r["step_s_all"].get("reference")
+        for v in r["variants"]:
+            per = ", ".join(f"{a / b:.2f}" for a, b in zip(r["step_s_all"][v], ref)) if ref else ""
+            ratio = r["ratio_median"].get(v)
+            t.add_row(label, v, f"{r['step_s_median'][v]:.3f} s", f"{ratio:.2f}×" if ratio is not None else "", per)
+    Console(stderr=True, width=160).print(t)
 
 
 def rel_diffs(fast: dict, ref: dict) -> float:
@@ -237,7 +313,7 @@ def table(rows: list[dict]) -> None:
 
     def label(r: dict) -> str:
         space = r.get("space", "darts")
-        return r["case"] if space == "darts" else f"{r['case']} [{space}]"
+        return r["case"] if space == "darts" else f"{r['case']} ({space})"
 
     steps = {(label(r), r["variant"]): r for r in rows if r.get("kind") == "step"}
     diffs = {(label(r), r["variant"]): r for r in rows if r.get("kind") == "diff"}
@@ -296,11 +372,17 @@ def main() -> None:
     p.add_argument("--isolate", action="store_true",
                    help="on CUDA too, each measurement in its own process (CPU always does this)")
     p.add_argument("--diff-batch-f64", type=int, default=16, help="batch of the float64 equality check (0: none)")
+    p.add_argument("--paired", action="store_true",
+                   help="time the variants interleaved in one process per case (--steps rounds); no memory, no equality")
+    p.add_argument("--paired-one", nargs="+", help=argparse.SUPPRESS)  # internal: case variant...
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, timed
     p.add_argument("--diff", nargs=2, help=argparse.SUPPRESS)  # internal: case variant, equality
     args = p.parse_args()
-    if args.one or args.diff:  # a worker process runs on one space
+    if args.one or args.diff or args.paired_one:  # a worker process runs on one space
         args.space = args.space[0]
+    if args.paired_one:
+        print(json.dumps(run_paired(args.paired_one[0], args.paired_one[1:], args)), flush=True)
+        return
     if args.one:
         print(json.dumps(run_case(*args.one, args)), flush=True)
         return
@@ -318,11 +400,13 @@ def main() -> None:
     rows, failed = [], False
     for space, case in [(s, c) for s in args.space for c in (args.cases or all_cases())]:
         jobs = [["--one", case, v] for v in variants]
-        if not args.no_diff:
+        if args.paired:
+            jobs = [["--paired-one", case, *dict.fromkeys(["reference", *variants])]]
+        elif not args.no_diff:
             diff_variants = [v for v in variants if v != "reference"] + ([] if cuda else DIFF_ONLY_CPU)
             jobs += [["--diff", case, v] for v in dict.fromkeys(diff_variants)]
         for job in jobs:
-            if cuda and not args.isolate:  # the peak is reset per measurement: one process does
+            if cuda and not args.isolate and not args.paired:  # the peak is reset per measurement: one process does
                 rows.append(in_process(job, case, space, args))
                 failed |= "error" in rows[-1]
                 print(json.dumps(rows[-1]), flush=True)
@@ -337,6 +421,7 @@ def main() -> None:
                 rows.append(row)
             print(json.dumps(row), flush=True)
     table(rows)
+    paired_table(rows)
     sys.exit(1 if failed else 0)
 
 

@@ -48,3 +48,39 @@ def test_the_benchmark_measures_in_process_and_reports_failures_as_rows(monkeypa
     bad = search_step.in_process(["--one", "gdas", "fast"], "gdas", "darts",
                                  argparse.Namespace(**{**vars(args), "layers": 2}))
     assert "error" in bad and "reduction cell" in bad["error"][0]
+
+
+def test_the_paired_benchmark_interleaves_the_variants_and_divides_round_by_round(monkeypatch, one_thread):
+    """``--paired``: every variant built in one process, one step of each per round in a rotating order, the
+    ratio to the reference taken within each round (the median of those), on the CPU with tiny settings."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import search_step
+
+    args = argparse.Namespace(device="cpu", batch_size=4, channels=4, layers=3, space="nas-bench-201", steps=3,
+                              warmup=1)
+    from nasbench.search.trainer import SearchTrainer
+
+    # each variant's steps take these (fake) times, the warm-up first; the clock moves only in the steps
+    takes = {"reference": [1, 10, 20, 40], "fast": [1, 5, 4, 30], "fast+me": [1, 12, 30, 50]}
+    order, now = [], [0.0]
+    real_step = SearchTrainer.train_step
+
+    def step(self, *a, **k):
+        v = self.cfg.supernet + ("+me" if self.cfg.memory_efficient else "")
+        now[0] += takes[v][sum(o == v for o in order)]
+        order.append(v)
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(SearchTrainer, "train_step", step)
+    monkeypatch.setattr(search_step.time, "perf_counter", lambda: now[0])
+    row = search_step.run_paired("gdas", ["reference", "fast", "memory-efficient"], args)
+    assert row["kind"] == "paired" and row["space"] == "nas-bench-201" and row["rounds"] == 3
+    # warm-up in order, then rounds starting at the reference, the fast and the memory-efficient variant
+    assert order == ["reference", "fast", "fast+me",
+                     "reference", "fast", "fast+me", "fast", "fast+me", "reference", "fast+me", "reference", "fast"]
+    assert row["step_s_all"] == {"reference": [10, 20, 40], "fast": [5, 4, 30], "memory-efficient": [12, 30, 50]}
+    assert row["step_s_median"] == {"reference": 20, "fast": 5, "memory-efficient": 30}
+    # per round: fast 0.5, 0.2, 0.75; memory-efficient 1.2, 1.5, 1.25 (not the ratio of the medians: 0.25, 1.5)
+    assert row["ratio_median"] == {"reference": 1.0, "fast": 0.5, "memory-efficient": 1.25}
