@@ -111,7 +111,7 @@ class SourceCache:
         update_running_stats(bn, *self._stats[key])
         nkey = (key, bn.eps)
         if nkey not in self._normalized:
-            self._normalized[nkey] = batch_norm(lambda t: F.batch_norm(t, None, None, None, None, True, 0.0, bn.eps), p)
+            self._normalized[nkey] = F.batch_norm(p, None, None, None, None, True, 0.0, bn.eps)
         return self._normalized[nkey]
 
 
