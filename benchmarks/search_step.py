@@ -104,26 +104,16 @@ def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
     """Time and peak memory of ``args.warmup + args.steps`` search steps of one variant."""
     import torch
 
-    from nasbench.engine.meters import Meter
-
     algo, cfg = make_config(case, variant, args)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer, train, valid = _built(cfg, args, tmp)
+        built = cfg, *_built(cfg, args, tmp)
+        trainer = built[1]
         dev = trainer.device
         B = args.batch_size
-        times = []
         if dev.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        for i in range(args.warmup + args.steps):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            trainer.train_step(train, valid, cfg.optim.lr, Meter(), Meter())
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= args.warmup:
-                times.append(time.perf_counter() - t)
+        times = [_timed_step(*built) for _ in range(args.warmup + args.steps)][args.warmup:]
         if dev.type == "cuda":
             peak, mem_kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
         else:
@@ -155,6 +145,22 @@ def _built(cfg, args: argparse.Namespace, tmp: str):
     return trainer, batch(), batch()
 
 
+def _timed_step(cfg, trainer, train, valid) -> float:
+    """Seconds of one search step (on CUDA, from an idle device to an idle device)."""
+    import torch
+
+    from nasbench.engine.meters import Meter
+
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    trainer.train_step(train, valid, cfg.optim.lr, Meter(), Meter())
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 def run_paired(case: str, variants: list[str], args: argparse.Namespace) -> dict:
     """Step times of several variants in one process, interleaved: after a warm-up of each, every round times
     one step of each variant (the order rotating from round to round), so that a slow spell of the machine
@@ -162,34 +168,21 @@ def run_paired(case: str, variants: list[str], args: argparse.Namespace) -> dict
     the reference's time in the same round."""
     import torch
 
-    from nasbench.engine.meters import Meter
-
     built = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, v in enumerate(variants):
             algo, cfg = make_config(case, v, args)
             built[v] = (cfg, *_built(cfg, args, f"{tmp}/{i}"))
-
-        def step(v: str) -> float:
-            cfg, trainer, train, valid = built[v]
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            trainer.train_step(train, valid, cfg.optim.lr, Meter(), Meter())
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-            return time.perf_counter() - t
-
         for _ in range(args.warmup):
             for v in variants:
-                step(v)
+                _timed_step(*built[v])
         times: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(args.steps):
             for v in variants[r % len(variants):] + variants[:r % len(variants)]:
-                times[v].append(step(v))
+                times[v].append(_timed_step(*built[v]))
         dev = built[variants[0]][1].device
-    ratios = {v: statistics.median(t / b for t, b in zip(times[v], times["reference"]))
-              for v in variants if "reference" in times}
+    ref = times.get("reference")
+    ratios = {v: statistics.median(t / b for t, b in zip(times[v], ref)) for v in variants} if ref else {}
     return {"kind": "paired", "case": case, "algo": algo, "space": args.space, "variants": variants,
             "device": device_name(dev), "rounds": args.steps, "step_s_all": times,
             "step_s_median": {v: statistics.median(t) for v, t in times.items()}, "ratio_median": ratios,
