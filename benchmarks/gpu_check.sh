@@ -7,7 +7,7 @@
 #      float64, fp32 and bf16 autocast; the trainer's amp step; search, derive, train-final --amp, eval and
 #      export through the CLI on CUDA)                               -> OUTDIR/cuda_tests.txt, cuda_tests.xml
 #   2. benchmarks/search_step.py --device cuda, every algorithm, both spaces, variants reference, fast,
-#      fast+amp, memory-efficient (time, peak memory, equality)     -> OUTDIR/search_step.jsonl, search_step.txt
+#      fast+amp, memory-efficient, recompute-ops (time, memory, equality)   -> OUTDIR/search_step.jsonl, search_step.txt
 #   3. a one-GPU `--nproc 1` search under torchrun (nccl), one epoch on synthetic data -> OUTDIR/nccl_search.txt
 #
 # and the machine's facts in OUTDIR/env.json. Each part has its own time limit and the next part runs even if
@@ -68,7 +68,7 @@ cases=()
 spaces=(darts nas-bench-201)
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then cases=(--cases darts gdas); spaces=(darts); fi
 say "2/3 search_step.py --device cuda (limit ${T_BENCH}s)"
-timeout "$T_BENCH" "$PY" benchmarks/search_step.py --device cuda --variants reference fast fast+amp memory-efficient \
+timeout "$T_BENCH" "$PY" benchmarks/search_step.py --device cuda --variants reference fast fast+amp memory-efficient recompute-ops \
     --space "${spaces[@]}" "${cases[@]}" --steps 6 --warmup 2 > "$OUT/search_step.jsonl" 2> "$OUT/search_step.txt" \
     || { status=1; say "benchmark failed or ran out of time"; }
 cat "$OUT/search_step.txt" >&2

@@ -15,6 +15,8 @@ steps is reported. Variants:
 * ``reference``: the per-edge supernet of the DARTS code, NCHW fp32 (``supernet=reference``);
 * ``fast``: the default supernet (``supernet=fast``, memory format ``auto``);
 * ``memory-efficient``: the default with each cell recomputed in the backward pass;
+* ``recompute-ops``: the default with each op's pointwise conv + BN and the pools recomputed in the backward
+  pass (``recompute_ops``; spaces that have it, the others skip it);
 * ``fast+amp`` / ``reference+amp``: with bf16 autocast (meant for CUDA);
 * ``fast-nchw`` / ``reference-cl`` (equality only, on CPU): the fast supernet in NCHW, and the reference in
   channels_last — the rounding floor of a change of layout.
@@ -57,6 +59,7 @@ VARIANTS = {
     "reference": ["supernet=reference"],
     "fast": ["supernet=fast"],
     "memory-efficient": ["supernet=fast", "memory_efficient=true"],
+    "recompute-ops": ["supernet=fast", "recompute_ops=true"],
     "fast+amp": ["supernet=fast", "amp=bf16"],
     "reference+amp": ["supernet=reference", "amp=bf16"],
     "fast-nchw": ["supernet=fast", "memory_format=contiguous"],
@@ -76,6 +79,14 @@ def all_cases() -> list[str]:
         out.append(n)
         out.extend(c for c, (algo, _) in CASES_EXTRA.items() if algo == n)
     return out
+
+
+def variants_of(space: str, variants: list[str]) -> list[str]:
+    """``variants`` less those the space has no execution for (``recompute-ops`` outside the darts space)."""
+    from nasbench import registry
+
+    has = registry.get("space", space).recompute_ops
+    return [v for v in variants if v != "recompute-ops" or has]
 
 
 def make_config(case: str, variant: str, args: argparse.Namespace):
@@ -260,6 +271,8 @@ def _diff_once(case: str, variant: str, args: argparse.Namespace, dtype, batch: 
     spec = s.supernet_spec(10, 3)
     ref = s.build_supernet(spec, execution="reference").to(dev, dtype)
     other = s.build_supernet(spec, execution=cfg.supernet, memory_efficient=cfg.memory_efficient).to(dev, dtype)
+    if cfg.get("recompute_ops", False):
+        other.set_recompute_ops(True)
     other.load_state_dict(ref.state_dict())
     fmt = memory_format(cfg.memory_format, dev, other, impl=cfg.supernet)
     other = other.to(memory_format=fmt)
@@ -385,18 +398,19 @@ def main() -> None:
     import torch
 
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    variants = args.variants or (["reference", "fast", "memory-efficient"]
+    variants = args.variants or (["reference", "fast", "memory-efficient", "recompute-ops"]
                                  + (["reference+amp", "fast+amp"] if cuda else []))
     passthrough = [f"--device={args.device}", f"--batch-size={args.batch_size}", f"--channels={args.channels}",
                    *([f"--layers={args.layers}"] if args.layers is not None else []), f"--steps={args.steps}",
                    f"--warmup={args.warmup}", f"--diff-batch-f64={args.diff_batch_f64}"]
     rows, failed = [], False
     for space, case in [(s, c) for s in args.space for c in (args.cases or all_cases())]:
-        jobs = [["--one", case, v] for v in variants]
+        case_variants = variants_of(space, variants)
+        jobs = [["--one", case, v] for v in case_variants]
         if args.paired:
-            jobs = [["--paired-one", case, *dict.fromkeys(["reference", *variants])]]
+            jobs = [["--paired-one", case, *dict.fromkeys(["reference", *case_variants])]]
         elif not args.no_diff:
-            diff_variants = [v for v in variants if v != "reference"] + ([] if cuda else DIFF_ONLY_CPU)
+            diff_variants = [v for v in case_variants if v != "reference"] + ([] if cuda else DIFF_ONLY_CPU)
             jobs += [["--diff", case, v] for v in dict.fromkeys(diff_variants)]
         for job in jobs:
             if cuda and not args.isolate and not args.paired:  # the peak is reset per measurement: one process does

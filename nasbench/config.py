@@ -115,6 +115,7 @@ class SearchConfig:
     supernet: str = "fast"  # fast, or reference: the per-edge NCHW execution (same numbers, slower)
     step_order: str = "auto"  # auto (the algorithm's own on its space), arch_first or weights_first
     memory_efficient: bool = False  # recompute each cell's activations in the backward pass (less memory)
+    recompute_ops: bool = False  # fast darts-space supernet: recompute each op's 1×1 conv + BN and pools in the backward
     amp: str = "off"  # off, or bf16: autocast of the supernet (α and its softmax stay fp32)
     sync_bn: bool = False  # distributed on CUDA: BatchNorm statistics over all processes (SyncBatchNorm)
     deterministic: bool = False  # torch.use_deterministic_algorithms (warn_only; nondeterministic ops reported)
@@ -386,6 +387,12 @@ def check_search_config(cfg: DictConfig) -> None:
         raise ConfigError(f"supernet must be fast or reference, got {cfg.supernet!r}")
     if cfg.amp not in ("off", "bf16"):
         raise ConfigError(f"amp must be off or bf16 for a search, got {cfg.amp!r}")
+    if cfg.get("recompute_ops", False):
+        if not space.recompute_ops:
+            raise ConfigError(f"recompute_ops is an execution of the darts space's fast supernet; the "
+                              f"{cfg.model.space} space has none: set recompute_ops=false")
+        if cfg.supernet != "fast":
+            raise ConfigError("recompute_ops needs the fast supernet (supernet=fast), got supernet=reference")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
     registry.get("dataset", cfg.data.dataset)

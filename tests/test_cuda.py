@@ -39,12 +39,14 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
 
 
-def cuda_pair(s, memory_efficient=False):
+def cuda_pair(s, memory_efficient=False, recompute_ops=False):
     dev = DEV
     torch.manual_seed(0)
     spec = s.supernet_spec(10, 3)
     ref = s.build_supernet(spec).set_execution("reference").to(dev)
     fast = copy.deepcopy(ref).set_execution("fast", memory_efficient)
+    if recompute_ops:
+        fast.set_recompute_ops(True)
     s.init_arch_params(spec, dev)
     with torch.no_grad():
         for p in s.arch_parameters():
@@ -97,9 +99,10 @@ def overall(a: dict, b: dict) -> float:
     return (num / sum(float(b[k].double().norm()) ** 2 for k in keys)) ** 0.5
 
 
-@pytest.mark.parametrize("memory_efficient", [False, True], ids=["fast", "fast+memory-efficient"])
+@pytest.mark.parametrize("memory_efficient,recompute_ops", [(False, False), (True, False), (False, True)],
+                         ids=["fast", "fast+memory-efficient", "fast+recompute-ops"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_fast_equals_reference_on_cuda(case, memory_efficient):
+def test_fast_equals_reference_on_cuda(case, memory_efficient, recompute_ops):
     """float64: per tensor to 1e-10 (what is computed is the same); fp32: the logits, α's gradient and all
     gradients together to 1e-4 (single tensors can lose two more digits: a BatchNorm over a few nearly equal
     values amplifies rounding, as it does on the CPU)."""
@@ -107,7 +110,9 @@ def test_fast_equals_reference_on_cuda(case, memory_efficient):
     _, s = build(algo, *overrides)
     if prepare:
         prepare(s)
-    ref, fast = cuda_pair(s, memory_efficient)
+    if recompute_ops and "model.space=nas-bench-201" in overrides:
+        pytest.skip("recompute_ops is a darts-space execution")
+    ref, fast = cuda_pair(s, memory_efficient, recompute_ops)
     for _ in range(2):  # twice: the running statistics, updated on the device, stay equal too
         (l0, g0), (l1, g1) = forward_backward(s, (ref, fast))
         assert rel(l1, l0) <= TOL

@@ -59,12 +59,14 @@ def build(algo: str, *overrides: str):
     return cfg, s
 
 
-def pair(s, memory_efficient: bool = False):
+def pair(s, memory_efficient: bool = False, recompute_ops: bool = False):
     """(reference net NCHW, fast net in the format a CPU search picks) with equal weights, α initialised."""
     torch.manual_seed(0)
     spec = s.supernet_spec(10, 3)
     ref = s.build_supernet(spec).set_execution("reference")
     fast = copy.deepcopy(ref).set_execution("fast", memory_efficient)
+    if recompute_ops:
+        fast.set_recompute_ops(True)
     fmt = memory_format("auto", torch.device("cpu"), fast, impl="fast")
     fast = fast.to(memory_format=fmt)
     s.init_arch_params(spec, torch.device("cpu"))
@@ -149,14 +151,20 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("memory_efficient", [False, True], ids=["fast", "fast+memory-efficient"])
+EXECUTIONS = {"fast": (False, False), "fast+memory-efficient": (True, False), "fast+recompute-ops": (False, True)}
+
+
+@pytest.mark.parametrize("execution", list(EXECUTIONS))
 @pytest.mark.parametrize("case", list(CASES))
-def test_fast_supernet_equals_reference(case, memory_efficient):
+def test_fast_supernet_equals_reference(case, execution):
     algo, overrides, prepare = CASES[case]
+    memory_efficient, recompute_ops = EXECUTIONS[execution]
+    if recompute_ops and NB201 in overrides:
+        pytest.skip("recompute_ops is a darts-space execution")
     _, s = build(algo, *overrides)
     if prepare:
         prepare(s)
-    ref, fast, fmt = pair(s, memory_efficient)
+    ref, fast, fmt = pair(s, memory_efficient, recompute_ops)
     compare(s, ref, fast, fmt)
     compare(s, ref, fast, fmt)  # a second step: running statistics updated twice, still equal
 
@@ -181,8 +189,8 @@ def test_every_registered_algorithm_is_covered():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("memory_efficient", [False, True])
-def test_second_order_darts_step_equals_reference(memory_efficient, dtype):
+@pytest.mark.parametrize("execution", list(EXECUTIONS))
+def test_second_order_darts_step_equals_reference(execution, dtype):
     """The unrolled step runs the net under functional_call with virtual weights; recomputation must too.
 
     Its finite-difference Hessian term divides a difference of two gradients by 2ε (ε = 0.01/‖v‖), which
@@ -190,7 +198,7 @@ def test_second_order_darts_step_equals_reference(memory_efficient, dtype):
     So the exact agreement is checked in float64 (1e-10), and fp32 within 1e-4.
     """
     cfg, s = build("darts", "darts.unrolled=true")
-    ref, fast, fmt = pair(s, memory_efficient)
+    ref, fast, fmt = pair(s, *EXECUTIONS[execution])
     if dtype == torch.float64:
         ref.double()
         fast.double()

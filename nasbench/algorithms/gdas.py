@@ -117,9 +117,7 @@ class GumbelEdge(MixedOp):
         weights, index = w
         if scale is not None:
             weights = weights * scale
-        out = src.run(self.ops[index])
-        if out is not None:
-            node.add(out, weights[index], part)
+        src.add_to(node, self.ops[index], weights[index], part)
         if self.hard_weight_sum:
             node.add_scalar(weights.sum() - weights[index])  # zero in value; the straight-through gradient
 

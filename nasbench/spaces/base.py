@@ -160,6 +160,15 @@ class SearchNetwork(nn.Module):
                 cell.impl = impl
         return self
 
+    def set_recompute_ops(self, on: bool = True) -> "SearchNetwork":
+        """Cells with a ``recompute_ops`` attribute (the darts space's) recompute, in their fast execution, each
+        op's pointwise conv + BN and its pools in the backward pass instead of keeping their activations
+        (:mod:`nasbench.spaces.recompute`)."""
+        for cell in self.modules():
+            if cell is not self and hasattr(cell, "recompute_ops"):
+                cell.recompute_ops = on
+        return self
+
 
 def reference_nodes(edges: nn.ModuleList, topology: Topology, states: list[torch.Tensor], w: CellWeights,
                     empty: Optional[Callable[[], torch.Tensor]] = None) -> list[torch.Tensor]:
@@ -274,6 +283,8 @@ class SearchSpace:
     where the space has it, else ``cifar``."""
     executions: ClassVar[tuple[str, ...]] = ("reference",)
     """Supernet executions (the first is the default); ``fast`` computes the reference's numbers faster."""
+    recompute_ops: ClassVar[bool] = False
+    """Whether the fast search network takes ``recompute_ops`` (:meth:`SearchNetwork.set_recompute_ops`)."""
     input_choice: ClassVar[bool] = False
     """Whether each node chooses its inputs (ENAS micro): every strategy then keeps an input weight β per edge."""
     binary_cell_types: ClassVar[frozenset[str]] = frozenset()

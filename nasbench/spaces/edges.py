@@ -64,6 +64,13 @@ class SourceCache:
         nothing (the zero op). Spaces with a fast execution override this for their op types."""
         return op(self.x)
 
+    def add_to(self, node: "NodeSum", op: nn.Module, w: Optional[torch.Tensor], part: str = "out") -> None:
+        """``node[part] += w · op(x)`` (``w`` None: unweighted), through :meth:`run`; a space may fuse the
+        weighting into the op's last step (the DARTS space's conv ops: :mod:`nasbench.spaces.recompute`)."""
+        out = self.run(op)
+        if out is not None:
+            node.add(out, w, part)
+
     def relu(self) -> torch.Tensor:
         if self._relu is None:
             self._relu = F.relu(self.x)
@@ -139,12 +146,15 @@ class NodeSum:
         self.scalar: Optional[torch.Tensor] = None
         self.finish: Optional[Callable[[dict[str, torch.Tensor]], Optional[torch.Tensor]]] = None
 
-    def add(self, t: torch.Tensor, w: Optional[torch.Tensor] = None, part: str = "out") -> None:
-        """parts[part] += w·t (or t)."""
+    def add(self, t: torch.Tensor, w: Optional[torch.Tensor] = None, part: str = "out", owned: bool = False) -> None:
+        """parts[part] += w·t (or t). ``owned``: ``t`` is a fresh tensor nothing else reads, which the sum may
+        take over and accumulate into."""
         cur = self.parts.get(part)
         if cur is None:
             if w is None:
-                self.parts[part] = t  # not ours to modify: the next term adds out of place
+                self.parts[part] = t  # unless owned, not ours to modify: the next term adds out of place
+                if owned:
+                    self._owned.add(part)
             else:
                 self.parts[part] = t * w
                 self._owned.add(part)
@@ -229,12 +239,8 @@ class MixedOp(nn.Module):
         if w is None:
             return
         if isinstance(w, int):
-            out = src.run(self.ops[w])
-            if out is not None:
-                node.add(out, scale, part)
+            src.add_to(node, self.ops[w], scale, part)
             return
         weights = (w * scale if scale is not None else w).unbind(0)
         for op, wk in zip(self.ops, weights):
-            out = src.run(op)
-            if out is not None:
-                node.add(out, wk, part)
+            src.add_to(node, op, wk, part)

@@ -34,6 +34,7 @@ class DartsSpace(SearchSpace):
     cell_types = ("normal", "reduce")
     fixed_cell_types = frozenset({"reduce"})
     executions = ("fast", "reference")
+    recompute_ops = True
     stems = ("cifar", "imagenet")
     reference_size: ClassVar[Mapping[str, int]] = {"C": 36, "layers": 20, "num_classes": 10}
 

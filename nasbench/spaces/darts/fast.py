@@ -16,6 +16,10 @@ own, as the DARTS code does. This forward computes the same sums with these savi
 * on CPU, a BatchNorm of a narrow channels_last tensor (fewer than ``edges.NARROW_BN`` channels: PC-DARTS's slices)
   normalises in NCHW, where PyTorch's kernel is several times faster for so few channels;
 
+With ``recompute_ops`` (off by default) the ops also keep less for the backward pass: each pointwise conv
+with the BatchNorm after it, and a bare pool with its op weight, is one autograd step that recomputes its
+output in the backward (:mod:`nasbench.spaces.recompute`): less memory for some more time.
+
 Edges take part through ``contribute(node, source, w, scale, part)`` when they opt in (see
 :mod:`nasbench.spaces.edges`); :class:`~nasbench.spaces.edges.MixedOp` implements it for every edge that is a weighted
 sum of ops, and an algorithm whose edge does something else implements it in its own file.
@@ -29,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasbench.spaces import recompute
 from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, format_of
 
@@ -132,7 +137,17 @@ class _Phases(torch.autograd.Function):
 
 class DartsSource(SourceCache):
     """A source state whose edges run the DARTS space's ops, sharing the ReLU, the pools with their BN, the
-    identity and the channel slices."""
+    identity and the channel slices. ``recompute``: the ops keep less for the backward
+    (:mod:`nasbench.spaces.recompute`; the ``recompute_ops`` setting)."""
+
+    def __init__(self, x: torch.Tensor, recompute: bool = False):
+        super().__init__(x)
+        self.recompute = recompute
+
+    def channels(self, start: int, stop: int) -> "DartsSource":
+        part = super().channels(start, stop)
+        part.recompute = self.recompute
+        return part
 
     def run(self, op: nn.Module) -> Optional[torch.Tensor]:
         """One candidate op on this source, reusing its shared work; None for 'none'."""
@@ -148,14 +163,52 @@ class DartsSource(SourceCache):
                 return self.pool_bn(first, second)
             if isinstance(first, Identity) and isinstance(second, nn.Dropout):  # P-DARTS's skip dropout
                 return self.dropped(second)
-        if isinstance(op, (SepConv, DilConv, ReLUConvBN)) and isinstance(op[0], nn.ReLU):
-            h = self.relu()
-            for child in list(op)[1:]:
-                h = run_module(child, h)
-            return h
+        if _relu_first(op):
+            return run_chain(list(op)[1:], self.relu(), fuse=self.recompute)[0]
         if isinstance(op, FactorizedReduce):
             return _factorized_reduce(op, self.relu())
         return run_module(op, self.x)
+
+
+    def add_to(self, node: NodeSum, op: nn.Module, w: Optional[torch.Tensor], part: str = "out") -> None:
+        """With ``recompute``, a bare pool's weight (GDAS: no BN after the pools) joins a pool that keeps only
+        its input, and a conv op's weight its last conv-BN step; everything else as
+        :meth:`SourceCache.add_to`."""
+        if not self.recompute or w is None:
+            return super().add_to(node, op, w, part)
+        if isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)) and recompute.pool_applies(op, self.x):
+            return node.add(recompute.scaled_pool(op, self.x, w), None, part, owned=True)
+        if not _relu_first(op):
+            return super().add_to(node, op, w, part)
+        out, weighted = run_chain(list(op)[1:], self.relu(), w, fuse=True)
+        if weighted:
+            node.add(out, None, part, owned=True)
+        else:
+            node.add(out, w, part)
+
+
+def _relu_first(op: nn.Module) -> bool:
+    return isinstance(op, (SepConv, DilConv, ReLUConvBN)) and isinstance(op[0], nn.ReLU)
+
+
+def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.Tensor] = None,
+              fuse: bool = False) -> tuple[torch.Tensor, bool]:
+    """The modules ``children`` one after another on ``h``. With ``fuse``, each pointwise conv with the
+    BatchNorm (and ReLU) after it runs as one :func:`~nasbench.spaces.recompute.conv_bn` step where that
+    applies, the last one also multiplying by ``scale``. Returns the output and whether it is multiplied by
+    ``scale`` already."""
+    i, n, scaled = 0, len(children), False
+    while i < n:
+        if fuse and i + 1 < n and recompute.applies(children[i], children[i + 1], h):
+            relu = i + 2 < n and type(children[i + 2]) is nn.ReLU
+            last = i + 2 + relu == n
+            scaled = last and not relu and scale is not None
+            h = recompute.conv_bn(children[i], children[i + 1], h, relu, scale if scaled else None)
+            i += 2 + relu
+        else:
+            h = run_module(children[i], h)
+            i += 1
+    return h, scaled
 
 
 # ---------------------------------------------------------------------------------------------- the cell
@@ -178,16 +231,13 @@ class ReluMemo:
         return r
 
 
-def _preprocess(m: nn.Module, x: torch.Tensor, relus: Optional[ReluMemo]) -> torch.Tensor:
-    """A cell's input preprocessing (ReLU-conv1×1-BN or a factorized reduce), its ReLU from ``relus``."""
-    if relus is not None:
-        if isinstance(m, FactorizedReduce):
-            return _factorized_reduce(m, relus(x))
-        if type(m) is ReLUConvBN and isinstance(m[0], nn.ReLU):
-            h = relus(x)
-            for child in list(m)[1:]:
-                h = run_module(child, h)
-            return h
+def _preprocess(m: nn.Module, x: torch.Tensor, relus: Optional[ReluMemo], fuse: bool = False) -> torch.Tensor:
+    """A cell's input preprocessing (ReLU-conv1×1-BN or a factorized reduce), its ReLU from ``relus``; its
+    conv and BN as one recomputing step with ``fuse`` (:func:`run_chain`)."""
+    if isinstance(m, FactorizedReduce):
+        return _factorized_reduce(m, relus(x) if relus is not None else F.relu(x))
+    if type(m) is ReLUConvBN and isinstance(m[0], nn.ReLU):
+        return run_chain(list(m)[1:], relus(x) if relus is not None else F.relu(x), fuse=fuse)[0]
     return run_module(m, x)
 
 
@@ -199,8 +249,9 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, w: Any,
     draw random numbers (P-DARTS's skip dropout) draw the same ones. ``relus`` shares the preprocessing's
     ReLUs with the other cells that read the same inputs.
     """
-    states = [_preprocess(cell.preprocess0, s0, relus), _preprocess(cell.preprocess1, s1, relus)]
-    sources = [DartsSource(s) for s in states]
+    fuse = bool(getattr(cell, "recompute_ops", False))
+    states = [_preprocess(cell.preprocess0, s0, relus, fuse), _preprocess(cell.preprocess1, s1, relus, fuse)]
+    sources = [DartsSource(s, fuse) for s in states]
     scales = w.edges.unbind(0) if w.edges is not None else None
     N, C, H, W = states[0].shape
     shape = (N, C, -(-H // 2), -(-W // 2)) if cell.reduction else (N, C, H, W)
@@ -212,5 +263,5 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, w: Any,
                      None if scales is None else scales[e])
         out = node.result(shape, states[0])
         states.append(out)
-        sources.append(DartsSource(out))
+        sources.append(DartsSource(out, fuse))
     return torch.cat([states[k] for k in topology.output], dim=1)

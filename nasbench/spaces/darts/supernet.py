@@ -40,6 +40,7 @@ class SearchCell(nn.Module):
                  edge_ops: Sequence[Sequence[str]], make_edge: EdgeFactory, topology: Topology):
         super().__init__()
         self.impl = "reference"
+        self.recompute_ops = False  # fast execution: recompute each op's 1×1 conv + BN and the pools in the backward
         self.reduction = reduction
         self.topology = topology
         self.multiplier = len(topology.output)

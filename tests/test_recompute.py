@@ -1,0 +1,200 @@
+"""The recomputing autograd steps (nasbench.spaces.recompute) against the separate modules they replace.
+
+Each is compared in float64 with autograd through the plain modules (values, every gradient, the BN's
+running statistics), and each keeps less for the backward than the plain steps: the saved bytes are
+counted with saved-tensor hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasbench.spaces import recompute
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of distinct storages autograd keeps for the backward of ``fn()``."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def inputs(fmt, C=16, seed=0):
+    """A float64 batch and a 1×1 conv C → C + 2 (at least NARROW_BN channels: the channels_last case applies)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, C, 7, 9, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    conv = nn.Conv2d(C, C + 2, 1, bias=False).double()
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g, dtype=torch.float64))
+    return x, conv
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("relu,scaled", [(False, False), (True, False), (False, True)],
+                         ids=["bn", "bn-relu", "bn-scaled"])
+@pytest.mark.parametrize("affine,momentum", [(False, 0.1), (True, None)], ids=["search-bn", "affine-cumulative"])
+def test_conv_bn_equals_the_separate_steps(fmt, relu, scaled, affine, momentum):
+    x, conv = inputs(fmt)
+    bn = nn.BatchNorm2d(18, affine=affine, momentum=momentum).double()
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    conv2, bn2 = copy.deepcopy(conv), copy.deepcopy(bn)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    s1 = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    s2 = s1.detach().clone().requires_grad_()
+    g = torch.randn(5, 18, 7, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    for _ in range(2):  # twice: the running statistics follow the module's update rule step after step
+        assert recompute.applies(conv, bn, x1)
+        out1 = recompute.conv_bn(conv, bn, x1, relu, s1 if scaled else None)
+        ref = bn2(conv2(x2))
+        if relu:
+            ref = F.relu(ref)
+        if scaled:
+            ref = ref * s2
+        torch.testing.assert_close(out1, ref, rtol=1e-13, atol=1e-13)
+        (out1 * g).sum().backward()
+        (ref * g).sum().backward()
+
+    pairs = [(x1.grad, x2.grad), (conv.weight.grad, conv2.weight.grad)]
+    if scaled:
+        pairs.append((s1.grad, s2.grad))
+    if affine:
+        pairs += [(bn.weight.grad, bn2.weight.grad), (bn.bias.grad, bn2.bias.grad)]
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(bn.buffers(), bn2.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+    assert int(bn.num_batches_tracked) == 2
+
+
+def test_conv_bn_keeps_only_its_input_for_the_backward():
+    """Scaled (an op's last block times its weight): the input alone, where the separate steps keep the
+    input, the BN's input and its output. With a ReLU: the input and the output, which the next op (a
+    depthwise conv) keeps anyway, where the separate steps also keep the BN's input."""
+    x, conv = inputs(torch.channels_last)
+    x = x.float().requires_grad_()
+    conv = conv.float()
+    bn = nn.BatchNorm2d(18, affine=False)
+    s = torch.tensor(1.0, requires_grad=True)
+    block = x.numel() * 18 / 16 * 4  # one [5, 18, 7, 9] float32 tensor
+    inp = x.numel() * 4
+    assert saved_bytes(lambda: bn(conv(x)) * s) >= inp + 2 * block
+    assert saved_bytes(lambda: recompute.conv_bn(conv, bn, x, scale=s)) < inp + 0.1 * block
+    assert saved_bytes(lambda: F.relu(bn(conv(x)))) >= inp + 2 * block
+    assert saved_bytes(lambda: recompute.conv_bn(conv, bn, x, relu=True)) < inp + 1.1 * block
+    with pytest.raises(ValueError):
+        recompute.conv_bn(conv, bn, x, relu=True, scale=s)
+
+
+def test_conv_bn_does_not_apply_where_it_would_change_the_result():
+    x, conv = inputs(torch.contiguous_format)
+    bn = nn.BatchNorm2d(18).double()
+    assert recompute.applies(conv, bn, x)
+    assert not recompute.applies(conv, bn.eval(), x)  # eval: running statistics, nothing to save anyway
+    bn.train()
+    with torch.no_grad():
+        assert not recompute.applies(conv, bn, x)
+    for bad in (nn.Conv2d(16, 18, 3, padding=1, bias=False), nn.Conv2d(16, 18, 1, stride=2, bias=False),
+                nn.Conv2d(16, 18, 1, bias=True)):
+        assert not recompute.applies(bad.double(), bn, x)
+    narrow = torch.randn(2, 4, 5, 5).contiguous(memory_format=torch.channels_last)  # the NCHW BN detour's case
+    assert not recompute.applies(nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4), narrow)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("pool", [
+    nn.MaxPool2d(3, stride=1, padding=1), nn.MaxPool2d(3, stride=2, padding=1),
+    nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), nn.AvgPool2d(3, stride=2, padding=1),
+], ids=["max1", "max2", "avg1-no-pad-count", "avg2"])
+def test_scaled_pool_equals_the_pool_times_the_scale(fmt, pool):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 5, 8, 7, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    s1 = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    s2 = s1.detach().clone().requires_grad_()
+    assert recompute.pool_applies(pool, x1)
+    out1, ref = recompute.scaled_pool(pool, x1, s1), pool(x2) * s2
+    torch.testing.assert_close(out1, ref, rtol=0, atol=0)
+    grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    (out1 * grad).sum().backward()
+    (ref * grad).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-13, atol=1e-13)
+
+
+def test_scaled_max_pool_keeps_neither_indices_nor_output():
+    x = torch.randn(4, 8, 16, 16).requires_grad_()
+    s = torch.tensor(1.0, requires_grad=True)
+    pool = nn.MaxPool2d(3, stride=1, padding=1)
+    plain = saved_bytes(lambda: pool(x) * s)
+    fused = saved_bytes(lambda: recompute.scaled_pool(pool, x, s))
+    assert plain >= x.numel() * (4 + 8 + 4)  # input, int64 indices, output (for the scale's gradient)
+    assert fused <= x.numel() * 4 + 64
+
+
+# ---------------------------------------------------------------------------------------------- the setting
+def test_a_search_with_recompute_ops_runs_the_fused_steps_and_the_setting_is_checked(tmp_path, nas_cmd):
+    """``--recompute-ops`` reaches the cells (a real search: the fused steps run, one per conv block) and is
+    refused, in one line with exit code 2, where it does not exist."""
+    import subprocess
+
+    from omegaconf import OmegaConf
+
+    from conftest import invoke
+
+    out = tmp_path / "run"
+    cmd = [*nas_cmd, "search", "--algo", "gdas", "--dataset", "synthetic", "--epochs", "1", "--channels", "16",
+           "--layers", "3", "--batch-size", "8", "--out", str(out), "--recompute-ops", "--no-progress",
+           "data.num_train=16", "data.image_size=8", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert OmegaConf.load(out / "config.yaml").recompute_ops is True
+
+    r = invoke("search", "--algo", "darts", "--dataset", "synthetic", "--space", "nas-bench-201", "--recompute-ops",
+               "--out", tmp_path / "nb201")
+    assert r.exit_code == 2 and "recompute_ops" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "nb201").exists()
+    r = invoke("search", "--algo", "darts", "--dataset", "synthetic", "--supernet", "reference", "--recompute-ops",
+               "--out", tmp_path / "ref")
+    assert r.exit_code == 2 and "supernet=fast" in r.output
+    assert not (tmp_path / "ref").exists()
+
+
+def test_recompute_ops_cells_run_the_fused_steps(monkeypatch):
+    """The setting changes what the cells run: with it every 16-channel conv block of a forward goes through
+    ``conv_bn``, without it none does."""
+    from nasbench.algorithms.base import create_strategy
+    from nasbench.config import resolve_search_config
+
+    calls = []
+    real = recompute.conv_bn
+    monkeypatch.setattr(recompute, "conv_bn", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = resolve_search_config("darts", overrides=["data.dataset=synthetic", "model.channels=16", "model.layers=3"])
+    s = create_strategy("darts", cfg)
+    spec = s.supernet_spec(10, 3)
+    net = s.build_supernet(spec).set_execution("fast")
+    s.init_arch_params(spec, torch.device("cpu"))
+    x = torch.randn(2, 3, 8, 8)
+    # 3 cells (normal, reduction, reduction): 5 ReLU-conv-BN preprocessings (the last cell's first input is
+    # a factorized reduce), and per edge two blocks of each of the 2 sep convs and one of each of the 2 dil convs
+    for on, expected in ((False, 0), (True, 5 + 3 * 14 * 6)):
+        net.set_recompute_ops(on)
+        calls.clear()
+        s.forward(net, x).sum().backward()
+        assert len(calls) == expected
