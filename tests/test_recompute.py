@@ -198,3 +198,42 @@ def test_recompute_ops_cells_run_the_fused_steps(monkeypatch):
         calls.clear()
         s.forward(net, x).sum().backward()
         assert len(calls) == expected
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("affine,momentum", [(False, 0.1), (True, None)], ids=["search-bn", "affine-cumulative"])
+def test_scaled_bn_equals_the_bn_times_the_scale(fmt, affine, momentum):
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(5, 18, 7, 9, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    bn = nn.BatchNorm2d(18, affine=affine, momentum=momentum).double()
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    bn2 = copy.deepcopy(bn)
+    z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    s1 = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    s2 = s1.detach().clone().requires_grad_()
+    grad = torch.randn(z.shape, generator=g, dtype=torch.float64)
+    for _ in range(2):
+        assert recompute.bn_applies(bn, z1)
+        out1, ref = recompute.scaled_bn(bn, z1, s1), bn2(z2) * s2
+        torch.testing.assert_close(out1, ref, rtol=1e-14, atol=1e-14)
+        (out1 * grad).sum().backward()
+        (ref * grad).sum().backward()
+    pairs = [(z1.grad, z2.grad), (s1.grad, s2.grad)]
+    if affine:
+        pairs += [(bn.weight.grad, bn2.weight.grad), (bn.bias.grad, bn2.bias.grad)]
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(bn.buffers(), bn2.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+
+
+def test_scaled_bn_keeps_its_input_but_not_its_output():
+    z = torch.randn(5, 18, 7, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
+    bn = nn.BatchNorm2d(18, affine=False)
+    s = torch.tensor(1.0, requires_grad=True)
+    block = z.numel() * 4
+    assert saved_bytes(lambda: bn(z) * s) >= 2 * block
+    assert saved_bytes(lambda: recompute.scaled_bn(bn, z, s)) < 1.1 * block

@@ -71,14 +71,12 @@ class _ConvBN(torch.autograd.Function):
                 beta: Optional[torch.Tensor], scale: Optional[torch.Tensor], running_mean: Optional[torch.Tensor],
                 running_var: Optional[torch.Tensor], momentum: float, eps: float, relu: bool) -> torch.Tensor:
         z = F.conv2d(x, weight)
-        y, mean, invstd = torch.native_batch_norm(z, gamma, beta, running_mean, running_var, True, momentum, eps)
+        y, mean, invstd = _bn_forward(z, gamma, beta, scale, running_mean, running_var, momentum, eps)
         del z
         if relu:
             y = F.relu(y)
             ctx.save_for_backward(x, weight, gamma, beta, None, mean, invstd, y)
         else:
-            if scale is not None:
-                y = y * scale
             ctx.save_for_backward(x, weight, gamma, beta, scale, mean, invstd, None)
         ctx.eps = eps
         return y
@@ -92,26 +90,10 @@ class _ConvBN(torch.autograd.Function):
         grad = grad.contiguous(memory_format=format_of(x))
         if out is not None:  # the ReLU's backward, as autograd's: where its output is positive
             grad = torch.ops.aten.threshold_backward(grad, out, 0)
-        scaled = scale is not None
-        sums = scaled and need_scale  # Σ g·x̂ and Σ g per channel, for the scale's gradient
         z = F.conv2d(x, weight)
-        bn_weight = gamma if gamma is not None or not sums else torch.ones_like(mean)
-        grad_z, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
-            grad, z, bn_weight, None, None, mean, invstd, True, ctx.eps,
-            [need_x or need_w, need_gamma or sums, need_beta or (sums and beta is not None)])
+        grad_z, grad_gamma, grad_beta, grad_scale = _bn_backward(grad, z, gamma, beta, scale, mean, invstd, ctx.eps,
+                                                                 need_x or need_w, need_gamma, need_beta, need_scale)
         del z
-        grad_gamma = sum_gx if need_gamma else None
-        grad_beta = sum_g if need_beta else None
-        grad_scale = None
-        if scaled:
-            if sums:
-                total = (sum_gx * gamma).sum() if gamma is not None else sum_gx.sum()
-                if beta is not None:
-                    total = total + (sum_g * beta).sum()
-                grad_scale = total.reshape(scale.shape)
-            grad_z = grad_z * scale if grad_z is not None else None
-            grad_gamma = grad_gamma * scale if grad_gamma is not None else None
-            grad_beta = grad_beta * scale if grad_beta is not None else None
         grad_x = grad_w = None
         if need_x or need_w:
             grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
@@ -185,3 +167,84 @@ class _ScaledPool(torch.autograd.Function):
                 grad_x = torch.ops.aten.avg_pool2d_backward(g, x, spec[1], spec[2], spec[3], False, spec[4],
                                                             spec[5])
         return grad_x, grad_scale, None
+
+
+# ---------------------------------------------------------------------------------------------- BN × weight
+def bn_applies(bn: nn.Module, x: torch.Tensor) -> bool:
+    """Whether :func:`scaled_bn` computes ``bn(x)`` here: a training-mode BatchNorm on a float32/float64 4-d
+    input that does not take the narrow NCHW detour, autograd recording, no autocast."""
+    return (type(bn) is nn.BatchNorm2d and bn.training and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
+            and not _narrow_detour(x, x.shape[1]) and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(x.device.type))
+
+
+def scaled_bn(bn: nn.BatchNorm2d, z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale · bn(z)`` (``scale`` a scalar tensor) keeping ``z`` and the batch statistics, as the BN alone
+    does, but not the BN's output, which the separate product keeps for the scale's gradient: that gradient
+    is formed from the sums the BN's backward computes anyway. Nothing is recomputed. Only where
+    :func:`bn_applies`."""
+    track = bn.track_running_stats and bn.running_mean is not None
+    momentum = 0.0
+    if track:
+        bn.num_batches_tracked.add_(1)
+        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    return _ScaledBN.apply(z, bn.weight, bn.bias, scale, bn.running_mean if track else None,
+                           bn.running_var if track else None, momentum, bn.eps)
+
+
+def _bn_forward(z: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+                scale: Optional[torch.Tensor], running_mean: Optional[torch.Tensor], running_var: Optional[torch.Tensor],
+                momentum: float, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(scale · BN(z), batch mean, batch 1/std)`` in one pass: the scale folds into the BN's affine weight and
+    bias (γ·s, β·s; s alone for a BN without them); the statistics and the running update do not see it."""
+    if scale is not None:
+        s = scale.to(z.dtype)
+        gamma = gamma * s if gamma is not None else s.expand(z.shape[1]).contiguous()
+        beta = beta * s if beta is not None else None
+    return torch.native_batch_norm(z, gamma, beta, running_mean, running_var, True, momentum, eps)
+
+
+def _bn_backward(grad: torch.Tensor, z: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+                 scale: Optional[torch.Tensor], mean: torch.Tensor, invstd: torch.Tensor, eps: float,
+                 need_z: bool, need_gamma: bool, need_beta: bool, need_scale: bool
+                 ) -> tuple[Optional[torch.Tensor], ...]:
+    """Gradients of ``scale · BN(z)`` (``scale`` None: of ``BN(z)``) with respect to z, γ, β and the scale, from
+    one ``native_batch_norm_backward`` of the unscaled gradient (it is linear in the gradient)."""
+    sums = scale is not None and need_scale  # Σ g·x̂ and Σ g per channel, for the scale's gradient
+    bn_weight = gamma if gamma is not None or not sums else torch.ones_like(mean)
+    grad_z, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
+        grad, z, bn_weight, None, None, mean, invstd, True, eps,
+        [need_z, need_gamma or sums, need_beta or (sums and beta is not None)])
+    grad_gamma = sum_gx if need_gamma else None
+    grad_beta = sum_g if need_beta else None
+    grad_scale = None
+    if scale is not None:
+        if sums:
+            total = (sum_gx * gamma).sum() if gamma is not None else sum_gx.sum()
+            if beta is not None:
+                total = total + (sum_g * beta).sum()
+            grad_scale = total.reshape(scale.shape)
+        grad_z = grad_z * scale if grad_z is not None else None
+        grad_gamma = grad_gamma * scale if grad_gamma is not None else None
+        grad_beta = grad_beta * scale if grad_beta is not None else None
+    return grad_z, grad_gamma, grad_beta, grad_scale
+
+
+class _ScaledBN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+                scale: torch.Tensor, running_mean: Optional[torch.Tensor], running_var: Optional[torch.Tensor],
+                momentum: float, eps: float) -> torch.Tensor:
+        y, mean, invstd = _bn_forward(z, gamma, beta, scale, running_mean, running_var, momentum, eps)
+        ctx.save_for_backward(z, gamma, beta, scale, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        z, gamma, beta, scale, mean, invstd = ctx.saved_tensors
+        need_z, need_gamma, need_beta, need_scale = ctx.needs_input_grad[:4]
+        grad = grad.contiguous(memory_format=format_of(z))
+        grad_z, grad_gamma, grad_beta, grad_scale = _bn_backward(grad, z, gamma, beta, scale, mean, invstd, ctx.eps,
+                                                                 need_z, need_gamma, need_beta, need_scale)
+        return grad_z, grad_gamma, grad_beta, grad_scale, None, None, None, None

@@ -171,16 +171,17 @@ class DartsSource(SourceCache):
 
 
     def add_to(self, node: NodeSum, op: nn.Module, w: Optional[torch.Tensor], part: str = "out") -> None:
-        """With ``recompute``, a bare pool's weight (GDAS: no BN after the pools) joins a pool that keeps only
-        its input, and a conv op's weight its last conv-BN step; everything else as
-        :meth:`SourceCache.add_to`."""
-        if not self.recompute or w is None:
+        """A conv op's weight joins its last BN (:func:`~nasbench.spaces.recompute.scaled_bn`: the op's output
+        is not kept for the weight's gradient), or with ``recompute`` its last conv-BN step; with ``recompute``
+        a bare pool's weight (GDAS: no BN after the pools) joins a pool that keeps only its input. Everything
+        else as :meth:`SourceCache.add_to`."""
+        if w is None:
             return super().add_to(node, op, w, part)
-        if isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)) and recompute.pool_applies(op, self.x):
+        if self.recompute and isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)) and recompute.pool_applies(op, self.x):
             return node.add(recompute.scaled_pool(op, self.x, w), None, part, owned=True)
         if not _relu_first(op):
             return super().add_to(node, op, w, part)
-        out, weighted = run_chain(list(op)[1:], self.relu(), w, fuse=True)
+        out, weighted = run_chain(list(op)[1:], self.relu(), w, fuse=self.recompute)
         if weighted:
             node.add(out, None, part, owned=True)
         else:
@@ -195,8 +196,9 @@ def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.
               fuse: bool = False) -> tuple[torch.Tensor, bool]:
     """The modules ``children`` one after another on ``h``. With ``fuse``, each pointwise conv with the
     BatchNorm (and ReLU) after it runs as one :func:`~nasbench.spaces.recompute.conv_bn` step where that
-    applies, the last one also multiplying by ``scale``. Returns the output and whether it is multiplied by
-    ``scale`` already."""
+    applies, the last one also multiplying by ``scale``; otherwise a last BatchNorm multiplies by ``scale``
+    (:func:`~nasbench.spaces.recompute.scaled_bn`) where that applies. Returns the output and whether it is
+    multiplied by ``scale`` already."""
     i, n, scaled = 0, len(children), False
     while i < n:
         if fuse and i + 1 < n and recompute.applies(children[i], children[i + 1], h):
@@ -205,6 +207,10 @@ def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.
             scaled = last and not relu and scale is not None
             h = recompute.conv_bn(children[i], children[i + 1], h, relu, scale if scaled else None)
             i += 2 + relu
+        elif scale is not None and i == n - 1 and recompute.bn_applies(children[i], h):
+            h = recompute.scaled_bn(children[i], h, scale)
+            scaled = True
+            i += 1
         else:
             h = run_module(children[i], h)
             i += 1
