@@ -42,6 +42,17 @@ def inputs(fmt, C=16, seed=0):
     return x, conv
 
 
+def assert_same_bn_results(pairs, bn, bn2):
+    """The gradient ``pairs`` and, of two BatchNorms that took two steps, the affine gradients and buffers."""
+    if bn.affine:
+        pairs = [*pairs, (bn.weight.grad, bn2.weight.grad), (bn.bias.grad, bn2.bias.grad)]
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(bn.buffers(), bn2.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+    assert int(bn.num_batches_tracked) == 2
+
+
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("relu,scaled", [(False, False), (True, False), (False, True)],
                          ids=["bn", "bn-relu", "bn-scaled"])
@@ -71,16 +82,8 @@ def test_conv_bn_equals_the_separate_steps(fmt, relu, scaled, affine, momentum):
         (out1 * g).sum().backward()
         (ref * g).sum().backward()
 
-    pairs = [(x1.grad, x2.grad), (conv.weight.grad, conv2.weight.grad)]
-    if scaled:
-        pairs.append((s1.grad, s2.grad))
-    if affine:
-        pairs += [(bn.weight.grad, bn2.weight.grad), (bn.bias.grad, bn2.bias.grad)]
-    for a, b in pairs:
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    for a, b in zip(bn.buffers(), bn2.buffers()):
-        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
-    assert int(bn.num_batches_tracked) == 2
+    pairs = [(x1.grad, x2.grad), (conv.weight.grad, conv2.weight.grad)] + ([(s1.grad, s2.grad)] if scaled else [])
+    assert_same_bn_results(pairs, bn, bn2)
 
 
 def test_conv_bn_keeps_only_its_input_for_the_backward():
@@ -221,13 +224,7 @@ def test_scaled_bn_equals_the_bn_times_the_scale(fmt, affine, momentum):
         torch.testing.assert_close(out1, ref, rtol=1e-14, atol=1e-14)
         (out1 * grad).sum().backward()
         (ref * grad).sum().backward()
-    pairs = [(z1.grad, z2.grad), (s1.grad, s2.grad)]
-    if affine:
-        pairs += [(bn.weight.grad, bn2.weight.grad), (bn.bias.grad, bn2.bias.grad)]
-    for a, b in pairs:
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    for a, b in zip(bn.buffers(), bn2.buffers()):
-        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+    assert_same_bn_results([(z1.grad, z2.grad), (s1.grad, s2.grad)], bn, bn2)
 
 
 def test_scaled_bn_keeps_its_input_but_not_its_output():

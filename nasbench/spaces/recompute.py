@@ -50,14 +50,17 @@ def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, relu: bool = F
     running statistics are updated as its forward would (when it tracks them). Only where :func:`applies`."""
     if relu and scale is not None:
         raise ValueError("conv_bn takes a ReLU or a scale, not both")
-    track = bn.track_running_stats and bn.running_mean is not None
-    momentum = 0.0
-    if track:
-        bn.num_batches_tracked.add_(1)
-        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-    return _ConvBN.apply(x, conv.weight, bn.weight, bn.bias, scale,
-                         bn.running_mean if track else None, bn.running_var if track else None,
-                         momentum, bn.eps, relu)
+    return _ConvBN.apply(x, conv.weight, bn.weight, bn.bias, scale, *_running(bn), bn.eps, relu)
+
+
+def _running(bn: nn.BatchNorm2d) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], float]:
+    """(running mean, running var, momentum) for ``native_batch_norm`` as ``bn``'s training forward updates
+    them, counting the batch in ``num_batches_tracked``; (None, None, 0) for a BN without running statistics."""
+    if not (bn.track_running_stats and bn.running_mean is not None):
+        return None, None, 0.0
+    bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    return bn.running_mean, bn.running_var, momentum
 
 
 class _ConvBN(torch.autograd.Function):
@@ -183,13 +186,7 @@ def scaled_bn(bn: nn.BatchNorm2d, z: torch.Tensor, scale: torch.Tensor) -> torch
     does, but not the BN's output, which the separate product keeps for the scale's gradient: that gradient
     is formed from the sums the BN's backward computes anyway. Nothing is recomputed. Only where
     :func:`bn_applies`."""
-    track = bn.track_running_stats and bn.running_mean is not None
-    momentum = 0.0
-    if track:
-        bn.num_batches_tracked.add_(1)
-        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-    return _ScaledBN.apply(z, bn.weight, bn.bias, scale, bn.running_mean if track else None,
-                           bn.running_var if track else None, momentum, bn.eps)
+    return _ScaledBN.apply(z, bn.weight, bn.bias, scale, *_running(bn), bn.eps)
 
 
 def _bn_forward(z: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
