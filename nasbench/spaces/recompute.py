@@ -1,6 +1,11 @@
-"""A pointwise convolution and the BatchNorm after it as one autograd step that keeps less for the backward.
+"""Autograd steps of the search ops that keep less for the backward than the separate modules.
 
-In the search ops of the DARTS space every convolution block ends in ``1×1 conv → BN`` (a separable conv
+:func:`scaled_bn` (the fast supernet's default): an op's last BatchNorm times the op's weight, in one pass
+(the weight folds into the BN's affine weight and bias). It keeps the BN's input and statistics, as the BN
+alone does, but not its output, which a separate product keeps for the weight's gradient: that gradient
+comes from the per-channel sums the BN backward forms anyway. Nothing is recomputed.
+
+The rest serve ``recompute_ops``. In the search ops of the DARTS space every convolution block ends in ``1×1 conv → BN`` (a separable conv
 has two such blocks, the second block's input a ReLU of the first's output), and an edge then multiplies
 the block's output by its op weight. Run as separate autograd steps, a block keeps three tensors of the
 block's size for the backward: the conv's input, the BN's input and (for the weight's gradient) the BN's

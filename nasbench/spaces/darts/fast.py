@@ -8,7 +8,9 @@ own, as the DARTS code does. This forward computes the same sums with these savi
   still gets its own running-statistics update, from the one shared batch statistic), the identity, and
   for PC-DARTS the channel slices and the bypass pool;
 * 'none' is neither computed nor summed (its weight still counts in the softmax that made the others);
-* a node's weighted sum accumulates in place (``addcmul_``) instead of one temporary per op and edge;
+* a node's weighted sum accumulates in place (``addcmul_``) instead of one temporary per op and edge, and a
+  conv op's weight folds into its last BatchNorm (:func:`~nasbench.spaces.recompute.scaled_bn`), so the op's
+  output is not kept for the weight's gradient;
 * on CPU, a depthwise convolution with dilation d and stride 1 runs as an undilated convolution over the
   d×d pixel phases of its input (exact: every output pixel sums the same products), and one with stride
   d runs undilated on the stride-d subsampled input; PyTorch's CPU kernels for dilated depthwise
