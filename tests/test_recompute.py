@@ -203,12 +203,13 @@ def test_recompute_ops_cells_run_the_fused_steps(monkeypatch):
         assert len(calls) == expected
 
 
+@pytest.mark.parametrize("channels", [18, 4], ids=["wide", "narrow"])  # narrow channels_last: the NCHW detour
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("affine,momentum", [(False, 0.1), (True, None)], ids=["search-bn", "affine-cumulative"])
-def test_scaled_bn_equals_the_bn_times_the_scale(fmt, affine, momentum):
+def test_scaled_bn_equals_the_bn_times_the_scale(fmt, affine, momentum, channels):
     g = torch.Generator().manual_seed(4)
-    z = torch.randn(5, 18, 7, 9, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
-    bn = nn.BatchNorm2d(18, affine=affine, momentum=momentum).double()
+    z = torch.randn(5, channels, 7, 9, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    bn = nn.BatchNorm2d(channels, affine=affine, momentum=momentum).double()
     if affine:
         with torch.no_grad():
             bn.weight.uniform_(0.5, 1.5)
@@ -222,14 +223,17 @@ def test_scaled_bn_equals_the_bn_times_the_scale(fmt, affine, momentum):
         assert recompute.bn_applies(bn, z1)
         out1, ref = recompute.scaled_bn(bn, z1, s1), bn2(z2) * s2
         torch.testing.assert_close(out1, ref, rtol=1e-14, atol=1e-14)
+        assert out1.is_contiguous(memory_format=fmt)
         (out1 * grad).sum().backward()
         (ref * grad).sum().backward()
     assert_same_bn_results([(z1.grad, z2.grad), (s1.grad, s2.grad)], bn, bn2)
 
 
-def test_scaled_bn_keeps_its_input_but_not_its_output():
-    z = torch.randn(5, 18, 7, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
-    bn = nn.BatchNorm2d(18, affine=False)
+@pytest.mark.parametrize("channels", [18, 4], ids=["wide", "narrow"])
+def test_scaled_bn_keeps_its_input_but_not_its_output(channels):
+    """(Narrow: the NCHW copy of the input, which the BN module keeps on that detour too.)"""
+    z = torch.randn(5, channels, 7, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
+    bn = nn.BatchNorm2d(channels, affine=False)
     s = torch.tensor(1.0, requires_grad=True)
     block = z.numel() * 4
     assert saved_bytes(lambda: bn(z) * s) >= 2 * block

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.sgas import UNDECIDED
 from nasbench.config import resolve_search_config
-from nasbench.spaces.darts.fast import _dilated_depthwise
-from nasbench.spaces.edges import NARROW_BN, batch_norm
+from nasbench.spaces.darts.fast import _dilated_depthwise, global_pool
+from nasbench.spaces.edges import NARROW_BN, batch_norm, channel_slice
 from nasbench.engine.device import memory_format
 from conftest import rel
 
@@ -224,7 +224,8 @@ def test_second_order_darts_step_equals_reference(execution, dtype):
 @pytest.mark.parametrize("stride,k,d", [(1, 3, 2), (1, 5, 2), (1, 3, 3), (2, 3, 2), (2, 5, 2)])
 @pytest.mark.parametrize("size", [8, 7])
 def test_dilated_depthwise_by_phases_equals_the_dilated_conv(stride, k, d, size):
-    """The phase form against PyTorch's dilated conv, values and both gradients, odd and even sizes."""
+    """The phase form against PyTorch's dilated conv, values and both gradients, odd and even sizes, in
+    both layouts."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 4, k, stride=stride, padding=d * (k - 1) // 2, dilation=d, groups=4, bias=False)
     for fmt in (torch.contiguous_format, torch.channels_last):
@@ -236,6 +237,9 @@ def test_dilated_depthwise_by_phases_equals_the_dilated_conv(stride, k, d, size)
         gx, gw = torch.autograd.grad(out, (x, conv.weight), g)
         assert out.shape == ref.shape
         assert rel(out, ref) <= 1e-6 and rel(gx, gx_ref) <= 1e-6 and rel(gw, gw_ref) <= 1e-6
+        # the input's gradient in the input's layout (a mixed-layout gradient slows every later gradient op
+        # of the source several times on CPU)
+        assert gx.is_contiguous(memory_format=fmt)
 
 
 @pytest.mark.parametrize("channels", [1, 4, NARROW_BN - 1, NARROW_BN])
@@ -392,3 +396,33 @@ def test_factorized_reduce_on_pixel_phases_equals_the_module(fmt, size):
     gf = torch.autograd.grad(out_fast, [xf, *twin.parameters()], upstream)
     assert all(rel(a, b) <= 1e-12 for a, b in zip(gf, g))
     assert gf[0].is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_global_pool_equals_the_module_with_its_gradient_in_the_input_layout(fmt):
+    """The fast head's global average pool: bitwise the module's output and input gradient, the gradient in
+    the input's memory format (autograd's own comes back in NCHW)."""
+    pool = torch.nn.AdaptiveAvgPool2d(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 7, 6, generator=g).contiguous(memory_format=fmt).requires_grad_()
+    grad = torch.randn(3, 5, 1, 1, generator=g)
+    ref = pool(x)
+    (gx_ref,) = torch.autograd.grad(ref, x, grad)
+    out = global_pool(pool, x)
+    (gx,) = torch.autograd.grad(out, x, grad)
+    assert torch.equal(out, ref) and torch.equal(gx, gx_ref)
+    assert gx.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_channel_slice_keeps_the_layout_forward_and_backward(fmt):
+    """PC-DARTS's channel slices of a state: bitwise ``x[:, a:b]`` and its gradient, both in ``x``'s memory
+    format (autograd's slice backward zero-fills NCHW)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 8, 5, 6, generator=g).contiguous(memory_format=fmt).requires_grad_()
+    grad = torch.randn(3, 6, 5, 6, generator=g)
+    out = channel_slice(x, 2, 8)
+    (gx,) = torch.autograd.grad(out, x, grad)
+    (gx_ref,) = torch.autograd.grad(x[:, 2:8], x, grad)
+    assert torch.equal(out, x[:, 2:8]) and torch.equal(gx, gx_ref)
+    assert out.is_contiguous(memory_format=fmt) and gx.is_contiguous(memory_format=fmt)

@@ -47,6 +47,32 @@ def batch_norm(bn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> t
     return bn(x)
 
 
+def channel_slice(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """``x[:, start:stop]`` materialised in ``x``'s memory format, its gradient too (see :class:`_ChannelSlice`)."""
+    if x.dim() != 4 or not torch.is_grad_enabled() or not x.requires_grad:
+        return x[:, start:stop].contiguous(memory_format=format_of(x))
+    return _ChannelSlice.apply(x, start, stop)
+
+
+class _ChannelSlice(torch.autograd.Function):
+    """Autograd's slice backward zero-fills an NCHW tensor whatever the layout; a channels_last state whose
+    gradient arrives in NCHW sends every gradient op before it (BatchNorm, ReLU, conv backward) to mixed
+    layouts, several times slower on CPU (PC-DARTS: its states are sliced by channels on every edge)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        fmt = format_of(x)
+        ctx.shape, ctx.fmt, ctx.span = x.shape, fmt, (start, stop)
+        return x[:, start:stop].contiguous(memory_format=fmt)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        start, stop = ctx.span
+        grad = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=ctx.fmt).zero_()
+        grad[:, start:stop] = g
+        return grad, None, None
+
+
 # ---------------------------------------------------------------------------------------------- shared work
 class SourceCache:
     """What the edges leaving one state share: the state ``x``, its ReLU, its pools and channel slices."""
@@ -88,7 +114,7 @@ class SourceCache:
         """The cache of ``x[:, start:stop]`` (materialised once, in ``x``'s memory format)."""
         key = (start, stop)
         if key not in self._slices:
-            self._slices[key] = type(self)(self.x[:, start:stop].contiguous(memory_format=format_of(self.x)))
+            self._slices[key] = type(self)(channel_slice(self.x, start, stop))
         return self._slices[key]
 
     def pool(self, pool: nn.Module) -> torch.Tensor:

@@ -180,17 +180,20 @@ class _ScaledPool(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------- BN × weight
 def bn_applies(bn: nn.Module, x: torch.Tensor) -> bool:
     """Whether :func:`scaled_bn` computes ``bn(x)`` here: a training-mode BatchNorm on a float32/float64 4-d
-    input that does not take the narrow NCHW detour, autograd recording, no autocast."""
+    input, autograd recording, no autocast."""
     return (type(bn) is nn.BatchNorm2d and bn.training and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
-            and not _narrow_detour(x, x.shape[1]) and torch.is_grad_enabled()
-            and not torch.is_autocast_enabled(x.device.type))
+            and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type))
 
 
 def scaled_bn(bn: nn.BatchNorm2d, z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``scale · bn(z)`` (``scale`` a scalar tensor) keeping ``z`` and the batch statistics, as the BN alone
     does, but not the BN's output, which the separate product keeps for the scale's gradient: that gradient
-    is formed from the sums the BN's backward computes anyway. Nothing is recomputed. Only where
-    :func:`bn_applies`."""
+    is formed from the sums the BN's backward computes anyway. Nothing is recomputed. A narrow channels_last
+    ``z`` on CPU (PC-DARTS's slices) is normalised in NCHW and handed back in channels_last, as
+    :func:`~nasbench.spaces.edges.batch_norm` does. Only where :func:`bn_applies`."""
+    if _narrow_detour(z, z.shape[1]):
+        out = _ScaledBN.apply(z.contiguous(), bn.weight, bn.bias, scale, *_running(bn), bn.eps)
+        return out.contiguous(memory_format=torch.channels_last)
     return _ScaledBN.apply(z, bn.weight, bn.bias, scale, *_running(bn), bn.eps)
 
 

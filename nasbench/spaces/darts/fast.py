@@ -65,20 +65,46 @@ def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     d, k = m.dilation[0], m.kernel_size[0]
     pad = (k - 1) // 2
     if m.stride[0] == d:
-        return F.conv2d(x[:, :, ::d, ::d], m.weight, None, 1, pad, 1, m.groups)
+        return F.conv2d(_Subsample.apply(x, d), m.weight, None, 1, pad, 1, m.groups)
     N, C, H, W = x.shape
     Hp, Wp = -(-H // d) * d, -(-W // d) * d
     if (Hp, Wp) != (H, W):  # zero rows/columns at the end change nothing: the conv pads with zeros anyway
         x = F.pad(x, (0, Wp - W, 0, Hp - H))
     h, w = Hp // d, Wp // d
-    # [N, C, h, d, w, d] → [d, d, N, h, w, C] → a channels_last batch of d² phase images
-    phases = x.reshape(N, C, h, d, w, d).permute(3, 5, 0, 2, 4, 1).reshape(d * d * N, h, w, C).permute(0, 3, 1, 2)
+    # → [d, d, N, h, w, C] → a channels_last batch of d² phase images; a channels_last x is split through its
+    # [N, H, W, C] view, so that the backward's copy hands its gradient back in channels_last (through the
+    # [N, C, H, W] view it would come back in NCHW, and every later gradient op of the source would mix layouts)
+    if format_of(x) == torch.channels_last:
+        phases = x.permute(0, 2, 3, 1).reshape(N, h, d, w, d, C).permute(2, 4, 0, 1, 3, 5)
+    else:
+        phases = x.reshape(N, C, h, d, w, d).permute(3, 5, 0, 2, 4, 1)
+    phases = phases.reshape(d * d * N, h, w, C).permute(0, 3, 1, 2)
     y = F.conv2d(phases, m.weight, None, 1, pad, 1, m.groups)
     y = y.permute(0, 2, 3, 1).reshape(d, d, N, h, w, C).permute(2, 3, 0, 4, 1, 5).reshape(N, Hp, Wp, C)
     y = y.permute(0, 3, 1, 2)
     if (Hp, Wp) != (H, W):
         y = y[:, :, :H, :W]
     return y
+
+
+class _Subsample(torch.autograd.Function):
+    """``x[:, :, ::d, ::d]`` materialised in ``x``'s memory format, its gradient written into a zero tensor of
+    that format. Autograd's slice backward zero-fills an NCHW tensor whatever the layout, and an NCHW
+    gradient makes every later gradient sum and ReLU backward of the source run on mixed layouts, several
+    times slower on CPU (a stride-2 dilated conv on a reduction edge)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, d: int) -> torch.Tensor:
+        fmt = format_of(x)
+        ctx.shape, ctx.fmt, ctx.d = x.shape, fmt, d
+        return x[:, :, ::d, ::d].contiguous(memory_format=fmt)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        d = ctx.d
+        grad = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=ctx.fmt).zero_()
+        grad[:, :, ::d, ::d] = g
+        return grad, None
 
 
 def run_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -217,6 +243,28 @@ def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.
             h = run_module(children[i], h)
             i += 1
     return h, scaled
+
+
+# ---------------------------------------------------------------------------------------------- the head
+def global_pool(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``pool(x)`` for an ``nn.AdaptiveAvgPool2d(1)``, its input gradient in ``x``'s memory format (autograd's
+    backward of the mean expands into NCHW, which sends the last cell's whole backward onto mixed layouts)."""
+    if type(pool) is nn.AdaptiveAvgPool2d and pool.output_size in (1, (1, 1)) and x.dim() == 4:
+        return _GlobalPool.apply(x)
+    return pool(x)
+
+
+class _GlobalPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape, ctx.fmt = x.shape, format_of(x)
+        return F.adaptive_avg_pool2d(x, 1)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        N, C, H, W = ctx.shape
+        grad = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=ctx.fmt)
+        return grad.copy_((g / (H * W)).expand(N, C, H, W))
 
 
 # ---------------------------------------------------------------------------------------------- the cell

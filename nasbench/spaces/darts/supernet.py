@@ -128,5 +128,5 @@ class Supernet(SearchNetwork):
                 s0, s1 = s1, cell(*args)
         if self.lastact is not None:
             s1 = self.lastact(s1)
-        out = self.global_pooling(s1)
+        out = supernet_fast.global_pool(self.global_pooling, s1) if self.impl == "fast" else self.global_pooling(s1)
         return self.classifier(out.flatten(1))

@@ -11,7 +11,8 @@ type's weights (``weights["cell"]``). The cell ops' BatchNorms are not affine; w
 Two executions of the same modules (:meth:`Supernet.set_execution`): ``reference`` runs every op of every
 edge on its own, as the official code does; ``fast`` computes the same numbers with less work: the ReLU
 that opens both convolutions and the pooling of a source state are computed once for all the edges that
-leave it, ``none`` is neither computed nor summed, and a node's weighted sum accumulates in place.
+leave it, ``none`` is neither computed nor summed, a node's weighted sum accumulates in place, and a
+convolution's op weight folds into its BatchNorm, so its output is not kept for the weight's gradient.
 ``memory_efficient`` recomputes each search cell's activations in the backward pass instead of storing them.
 """
 
@@ -22,6 +23,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from nasbench.spaces import recompute
 from nasbench.spaces.base import (CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology, recomputed,
                                   reference_nodes)
 from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm
@@ -51,6 +53,18 @@ class Nb201Source(SourceCache):
                 and isinstance(op[1], nn.Dropout)):  # P-DARTS's skip dropout: the reference's mask
             return self.dropped(op[1])
         return op(self.x)
+
+    def add_to(self, node: NodeSum, op: nn.Module, w: Optional[torch.Tensor], part: str = "out") -> None:
+        """A ReLU-conv-BN op's weight folds into its BN (:func:`~nasbench.spaces.recompute.scaled_bn`: the op's
+        output is not kept for the weight's gradient); everything else as :meth:`SourceCache.add_to`."""
+        if w is not None and type(op) is ReLUConvBN and isinstance(op[0], nn.ReLU) and len(op) == 3:
+            h = op[1](self.relu())
+            if recompute.bn_applies(op[2], h):
+                node.add(recompute.scaled_bn(op[2], h, w), None, part, owned=True)
+            else:
+                node.add(batch_norm(op[2], h), w, part)
+            return
+        super().add_to(node, op, w, part)
 
 
 class SearchCell(nn.Module):
