@@ -366,7 +366,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="*", help="algorithms (and darts-2nd); default all")
     p.add_argument("--variants", nargs="*", choices=list(VARIANTS),
-                   help="default: reference fast memory-efficient (plus the amp variants on CUDA)")
+                   help="default: reference fast memory-efficient recompute-ops (plus the amp variants on CUDA)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--channels", type=int, default=16)
