@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.sgas import UNDECIDED
 from nasbench.config import resolve_search_config
-from nasbench.spaces.darts.fast import _dilated_depthwise, global_pool
-from nasbench.spaces.edges import NARROW_BN, batch_norm, channel_slice
+from nasbench.spaces.darts.fast import _dilated_depthwise
+from nasbench.spaces.edges import NARROW_BN, batch_norm, channel_slice, global_pool
 from nasbench.engine.device import memory_format
 from conftest import rel
 

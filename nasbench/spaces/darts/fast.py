@@ -245,28 +245,6 @@ def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.
     return h, scaled
 
 
-# ---------------------------------------------------------------------------------------------- the head
-def global_pool(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``pool(x)`` for an ``nn.AdaptiveAvgPool2d(1)``, its input gradient in ``x``'s memory format (autograd's
-    backward of the mean expands into NCHW, which sends the last cell's whole backward onto mixed layouts)."""
-    if type(pool) is nn.AdaptiveAvgPool2d and pool.output_size in (1, (1, 1)) and x.dim() == 4:
-        return _GlobalPool.apply(x)
-    return pool(x)
-
-
-class _GlobalPool(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.shape, ctx.fmt = x.shape, format_of(x)
-        return F.adaptive_avg_pool2d(x, 1)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        N, C, H, W = ctx.shape
-        grad = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=ctx.fmt)
-        return grad.copy_((g / (H * W)).expand(N, C, H, W))
-
-
 # ---------------------------------------------------------------------------------------------- the cell
 class ReluMemo:
     """``F.relu(x)`` once per tensor ``x`` across cells: every state of the supernet (the stem's output, each

@@ -30,6 +30,7 @@ from nasbench.spaces.base import (CellWeights, EdgeFactory, SearchNetwork, Super
 from nasbench.spaces.darts import fast as supernet_fast
 from nasbench.spaces.darts.network import FixedReductionCell, ImageNetStem
 from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN
+from nasbench.spaces.edges import global_pool
 
 
 class SearchCell(nn.Module):
@@ -128,5 +129,5 @@ class Supernet(SearchNetwork):
                 s0, s1 = s1, cell(*args)
         if self.lastact is not None:
             s1 = self.lastact(s1)
-        out = supernet_fast.global_pool(self.global_pooling, s1) if self.impl == "fast" else self.global_pooling(s1)
+        out = global_pool(self.global_pooling, s1) if self.impl == "fast" else self.global_pooling(s1)
         return self.classifier(out.flatten(1))

@@ -26,7 +26,7 @@ from torch import nn
 from nasbench.spaces import recompute
 from nasbench.spaces.base import (CellWeights, EdgeFactory, SearchNetwork, SupernetSpec, Topology, recomputed,
                                   reference_nodes)
-from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm
+from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, global_pool
 from nasbench.spaces.nas_bench_201.network import stage_layout
 from nasbench.spaces.nas_bench_201.ops import (Identity, Pooling, ReLUConvBN, ResNetBasicblock, Zero,
                                                untrack_running_stats)
@@ -135,5 +135,6 @@ class Supernet(SearchNetwork):
                 h = recomputed(cell, h, w)
             else:
                 h = cell(h, w)
-        h = self.global_pooling(self.lastact(h))
+        h = self.lastact(h)
+        h = global_pool(self.global_pooling, h) if self.impl == "fast" else self.global_pooling(h)
         return self.classifier(h.flatten(1))
