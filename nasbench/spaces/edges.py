@@ -37,40 +37,52 @@ channels (PC-DARTS's C/K slices) they run 2–5× slower than the NCHW kernels, 
 copies cost (the README's PC-DARTS profile: 3.4 ms against 0.96 ms forward+backward at 64×4×32×32)."""
 
 
+def narrow_detour(x: torch.Tensor, channels: int) -> bool:
+    """Whether a BatchNorm of ``channels`` channels on ``x`` (or on a tensor of ``x``'s device and layout) runs
+    in NCHW: a narrow channels_last tensor on CPU (see :data:`NARROW_BN`)."""
+    return (x.device.type == "cpu" and x.dim() == 4 and channels < NARROW_BN
+            and format_of(x) == torch.channels_last)
+
+
 def batch_norm(bn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``bn(x)`` for a BatchNorm module or a function that batch-normalises its one argument; a narrow
     channels_last ``x`` on CPU is normalised in NCHW (the same ``bn`` runs: same statistics, same
     running-statistics update) and handed back in channels_last."""
-    if (x.device.type == "cpu" and x.dim() == 4 and x.shape[1] < NARROW_BN
-            and format_of(x) == torch.channels_last):
+    if x.dim() == 4 and narrow_detour(x, x.shape[1]):
         return bn(x.contiguous()).contiguous(memory_format=torch.channels_last)
     return bn(x)
 
 
-def channel_slice(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """``x[:, start:stop]`` materialised in ``x``'s memory format, its gradient too (see :class:`_ChannelSlice`)."""
+def layout_slice(x: torch.Tensor, index: tuple) -> torch.Tensor:
+    """``x[index]`` (basic indexing that keeps the 4 dims: channel ranges, strided pixels) materialised in
+    ``x``'s memory format, and its gradient too (:class:`_LayoutSlice`)."""
     if x.dim() != 4 or not torch.is_grad_enabled() or not x.requires_grad:
-        return x[:, start:stop].contiguous(memory_format=format_of(x))
-    return _ChannelSlice.apply(x, start, stop)
+        return x[index].contiguous(memory_format=format_of(x))
+    return _LayoutSlice.apply(x, index)
 
 
-class _ChannelSlice(torch.autograd.Function):
+def channel_slice(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """``x[:, start:stop]`` in ``x``'s memory format, forward and backward (:func:`layout_slice`)."""
+    return layout_slice(x, (slice(None), slice(start, stop)))
+
+
+class _LayoutSlice(torch.autograd.Function):
     """Autograd's slice backward zero-fills an NCHW tensor whatever the layout; a channels_last state whose
-    gradient arrives in NCHW sends every gradient op before it (BatchNorm, ReLU, conv backward) to mixed
-    layouts, several times slower on CPU (PC-DARTS: its states are sliced by channels on every edge)."""
+    gradient arrives in NCHW sends every gradient op before it (gradient sums, BatchNorm, ReLU and conv
+    backwards) to mixed layouts, several times slower on CPU. This backward writes into a zero tensor of the
+    input's layout (PC-DARTS's channel slices of every state, a stride-2 dilated conv's subsampling)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, index: tuple) -> torch.Tensor:
         fmt = format_of(x)
-        ctx.shape, ctx.fmt, ctx.span = x.shape, fmt, (start, stop)
-        return x[:, start:stop].contiguous(memory_format=fmt)
+        ctx.shape, ctx.fmt, ctx.index = x.shape, fmt, index
+        return x[index].contiguous(memory_format=fmt)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        start, stop = ctx.span
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=ctx.fmt).zero_()
-        grad[:, start:stop] = g
-        return grad, None, None
+        grad[ctx.index] = g
+        return grad, None
 
 
 def global_pool(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:

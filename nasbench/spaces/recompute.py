@@ -28,25 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasbench.spaces.edges import NARROW_BN, format_of
+from nasbench.spaces.edges import batch_norm, format_of, narrow_detour
 
 
 def applies(conv: nn.Module, bn: nn.Module, x: torch.Tensor) -> bool:
     """Whether :func:`conv_bn` computes ``bn(conv(x))`` here: a bias-free stride-1 1×1 conv and a BatchNorm in
     training mode that normalises with the batch statistics, with autograd recording and no autocast (under
     mixed precision the separate steps run)."""
-    return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and not _narrow_detour(x, conv.out_channels)
+    return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and not narrow_detour(x, conv.out_channels)
             and conv.kernel_size == (1, 1)
             and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
             and conv.bias is None and conv.padding_mode == "zeros" and bn.training
             and x.dim() == 4 and x.dtype in (torch.float32, torch.float64) and torch.is_grad_enabled()
             and not torch.is_autocast_enabled(x.device.type))
-
-
-def _narrow_detour(x: torch.Tensor, channels: int) -> bool:
-    # a narrow channels_last BatchNorm on CPU (PC-DARTS's slices) goes through edges.batch_norm's NCHW detour
-    return (x.device.type == "cpu" and x.dim() == 4 and channels < NARROW_BN
-            and format_of(x) == torch.channels_last)
 
 
 def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, relu: bool = False,
@@ -191,10 +185,7 @@ def scaled_bn(bn: nn.BatchNorm2d, z: torch.Tensor, scale: torch.Tensor) -> torch
     is formed from the sums the BN's backward computes anyway. Nothing is recomputed. A narrow channels_last
     ``z`` on CPU (PC-DARTS's slices) is normalised in NCHW and handed back in channels_last, as
     :func:`~nasbench.spaces.edges.batch_norm` does. Only where :func:`bn_applies`."""
-    if _narrow_detour(z, z.shape[1]):
-        out = _ScaledBN.apply(z.contiguous(), bn.weight, bn.bias, scale, *_running(bn), bn.eps)
-        return out.contiguous(memory_format=torch.channels_last)
-    return _ScaledBN.apply(z, bn.weight, bn.bias, scale, *_running(bn), bn.eps)
+    return batch_norm(lambda t: _ScaledBN.apply(t, bn.weight, bn.bias, scale, *_running(bn), bn.eps), z)
 
 
 def _bn_forward(z: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],

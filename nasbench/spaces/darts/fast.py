@@ -37,7 +37,7 @@ from torch import nn
 
 from nasbench.spaces import recompute
 from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
-from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, format_of
+from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, format_of, layout_slice
 
 
 # ---------------------------------------------------------------------------------------------- convolutions
@@ -65,7 +65,8 @@ def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     d, k = m.dilation[0], m.kernel_size[0]
     pad = (k - 1) // 2
     if m.stride[0] == d:
-        return F.conv2d(_Subsample.apply(x, d), m.weight, None, 1, pad, 1, m.groups)
+        sub = layout_slice(x, (slice(None), slice(None), slice(None, None, d), slice(None, None, d)))
+        return F.conv2d(sub, m.weight, None, 1, pad, 1, m.groups)
     N, C, H, W = x.shape
     Hp, Wp = -(-H // d) * d, -(-W // d) * d
     if (Hp, Wp) != (H, W):  # zero rows/columns at the end change nothing: the conv pads with zeros anyway
@@ -85,26 +86,6 @@ def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if (Hp, Wp) != (H, W):
         y = y[:, :, :H, :W]
     return y
-
-
-class _Subsample(torch.autograd.Function):
-    """``x[:, :, ::d, ::d]`` materialised in ``x``'s memory format, its gradient written into a zero tensor of
-    that format. Autograd's slice backward zero-fills an NCHW tensor whatever the layout, and an NCHW
-    gradient makes every later gradient sum and ReLU backward of the source run on mixed layouts, several
-    times slower on CPU (a stride-2 dilated conv on a reduction edge)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, d: int) -> torch.Tensor:
-        fmt = format_of(x)
-        ctx.shape, ctx.fmt, ctx.d = x.shape, fmt, d
-        return x[:, :, ::d, ::d].contiguous(memory_format=fmt)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        d = ctx.d
-        grad = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=ctx.fmt).zero_()
-        grad[:, :, ::d, ::d] = g
-        return grad, None
 
 
 def run_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
