@@ -20,7 +20,7 @@ from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.sgas import UNDECIDED
 from nasbench.config import resolve_search_config
 from nasbench.spaces.darts.fast import _dilated_depthwise
-from nasbench.spaces.edges import NARROW_BN, batch_norm, channel_slice, global_pool
+from nasbench.spaces.edges import NARROW_BN, batch_norm, channel_slice, dense_grad, global_pool
 from nasbench.engine.device import memory_format
 from conftest import rel
 
@@ -426,3 +426,19 @@ def test_channel_slice_keeps_the_layout_forward_and_backward(fmt):
     (gx_ref,) = torch.autograd.grad(x[:, 2:8], x, grad)
     assert torch.equal(out, x[:, 2:8]) and torch.equal(gx, gx_ref)
     assert out.is_contiguous(memory_format=fmt) and gx.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_dense_grad_is_the_identity_with_a_materialised_gradient(fmt):
+    """``dense_grad``: the tensor's values, and a strided upstream gradient (a piece of a stack's gradient)
+    handed back bitwise, materialised in the tensor's memory format."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, generator=g).contiguous(memory_format=fmt).requires_grad_()
+    other = torch.randn(2, 3, 4, 5, generator=g)
+    out = torch.stack([dense_grad(x), other], dim=-1)
+    plain = torch.stack([x, other], dim=-1)
+    grad = torch.randn(out.shape, generator=g)
+    (gx,) = torch.autograd.grad(out, x, grad)
+    assert torch.equal(out, plain) and torch.equal(gx, grad[..., 0])
+    assert gx.is_contiguous(memory_format=fmt)
+    assert not grad[..., 0].is_contiguous(memory_format=fmt)  # what autograd alone would hand back

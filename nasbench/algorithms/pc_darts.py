@@ -31,7 +31,7 @@ from nasbench.algorithms.base import Strategy, edge_normalization  # noqa: F401 
 from nasbench.errors import ConfigError
 from nasbench.registry import register_algorithm
 
-from nasbench.spaces.edges import MixedOp, NodeSum, OpBuilder, SourceCache, format_of
+from nasbench.spaces.edges import MixedOp, NodeSum, OpBuilder, SourceCache, dense_grad, format_of
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -97,7 +97,9 @@ def shuffled_cat(mixed: torch.Tensor, rest: torch.Tensor, groups: int) -> torch.
     copies twice with the cat, and hands a channels_last input back in NCHW.)
     """
     n, c, h, w = mixed.shape
-    pieces = [mixed, *rest.split(c, dim=1)]
+    # the stack's backward hands each piece a strided view of its gradient; the mixed piece's is read by every
+    # op of every edge into the node, so it is materialised once here
+    pieces = [dense_grad(mixed), *rest.split(c, dim=1)]
     if format_of(rest) == torch.channels_last:
         nhwc = torch.stack([p.permute(0, 2, 3, 1) for p in pieces], dim=4)  # [n, h, w, c, groups]
         return nhwc.reshape(n, h, w, c * groups).permute(0, 3, 1, 2)

@@ -107,6 +107,27 @@ class _GlobalPool(torch.autograd.Function):
         return grad.copy_((g / (H * W)).expand(N, C, H, W))
 
 
+def dense_grad(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself, whose gradient is handed back materialised in ``x``'s memory format. For a tensor whose
+    gradient arrives as a strided view (a piece of a stack's or a concatenation's gradient) and is read by
+    many ops: each would otherwise copy it, or run its slow strided kernel, on its own (PC-DARTS's node sums
+    of the mixed channels, read by every op of every edge into the node)."""
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return x
+    return _DenseGrad.apply(x)
+
+
+class _DenseGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.fmt = format_of(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g.contiguous(memory_format=ctx.fmt)
+
+
 # ---------------------------------------------------------------------------------------------- shared work
 class SourceCache:
     """What the edges leaving one state share: the state ``x``, its ReLU, its pools and channel slices."""
