@@ -11,6 +11,7 @@ gradient instead, since its own norm is rounding noise.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,6 +241,20 @@ def test_dilated_depthwise_by_phases_equals_the_dilated_conv(stride, k, d, size)
         # the input's gradient in the input's layout (a mixed-layout gradient slows every later gradient op
         # of the source several times on CPU)
         assert gx.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_the_benchmarks_phase_images_form_equals_the_dilated_conv(k, monkeypatch):
+    """``benchmarks/ops.py`` times the d² phase images form the fast supernet replaced: it must compute the
+    same conv, or the comparison it reports means nothing."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from ops import phase_images
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 4, k, padding=k - 1, dilation=2, groups=4, bias=False)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(3, 4, 8, 8).contiguous(memory_format=fmt)
+        assert rel(phase_images(conv, x), conv(x)) <= 1e-6
 
 
 @pytest.mark.parametrize("channels", [1, 4, NARROW_BN - 1, NARROW_BN])
