@@ -175,10 +175,11 @@ def _timed_step(cfg, trainer, train, valid) -> float:
 def run_paired(case: str, variants: list[str], args: argparse.Namespace) -> dict:
     """Step times of several variants in one process, interleaved: after a warm-up of each, every round times
     one step of each variant (the order rotating from round to round), so that a slow spell of the machine
-    falls on all of them. Every variant's step of a round starts from the same random state, so that an
-    algorithm that samples (GDAS) runs the same ops in all of them: a GDAS step's time depends on which ops
-    it drew. Reported: each variant's median, and the median over rounds of its time divided by the
-    reference's time in the same round."""
+    falls on all of them. Every variant's step of a round starts from the same global random state (P-DARTS's
+    dropout masks); GDAS draws its ops from its strategy's own generator, seeded alike in every trainer, so
+    its variants run the same ops in a round anyway (a GDAS step's time depends on which ops it drew).
+    Reported: each variant's median, and the median over rounds of its time divided by the reference's time
+    in the same round."""
     import torch
 
     built = {}
@@ -192,7 +193,7 @@ def run_paired(case: str, variants: list[str], args: argparse.Namespace) -> dict
         times: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(args.steps):
             for v in variants[r % len(variants):] + variants[:r % len(variants)]:
-                torch.manual_seed(1000 + r)  # one round, one draw: GDAS's variants sample the same ops
+                torch.manual_seed(1000 + r)  # one round, one global random state for every variant
                 times[v].append(_timed_step(*built[v]))
         dev = built[variants[0]][1].device
     ref = times.get("reference")
