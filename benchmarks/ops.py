@@ -8,8 +8,8 @@ At the paper configuration's first-cell shape (batch 64, C=16, 32×32) it times,
 * NCHW against channels_last for each kind of convolution of the DARTS space;
 * a dilated depthwise convolution against the same convolution over the d×d pixel phases
   (``nasbench.spaces.darts.fast._dilated_depthwise``: in channels_last the column phases folded into
-  channels, the row phases into the batch) and against the d² phase images stacked in the batch (the form
-  it replaced, :func:`phase_images`);
+  channels, the row phases into the batch) and, in channels_last, against the d² phase images stacked in
+  the batch (``_phase_images``: the NCHW form, and the channels_last form before 2026-12-06);
 * the four edges that leave one source, each with its own depthwise conv, against one batched depthwise conv
   with 4 outputs per channel (the "grouped convolutions across edges" idea);
 * with ``--compile``: a search step's forward + backward of the fast DARTS supernet, eager against
@@ -51,24 +51,8 @@ def fwd_bwd(module_or_fn, x: torch.Tensor):
     return run
 
 
-def phase_images(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A same-padded stride-1 depthwise conv with dilation d over the d² phase images of ``x`` (H and W
-    divisible by d) stacked in the batch, split through the [N, H, W, C] view for a channels_last ``x``: the
-    fast supernet's form before 2026-12-06, kept here as the comparison."""
-    d, k = conv.dilation[0], conv.kernel_size[0]
-    N, C, H, W = x.shape
-    h, w = H // d, W // d
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        phases = x.permute(0, 2, 3, 1).reshape(N, h, d, w, d, C).permute(2, 4, 0, 1, 3, 5)
-    else:
-        phases = x.reshape(N, C, h, d, w, d).permute(3, 5, 0, 2, 4, 1)
-    phases = phases.reshape(d * d * N, h, w, C).permute(0, 3, 1, 2)
-    y = F.conv2d(phases, conv.weight, None, 1, (k - 1) // 2, 1, conv.groups)
-    return y.permute(0, 2, 3, 1).reshape(d, d, N, h, w, C).permute(2, 3, 0, 4, 1, 5).reshape(N, H, W, C).permute(0, 3, 1, 2)
-
-
 def op_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
-    from nasbench.spaces.darts.fast import _dilated_depthwise
+    from nasbench.spaces.darts.fast import _dilated_depthwise, _phase_images
 
     B, C, H = args.batch_size, args.channels, args.size
     rows = []
@@ -87,8 +71,11 @@ def op_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
             if conv.dilation != (1, 1):
                 rows.append({"what": name + " by phases", "layout": fmt_name,
                              "ms": 1e3 * timed(fwd_bwd(lambda t, c=conv: _dilated_depthwise(c, t), x), args.repeats, dev)})
-                rows.append({"what": name + " by d² phase images", "layout": fmt_name,
-                             "ms": 1e3 * timed(fwd_bwd(lambda t, c=conv: phase_images(c, t), x), args.repeats, dev)})
+                if fmt is torch.channels_last:  # in NCHW the phase images are the form above
+                    d, pad = conv.dilation[0], (conv.kernel_size[0] - 1) // 2
+                    rows.append({"what": name + " by d² phase images", "layout": fmt_name,
+                                 "ms": 1e3 * timed(fwd_bwd(lambda t, c=conv: _phase_images(t, c.weight, d, pad), x),
+                                                   args.repeats, dev)})
         separate = [nn.Conv2d(C, C, 3, padding=1, groups=C, bias=False).to(dev, memory_format=fmt) for _ in range(4)]
         batched = nn.Conv2d(C, 4 * C, 3, padding=1, groups=C, bias=False).to(dev, memory_format=fmt)
         rows.append({"what": "4 edges' depthwise 3x3, separate", "layout": fmt_name,

@@ -71,21 +71,33 @@ def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if m.stride[0] == d:
         sub = layout_slice(x, (slice(None), slice(None), slice(None, None, d), slice(None, None, d)))
         return F.conv2d(sub, m.weight, None, 1, pad, 1, m.groups)
-    N, C, H, W = x.shape
+    H, W = x.shape[2:]
     Hp, Wp = -(-H // d) * d, -(-W // d) * d
     if (Hp, Wp) != (H, W):  # zero rows/columns at the end change nothing: the conv pads with zeros anyway
         x = F.pad(x, (0, Wp - W, 0, Hp - H))
     if format_of(x) == torch.channels_last:
         y = _folded_phases(x, m.weight, d, pad)
     else:
-        h, w = Hp // d, Wp // d
-        phases = x.reshape(N, C, h, d, w, d).permute(3, 5, 0, 2, 4, 1).reshape(d * d * N, h, w, C).permute(0, 3, 1, 2)
-        y = F.conv2d(phases, m.weight, None, 1, pad, 1, m.groups)
-        y = y.permute(0, 2, 3, 1).reshape(d, d, N, h, w, C).permute(2, 3, 0, 4, 1, 5).reshape(N, Hp, Wp, C)
-        y = y.permute(0, 3, 1, 2)
+        y = _phase_images(x, m.weight, d, pad)
     if (Hp, Wp) != (H, W):
         y = y[:, :, :H, :W]
     return y
+
+
+def _phase_images(x: torch.Tensor, weight: torch.Tensor, d: int, pad: int) -> torch.Tensor:
+    """The phase conv of ``x`` (N, C, H, W divisible by d) with its d² phase images stacked in the batch: the
+    form for NCHW. A channels_last ``x`` is split through its [N, H, W, C] view, so that its gradient comes back
+    in channels_last, but :func:`_folded_phases` is faster there (``benchmarks/ops.py`` times both)."""
+    N, C, H, W = x.shape
+    h, w = H // d, W // d
+    if format_of(x) == torch.channels_last:
+        phases = x.permute(0, 2, 3, 1).reshape(N, h, d, w, d, C).permute(2, 4, 0, 1, 3, 5)
+    else:
+        phases = x.reshape(N, C, h, d, w, d).permute(3, 5, 0, 2, 4, 1)
+    phases = phases.reshape(d * d * N, h, w, C).permute(0, 3, 1, 2)
+    y = F.conv2d(phases, weight, None, 1, pad, 1, C)
+    y = y.permute(0, 2, 3, 1).reshape(d, d, N, h, w, C).permute(2, 3, 0, 4, 1, 5).reshape(N, H, W, C)
+    return y.permute(0, 3, 1, 2)
 
 
 def _folded_phases(x: torch.Tensor, weight: torch.Tensor, d: int, pad: int) -> torch.Tensor:
