@@ -20,7 +20,7 @@ from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.sgas import UNDECIDED
 from nasbench.config import resolve_search_config
 from nasbench.spaces.darts.fast import _dilated_depthwise, _phase_images
-from nasbench.spaces.edges import NARROW_BN, batch_norm, channel_slice, dense_grad, global_pool
+from nasbench.spaces.edges import NARROW_BN, SourceCache, batch_norm, channel_slice, dense_grad, global_pool
 from nasbench.engine.device import memory_format
 from conftest import rel
 
@@ -269,6 +269,51 @@ def test_narrow_channels_last_batch_norm_equals_the_module(channels):
     assert rel(out, ref) <= 1e-6 and rel(gx, gx_ref) <= 1e-6
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         assert torch.allclose(getattr(twin, name).double(), getattr(bn, name).double(), rtol=1e-6, atol=1e-7), name
+
+
+class _CountCalls(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels, fmt", [(4, torch.channels_last), (NARROW_BN, torch.channels_last),
+                                           (4, torch.contiguous_format)])
+def test_shared_pool_batch_norm_is_each_edge_s_module_in_one_normalisation(channels, fmt, dtype):
+    """Three edges' pool + non-affine BN from one source: one pool and one normalisation (no separate
+    variance pass), yet each edge's output, the input gradient and every BN's running statistics are what
+    the three modules compute, in the input's layout, narrow channels_last inputs included."""
+    torch.manual_seed(0)
+    pool = torch.nn.MaxPool2d(3, 1, 1)
+    bns = [torch.nn.BatchNorm2d(channels, affine=False).to(dtype) for _ in range(3)]
+    for i, bn in enumerate(bns):  # different histories: the update must start from each one's own buffers
+        bn.running_mean.fill_(0.1 * i)
+        bn.running_var.fill_(1.0 + i)
+    twins = copy.deepcopy(bns)
+    x = (torch.randn(6, channels, 7, 7, dtype=dtype) * 0.3 + 2.0).contiguous(memory_format=fmt).requires_grad_()
+    g = torch.randn(3, 6, channels, 7, 7, dtype=dtype)
+    ref = [bn(pool(x)) for bn in bns]
+    (gx_ref,) = torch.autograd.grad(sum((r * gi).sum() for r, gi in zip(ref, g)), (x,))
+    src = SourceCache(x)
+    with _CountCalls() as seen:
+        out = [src.pool_bn(pool, bn) for bn in twins]
+    assert seen.calls.count("max_pool2d_with_indices") + seen.calls.count("max_pool2d") == 1
+    assert seen.calls.count("native_batch_norm") + seen.calls.count("_native_batch_norm_legit") == 1
+    assert "var_mean" not in seen.calls
+    (gx,) = torch.autograd.grad(sum((o * gi).sum() for o, gi in zip(out, g)), (x,))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for o, r in zip(out, ref):
+        assert o.is_contiguous(memory_format=fmt) and rel(o, r) <= tol
+    assert rel(gx, gx_ref) <= tol
+    for a, b in zip(twins, bns):
+        assert int(a.num_batches_tracked) == int(b.num_batches_tracked) == 1
+        for name in ("running_mean", "running_var"):
+            assert rel(getattr(a, name), getattr(b, name)) <= tol, name
 
 
 def test_memory_efficient_recomputation_leaves_running_statistics_alone():
