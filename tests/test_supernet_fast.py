@@ -20,7 +20,7 @@ from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.sgas import UNDECIDED
 from nasbench.config import resolve_search_config
 from nasbench.spaces.darts.fast import _dilated_depthwise, _phase_images
-from nasbench.spaces.edges import NARROW_BN, SourceCache, batch_norm, channel_slice, dense_grad, global_pool
+from nasbench.spaces.edges import NARROW_BN, SourceCache, batch_norm, channel_slice, dense_grad, global_pool, nchw
 from nasbench.engine.device import memory_format
 from conftest import rel
 
@@ -498,3 +498,19 @@ def test_dense_grad_is_the_identity_with_a_materialised_gradient(fmt):
     assert torch.equal(out, plain) and torch.equal(gx, grad[..., 0])
     assert gx.is_contiguous(memory_format=fmt)
     assert not grad[..., 0].is_contiguous(memory_format=fmt)  # what autograd alone would hand back
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_nchw_copy_hands_the_gradient_back_in_the_input_s_layout(fmt):
+    """``nchw``: ``x`` in NCHW memory, bitwise, and the gradient bitwise autograd's, in ``x``'s layout (a
+    pool's backward before the narrow BatchNorm's NCHW detour then runs in one layout)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, generator=g).contiguous(memory_format=fmt).requires_grad_()
+    out = nchw(x)
+    grad = torch.randn(out.shape, generator=g)
+    (gx,) = torch.autograd.grad(out, x, grad)
+    (gx_ref,) = torch.autograd.grad(x.contiguous(), x, grad)
+    assert out.is_contiguous() and torch.equal(out, x) and torch.equal(gx, gx_ref)
+    assert gx.is_contiguous(memory_format=fmt)
+    if fmt == torch.channels_last:
+        assert not gx_ref.is_contiguous(memory_format=fmt)  # what autograd alone hands back

@@ -107,6 +107,26 @@ class _GlobalPool(torch.autograd.Function):
         return grad.copy_((g / (H * W)).expand(N, C, H, W))
 
 
+def nchw(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in NCHW memory, its gradient handed back in ``x``'s own layout. Autograd's copy would hand a
+    channels_last ``x`` the NCHW gradient, and some backward kernels of the op before it are several times
+    slower with mixed layouts than one copy (the pools': 11 against 2.5 ms at 64×16×32×32 on CPU)."""
+    if not torch.is_grad_enabled() or not x.requires_grad or format_of(x) == torch.contiguous_format:
+        return x.contiguous()
+    return _NCHW.apply(x)
+
+
+class _NCHW(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.fmt = format_of(x)
+        return x.contiguous()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g.contiguous(memory_format=ctx.fmt)
+
+
 def dense_grad(x: torch.Tensor) -> torch.Tensor:
     """``x`` itself, whose gradient is handed back materialised in ``x``'s memory format. For a tensor whose
     gradient arrives as a strided view (a piece of a stack's or a concatenation's gradient) and is read by
@@ -197,7 +217,7 @@ class SourceCache:
         if key not in self._stats and nkey not in self._normalized and _stats_from_norm(p):
             # one pass: the normalisation's own batch statistics give the running-statistics update
             detour = narrow_detour(p, p.shape[1])
-            out, mean, invstd = torch.native_batch_norm(p.contiguous() if detour else p, None, None, None, None,
+            out, mean, invstd = torch.native_batch_norm(nchw(p) if detour else p, None, None, None, None,
                                                         True, 0.0, bn.eps)
             if detour:
                 out = out.contiguous(memory_format=torch.channels_last)
