@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module, exclude_auxiliary: bool = True) -> int:
@@ -22,6 +21,10 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     and matrix products (not BN, activations or pooling), and halves its total. The model's
     training flag is restored afterwards.
     """
+    # imported here: torch.utils.flop_counter imports triton (0.1 s), which a search or a mistake on the
+    # command line does not need
+    from torch.utils.flop_counter import FlopCounterMode
+
     try:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
