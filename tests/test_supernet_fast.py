@@ -316,6 +316,37 @@ def test_shared_pool_batch_norm_is_each_edge_s_module_in_one_normalisation(chann
             assert rel(getattr(a, name), getattr(b, name)) <= tol, name
 
 
+@pytest.mark.parametrize("channels, fmt", [(4, torch.channels_last), (NARROW_BN, torch.channels_last),
+                                           (4, torch.contiguous_format)])
+def test_shared_pool_batch_norm_with_a_second_eps_normalises_again_like_its_modules(channels, fmt):
+    """BNs of two ``eps`` on one pool: the second normalises again (its statistics are the first's), and both
+    normalisations hand the pool its gradient in the pool's own layout, the narrow detour included."""
+    torch.manual_seed(1)
+    pool = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+    bns = [torch.nn.BatchNorm2d(channels, affine=False, eps=eps) for eps in (1e-5, 1e-5, 1e-1, 1e-1)]
+    twins = copy.deepcopy(bns)
+    x = (torch.randn(5, channels, 6, 6) * 0.5 + 1.0).contiguous(memory_format=fmt).requires_grad_()
+    g = torch.randn(4, 5, channels, 6, 6)
+    ref = [bn(pool(x)) for bn in bns]
+    (gx_ref,) = torch.autograd.grad(sum((r * gi).sum() for r, gi in zip(ref, g)), (x,))
+    src = SourceCache(x)
+    layouts = []
+    src.pool(pool).register_hook(lambda grad: layouts.append(grad.is_contiguous(memory_format=fmt)))
+    with _CountCalls() as seen:
+        out = [src.pool_bn(pool, bn) for bn in twins]
+    assert seen.calls.count("native_batch_norm") + seen.calls.count("_native_batch_norm_legit") == 2
+    assert "var_mean" not in seen.calls
+    (gx,) = torch.autograd.grad(sum((o * gi).sum() for o, gi in zip(out, g)), (x,))
+    assert layouts == [True]
+    assert out[0] is out[1] and out[2] is out[3] and rel(out[0], out[2]) > 1e-3
+    for o, r in zip(out, ref):
+        assert o.is_contiguous(memory_format=fmt) and rel(o, r) <= 1e-5
+    assert rel(gx, gx_ref) <= 1e-5
+    for a, b in zip(twins, bns):
+        for name in ("running_mean", "running_var"):
+            assert rel(getattr(a, name), getattr(b, name)) <= 1e-5, name
+
+
 def test_memory_efficient_recomputation_leaves_running_statistics_alone():
     _, s = build("darts")
     ref, fast, fmt = pair(s, memory_efficient=True)

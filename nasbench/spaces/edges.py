@@ -204,8 +204,9 @@ class SourceCache:
         In training the output depends on the batch alone, so one normalisation serves every edge; each
         ``bn`` still gets its running-statistics update as if it had run (from the shared batch mean and
         unbiased variance). The normalisation yields those statistics itself (its batch mean and 1/std), so
-        no separate variance pass runs, and a narrow channels_last batch normalises in NCHW as
-        :func:`batch_norm` does. In eval mode each ``bn`` normalises with its own running statistics.
+        no separate variance pass runs (``var_mean`` serves where it cannot: autocast, other dtypes, a second
+        ``eps``). A narrow channels_last batch normalises in NCHW as :func:`batch_norm` does, through
+        :func:`nchw`, so the pool's backward gets its gradient in its own layout. In eval mode each ``bn`` normalises with its own running statistics.
         """
         p = self.pool(pool)
         if bn.affine or not bn.track_running_stats:
@@ -214,28 +215,26 @@ class SourceCache:
             return F.batch_norm(p, bn.running_mean, bn.running_var, None, None, False, 0.0, bn.eps)
         key = repr(pool)
         nkey = (key, bn.eps)
-        if key not in self._stats and nkey not in self._normalized and _stats_from_norm(p):
-            # one pass: the normalisation's own batch statistics give the running-statistics update
+        if nkey not in self._normalized:
             detour = narrow_detour(p, p.shape[1])
-            out, mean, invstd = torch.native_batch_norm(nchw(p) if detour else p, None, None, None, None,
-                                                        True, 0.0, bn.eps)
-            if detour:
-                out = out.contiguous(memory_format=torch.channels_last)
-            n = p.numel() // p.shape[1]
-            with torch.no_grad():  # the unbiased variance, from invstd = 1/sqrt(biased variance + eps)
-                biased = invstd.double().pow(-2) - bn.eps  # ≥ 0 up to rounding (0 for a constant channel)
-                var = biased.maximum(torch.zeros_like(biased)) * (n / max(n - 1, 1))
-            self._stats[key] = (mean.detach(), var.to(mean.dtype))
-            self._normalized[nkey] = out
+            q = nchw(p) if detour else p
+            if key not in self._stats and _stats_from_norm(p):
+                # the normalisation's own batch statistics give the running-statistics update
+                out, mean, invstd = torch.native_batch_norm(q, None, None, None, None, True, 0.0, bn.eps)
+                n = p.numel() // p.shape[1]
+                with torch.no_grad():  # the unbiased variance, from invstd = 1/sqrt(biased variance + eps)
+                    biased = invstd.double().pow(-2) - bn.eps  # ≥ 0 up to rounding (0 for a constant channel)
+                    var = biased.maximum(torch.zeros_like(biased)) * (n / max(n - 1, 1))
+                self._stats[key] = (mean.detach(), var.to(mean.dtype))
+            else:
+                out = F.batch_norm(q, None, None, None, None, True, 0.0, bn.eps)
+            self._normalized[nkey] = out.contiguous(memory_format=torch.channels_last) if detour else out
         if key not in self._stats:
             with torch.no_grad():
-                q = p if p.dtype in (torch.float32, torch.float64) else p.float()
-                var, mean = torch.var_mean(q, dim=(0, 2, 3), unbiased=True)
+                x = p if p.dtype in (torch.float32, torch.float64) else p.float()
+                var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=True)
             self._stats[key] = (mean, var)
         update_running_stats(bn, *self._stats[key])
-        if nkey not in self._normalized:
-            self._normalized[nkey] = batch_norm(lambda t: F.batch_norm(t, None, None, None, None, True, 0.0,
-                                                                       bn.eps), p)
         return self._normalized[nkey]
 
 
