@@ -56,10 +56,46 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+NAS_EXEC = [sys.executable, "-m", "nasbench"]
+"""``nas`` as a user starts it: a new interpreter. The tests that look at the process from outside (its pid in a
+run's lock, its command line, its process group, its start-up) run this."""
+_server: dict = {}
+
+
+def nas_launcher() -> list[str]:
+    """``nas`` through this pytest process's fork server (``forkserver.py``): a real process of its own with the
+    same arguments, environment, umask, standard streams, exit status and signals as :data:`NAS_EXEC`, without
+    importing torch again (about 2 of a tiny run's 3 CPU-seconds). ``NASBENCH_TEST_FORKSERVER=0``: NAS_EXEC."""
+    if os.environ.get("NASBENCH_TEST_FORKSERVER", "1") == "0":
+        return list(NAS_EXEC)
+    if "cmd" not in _server:
+        import atexit
+        import shutil
+        import subprocess
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="nasfs-")  # a short path: a Unix socket's name has at most 107 bytes
+        script = str(Path(__file__).with_name("forkserver.py"))
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # each process sets its own
+        server = subprocess.Popen([sys.executable, script, "serve", os.path.join(folder, "s")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        if server.stdout.readline() != b"ready\n":
+            raise RuntimeError("the test fork server did not start (NASBENCH_TEST_FORKSERVER=0 runs without it)")
+
+        def stop() -> None:
+            server.stdin.close()  # the server's signal to end
+            server.wait(timeout=60)
+            shutil.rmtree(folder, ignore_errors=True)
+
+        atexit.register(stop)
+        _server["cmd"] = [sys.executable, "-S", script, "launch", os.path.join(folder, "s")]
+    return list(_server["cmd"])
+
+
 @pytest.fixture
 def nas_cmd():
-    """The real console entry point, as a user runs it (``python -m nasbench`` is the same)."""
-    return [sys.executable, "-m", "nasbench"]
+    """The ``nas`` command for a subprocess: :func:`nas_launcher`."""
+    return nas_launcher()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import re
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -16,10 +15,9 @@ import pytest
 from PIL import Image
 
 from nasbench.spaces.genotypes import load_genotype
-from conftest import invoke
+from conftest import invoke, nas_launcher
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
-NAS = [sys.executable, "-m", "nasbench"]
 SEARCH_TINY = ["--dataset", "synthetic", "data.num_train=32", "data.image_size=8", "--channels", "4", "--layers",
                "3", "--batch-size", "16", "--no-progress", "memory_format=contiguous", "plots=false"]
 FINAL_TINY = ["--dataset", "synthetic", "data.num_train=32", "data.num_test=16", "data.image_size=8",
@@ -28,7 +26,7 @@ FINAL_TINY = ["--dataset", "synthetic", "data.num_train=32", "data.num_test=16",
 
 
 def nas(*args, timeout=300):
-    return subprocess.run([*NAS, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+    return subprocess.run([*nas_launcher(), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
 def one_error_line(proc) -> str:

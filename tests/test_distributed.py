@@ -29,7 +29,7 @@ from nasbench.spaces.genotypes import load_genotype
 from nasbench.spaces.darts.genotype import Genotype
 from nasbench.engine.rundir import RunDir, torch_load
 from nasbench.search.trainer import SearchTrainer
-from conftest import rel
+from conftest import NAS_EXEC, rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -202,7 +202,7 @@ def test_resume_a_two_process_run_with_one_process(tmp_path, nas_cmd):
 def test_resume_a_one_process_train_final_with_two(tmp_path, nas_cmd):
     """train-final: killed after its first epoch in one process, finished by two (the position re-sharded)."""
     out = tmp_path / "run"
-    kill_at_first_checkpoint([*nas_cmd, "train-final", "--genotype", "darts-v2", "--out", str(out), "--no-progress",
+    kill_at_first_checkpoint([*NAS_EXEC, "train-final", "--genotype", "darts-v2", "--out", str(out), "--no-progress",
                               *FINAL_TINY, "epochs=3"], out)
     assert torch_load(out / "checkpoint.pt")["world"] == 1
     proc = subprocess.run([*nas_cmd, "train-final", "--resume", str(out), "--nproc", "2", "--no-progress"],
@@ -219,7 +219,7 @@ def test_ctrl_c_stops_every_process_at_one_step_after_a_checkpoint(tmp_path, nas
     """SIGINT to the terminal's process group (what Ctrl-C does) mid-epoch: all ranks checkpoint the same
     step, `nas` exits 130 with one line, and `--resume --nproc 2` finishes the run."""
     out = tmp_path / "run"
-    cmd = [*nas_cmd, "search", "--nproc", "2", "--out", str(out), "--no-progress", *TINY, "epochs=2",
+    cmd = [*NAS_EXEC, "search", "--nproc", "2", "--out", str(out), "--no-progress", *TINY, "epochs=2",
            "data.num_train=384"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                          start_new_session=True)

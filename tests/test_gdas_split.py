@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from torch.utils.data import TensorDataset
 from nasbench.config import resolve_search_config
 from nasbench.data.sampling import DrawBatchSampler, random_search_split, subset_indices
 from nasbench.search.data import SPLIT_FILE, ArchDraws, ArchStream, arch_batches, load_search_data
+from conftest import NAS_EXEC, nas_launcher
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TINY = ["--dataset", "synthetic", "data.num_train=48", "data.image_size=8", "--channels", "4", "--layers", "3",
         "--batch-size", "8", "--no-progress", "plots=false", "memory_format=contiguous"]
 MASK64 = (1 << 64) - 1
@@ -113,8 +113,8 @@ def test_a_stored_split_wins_on_resume(tmp_path):
         load_search_data(cfg, run_path=tmp_path)
 
 
-def _cmd(out: Path, algo: str = "gdas") -> list[str]:
-    return [sys.executable, "-m", "nasbench", "search", "--algo", algo, "--epochs", "2", "--out", str(out), *TINY,
+def _cmd(out: Path, nas: list[str], algo: str = "gdas") -> list[str]:
+    return [*nas, "search", "--algo", algo, "--epochs", "2", "--out", str(out), *TINY,
             "--checkpoint-every", "1"]
 
 
@@ -122,12 +122,12 @@ def test_split_recorded_and_identical_after_kill_and_resume(tmp_path):
     """A real GDAS search killed (SIGKILL) after its first mid-epoch checkpoint and resumed: the recorded split
     is the seed's, unchanged by the resume, and the run ends where an uninterrupted one ends."""
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    r = subprocess.run(_cmd(ref), env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(_cmd(ref, nas_launcher()), env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rec = json.loads((ref / SPLIT_FILE).read_text())
     assert (rec["weights"], rec["arch"]) == expected_split(48, 0.5, 2) and rec["seed"] == 2
 
-    proc = subprocess.Popen(_cmd(cut), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cmd(cut, NAS_EXEC), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     try:
         while not (cut / "checkpoint.pt").exists():
@@ -141,7 +141,7 @@ def test_split_recorded_and_identical_after_kill_and_resume(tmp_path):
     before = (cut / SPLIT_FILE).read_bytes()
     state = torch.load(cut / "checkpoint.pt", weights_only=True)
     assert state["arch_stream"]["draws"] >= 1  # the position of the architecture draws is checkpointed
-    r = subprocess.run([sys.executable, "-m", "nasbench", "search", "--resume", str(cut), "--no-progress"],
+    r = subprocess.run([*nas_launcher(), "search", "--resume", str(cut), "--no-progress"],
                        env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (cut / SPLIT_FILE).read_bytes() == before == (ref / SPLIT_FILE).read_bytes()
@@ -167,7 +167,7 @@ def assert_same(a, b):
 
 
 def test_other_algorithms_write_no_split_file(tmp_path):
-    r = subprocess.run([*_cmd(tmp_path / "d", "darts")[:-2], "--epochs", "1"], env=ENV, capture_output=True,
+    r = subprocess.run([*_cmd(tmp_path / "d", nas_launcher(), "darts")[:-2], "--epochs", "1"], env=ENV, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert not (tmp_path / "d" / SPLIT_FILE).exists()

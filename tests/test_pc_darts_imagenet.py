@@ -26,6 +26,7 @@ from nasbench.search.data import SPLIT_FILE, balanced_split, dataset_targets, lo
 from nasbench.search.trainer import WarmupCosine, dry_run
 from nasbench.spaces.darts.ops import FactorizedReduce, ReLUConvBN
 from nasbench.spaces.darts.supernet import ImageNetStem
+from conftest import nas_launcher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -321,8 +322,6 @@ def test_a_class_too_small_for_the_sample_is_one_error_line(tmp_path, nas_cmd):
 def test_a_killed_search_resumes_on_its_recorded_sample_bitwise(tmp_path, monkeypatch):
     """Killed mid-epoch, with new images added to every class before the resume (a fresh draw would differ),
     the resumed search trains on the recorded sample and ends bitwise where an uninterrupted one ends."""
-    import sys
-
     from nasbench.engine.rundir import torch_load
     from nasbench.search.trainer import SearchTrainer, search
 
@@ -348,8 +347,8 @@ def test_a_killed_search_resumes_on_its_recorded_sample_bitwise(tmp_path, monkey
         search(resolve_search_config("pc-darts", overrides=[*common, f"out={tmp_path / 'cut'}"]), show_progress=False)
     monkeypatch.undo()
     write_folder(root, classes=3, per_class=6, seed=1, prefix="new")
-    proc = subprocess.run([sys.executable, "-m", "nasbench", "search", "--resume", str(tmp_path / "cut"),
-                           "--no-progress"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*nas_launcher(), "search", "--resume", str(tmp_path / "cut"), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ref" / SPLIT_FILE).read_text() == (tmp_path / "cut" / SPLIT_FILE).read_text()
     for epoch in (0, 1):

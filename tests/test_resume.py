@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 import torch
 
 from nasbench import registry
+from conftest import NAS_EXEC, nas_launcher
 
 BASE = ["--dataset", "synthetic", "--channels", "4", "--layers", "3", "--subset", "64", "--batch-size", "16",
         "--checkpoint-every", "1", "--device", "cpu", "--no-progress", "data.image_size=16", "plots=false"]
@@ -46,14 +46,13 @@ SPACE_CASES = {"gdas@nas-bench-201": ("gdas", ["--space", "nas-bench-201", "--la
                "gdas@enas-macro": ("gdas", ["--space", "enas-macro", "--layers", "4"])}
 """Algorithm cases on another space (the default ``--layers 3`` is overridden by the later flag)."""
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # each process its own hash seed
 
 
-def _cmd(case: str, out: Path) -> list[str]:
+def _cmd(case: str, out: Path, nas: list[str]) -> list[str]:
     algo, space_args = SPACE_CASES.get(case, (case, []))
     epochs, extra = ALGO_ARGS[algo]
-    return [sys.executable, "-m", "nasbench", "search", "--algo", algo, "--epochs", str(epochs), "--out", str(out),
-            *BASE, *space_args, *extra]
+    return [*nas, "search", "--algo", algo, "--epochs", str(epochs), "--out", str(out), *BASE, *space_args, *extra]
 
 
 def _run(cmd: list[str]) -> None:
@@ -86,9 +85,11 @@ def test_sigkill_and_resume_is_bitwise_identical(algo: str, tmp_path: Path) -> N
     if SPACE_CASES.get(algo, (algo,))[0] not in ALGO_ARGS:
         pytest.skip(f"no tiny schedule known for algorithm {algo!r}: add it to ALGO_ARGS in {Path(__file__).name}")
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    _run(_cmd(algo, ref))
+    _run(_cmd(algo, ref, nas_launcher()))
 
-    proc = subprocess.Popen(_cmd(algo, cut), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the killed run in an interpreter of its own (a fork server's process would outlive its killed launcher
+    # by a moment)
+    proc = subprocess.Popen(_cmd(algo, cut, NAS_EXEC), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = cut / "checkpoint.pt"
     deadline = time.time() + 240
     try:
@@ -103,7 +104,7 @@ def test_sigkill_and_resume_is_bitwise_identical(algo: str, tmp_path: Path) -> N
     assert proc.returncode == -signal.SIGKILL
     assert not (cut / "best.json").exists()
 
-    _run([sys.executable, "-m", "nasbench", "search", "--resume", str(cut), "--no-progress"])
+    _run([*nas_launcher(), "search", "--resume", str(cut), "--no-progress"])
 
     epochs = sorted(p.name for p in (ref / "arch").glob("epoch_*.pt"))
     assert epochs and epochs == sorted(p.name for p in (cut / "arch").glob("epoch_*.pt"))
@@ -153,7 +154,7 @@ def test_a_kill_between_logging_an_epoch_and_its_checkpoint_logs_nothing_twice(t
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "train_lo')  # torn by the kill
     monkeypatch.undo()
-    _run([sys.executable, "-m", "nasbench", "search", "--resume", str(run), "--no-progress"])
+    _run([*nas_launcher(), "search", "--resume", str(run), "--no-progress"])
     assert _epochs(run / "metrics.jsonl") == list(range(epochs))
     assert _epochs(run / "events.jsonl") == [e for e in range(8) for _ in (0, 1)]  # a decision per cell type
 
@@ -171,5 +172,5 @@ def test_a_train_final_killed_before_its_checkpoint_logs_each_epoch_once(tmp_pat
     run = tmp_path / "run"
     assert _epochs(run / "metrics.jsonl") == [0] and not (run / "checkpoint.pt").exists()
     monkeypatch.undo()
-    _run([sys.executable, "-m", "nasbench", "train-final", "--resume", str(run), "--no-progress"])
+    _run([*nas_launcher(), "train-final", "--resume", str(run), "--no-progress"])
     assert _epochs(run / "metrics.jsonl") == [0, 1]

@@ -11,16 +11,14 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import tiny_strategy
+from conftest import NAS_EXEC, nas_launcher, tiny_strategy
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-NAS = [sys.executable, "-m", "nasbench"]
 TINY = ["device=cpu", "batch_size=8", "model.channels=4", "model.layers=3", "data.dataset=synthetic",
         "data.num_train=32", "data.image_size=8", "plots=false", "--no-progress"]
 FINAL_TINY = ["device=cpu", "epochs=1", "batch_size=8", "eval_batch_size=16", "model.channels=4", "model.layers=3",
@@ -30,7 +28,7 @@ UMASK = 0o027  # every `nas` of this module runs with it: every file they write 
 
 
 def nas(*args, cwd=None, umask: int = UMASK, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*NAS, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, umask=umask,
+    return subprocess.run([*nas_launcher(), *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, umask=umask,
                           timeout=timeout)
 
 
@@ -253,7 +251,7 @@ def test_a_running_search_holds_its_directory_until_it_dies(tmp_path):
     """Two real processes: the second one, a resume or a new start into the same directory, is refused while
     the first runs; after `kill -9` of the first the directory is free."""
     out = tmp_path / "r"
-    first = subprocess.Popen([*NAS, "search", "--out", str(out), *TINY, "epochs=200", "data.num_train=256"],
+    first = subprocess.Popen([*NAS_EXEC, "search", "--out", str(out), *TINY, "epochs=200", "data.num_train=256"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         deadline = time.time() + 60

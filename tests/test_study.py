@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import invoke
+from conftest import NAS_EXEC, invoke
 
 from nasbench.engine.distributed import cores
 from nasbench.report.summaries import format_hms
@@ -307,9 +307,9 @@ def test_resume_of_a_folder_that_is_no_study(tmp_path, nas_cmd):
     assert r.exit_code == 2 and "study folder not found" in r.output
 
 
-def test_argument_errors_answer_without_importing_torch(nas_cmd):
-    for args in (["--algos", "nope"], ["--seeds", "0"], ["--preset", "fast"]):
-        r = subprocess.run([nas_cmd[0], "-X", "importtime", *nas_cmd[1:], "study", *args], capture_output=True,
+def test_argument_errors_answer_without_importing_torch():
+    for args in (["--algos", "nope"], ["--seeds", "0"], ["--preset", "fast"]):  # a new interpreter: no fork server
+        r = subprocess.run([NAS_EXEC[0], "-X", "importtime", *NAS_EXEC[1:], "study", *args], capture_output=True,
                            text=True, timeout=120)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("import time:")]
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
