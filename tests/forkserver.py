@@ -10,7 +10,7 @@ nasbench itself is imported afresh in every process, so the package's module sta
 fresh interpreter reads once at start-up is set again in each process: the intra-op thread count from
 ``OMP_NUM_THREADS``, the ``random`` and NumPy seeds, ``tempfile``'s directory, ``sys.path[0]``. A request whose
 environment sets what only a new process reads (``PYTHON*`` such as ``PYTHONHASHSEED``, ``MALLOC_*``, ``LD_*``,
-the OpenMP/MKL/BLAS runtimes' variables other than the thread counts) otherwise than the server had it gets a new
+the OpenMP/MKL/BLAS runtimes' variables other than valid thread counts) otherwise than the server had it gets a new
 interpreter: the launcher ``exec``s ``python -m nasbench``. The tests that look at the process from outside run
 the real interpreter (``NAS_EXEC``): those of start-up, threads, resume after a kill, multiple processes and a
 run's lock (which names the process's pid).
@@ -31,14 +31,15 @@ import struct
 import sys
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # set again in each process (torch.set_num_threads)
+THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # a count is set again in each process (torch.set_num_threads)
 
 
 def _startup(env: dict) -> dict:
     """The variables a process reads once as it starts (the interpreter, the C library, the loader, the OpenMP,
     MKL and BLAS runtimes): a request that sets them otherwise than the server had them gets a new interpreter."""
     prefixes = ("PYTHON", "MALLOC_", "GLIBC_", "LD_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOMP_")
-    return {k: v for k, v in env.items() if k.startswith(prefixes) and k not in THREADS}
+    return {k: v for k, v in env.items()
+            if k.startswith(prefixes) and (k not in THREADS or not (v.isdigit() and int(v) > 0))}
 
 
 # -------------------------------------------------------------------------------------------------- launcher

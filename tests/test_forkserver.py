@@ -25,7 +25,8 @@ LONG = ["search", "--algo", "darts", "--out", "r", "--no-progress", "device=cpu"
 def test_the_launcher_prints_and_exits_as_a_new_interpreter_does(tmp_path):
     widths = []
     for args, extra in ((["search", "--algo", "nope"], {}), (["--help"], {"COLUMNS": "60"}),
-                        (["--help"], {"COLUMNS": "150"}), (["derive", "missing-run"], {"NO_COLOR": "1"})):
+                        (["--help"], {"COLUMNS": "150"}), (["derive", "missing-run"], {"NO_COLOR": "1"}),
+                        (["search", "--dataset", "synthetic", "--out", "r", "epochs=0"], {"OMP_NUM_THREADS": "x"})):
         env = {**ENV, **extra}
         real = subprocess.run([*NAS_EXEC, *args], capture_output=True, text=True, env=env, cwd=tmp_path)
         forked = subprocess.run([*nas_launcher(), *args], capture_output=True, text=True, env=env, cwd=tmp_path)
