@@ -71,13 +71,18 @@ def launch(path: str, args: list[str]) -> None:
     header = struct.pack("!I", len(payload)) + json.dumps([fd >= 0 for fd in fds]).ljust(32).encode()
     conn.sendmsg([header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [f for f in fds if f >= 0]))])
     conn.sendall(payload)
-    child = None
+    def forward(sig: int, _frame) -> None:
+        try:
+            os.kill(child, sig)
+        except ProcessLookupError:  # it has just ended: its status is on the way
+            pass
+
     for line in _lines(conn):
         kind, _, value = line.partition(" ")
         if kind == "pid":
             child = int(value)
             for sig in FORWARDED:
-                signal.signal(sig, lambda s, _f: os.kill(child, s))
+                signal.signal(sig, forward)
         elif kind == "status":
             status = int(value)
             if os.WIFSIGNALED(status):
