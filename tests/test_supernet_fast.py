@@ -545,3 +545,20 @@ def test_nchw_copy_hands_the_gradient_back_in_the_input_s_layout(fmt):
     assert gx.is_contiguous(memory_format=fmt)
     if fmt == torch.channels_last:
         assert not gx_ref.is_contiguous(memory_format=fmt)  # what autograd alone hands back
+
+
+@pytest.mark.parametrize("channels", [4, 8])
+def test_the_batch_folded_separable_conv_of_benchmarks_ops_computes_the_plain_one(channels):
+    """``benchmarks/ops.py --fold`` times separable convs with the batch folded into the channels, with a
+    BatchNorm whose statistics pool the folded groups: its output and every gradient are the plain chain's."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ops.py"
+    spec = importlib.util.spec_from_file_location("benchmark_ops", path)
+    ops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ops)
+    args = argparse.Namespace(batch_size=8, channels=channels, size=6, repeats=1)
+    rows = ops.fold_rows(args, torch.device("cpu"))
+    assert len(rows) == 4 and all(r["max_rel_diff"] <= 1e-5 for r in rows), rows
