@@ -12,12 +12,13 @@ At the paper configuration's first-cell shape (batch 64, C=16, 32×32) it times,
   the batch (``_phase_images``: the NCHW form, and the channels_last form before 2026-12-06);
 * the four edges that leave one source, each with its own depthwise conv, against one batched depthwise conv
   with 4 outputs per channel (the "grouped convolutions across edges" idea);
-* with ``--fold``: PC-DARTS's separable convolutions on a narrow slice (``--channels 4`` or 8) as the fast
-  supernet runs them (channels_last, the BatchNorm's NCHW detour) against the same chain with G = 16 / C
-  images folded into the channels (a [N/G, G·C, H, W] channels_last tensor: depthwise weights repeated, the
-  pointwise conv block-diagonal, BatchNorm statistics combined over the G groups), an idea not built yet;
-  the fold and unfold copies are left out (a source's slice would be taken folded, a node's sum unfolded
-  once). Each row also gives the largest ‖Δ‖/‖ref‖ of the output and the gradients;
+* with ``--fold``: PC-DARTS's separable convolutions on a narrow slice (``--channels 4`` or 8) run plain
+  (channels_last, the BatchNorm's NCHW detour: the fast supernet before 2026-12-07, and ``recompute_ops``)
+  against the same chain with G = 16 / C images folded into the channels as the fast supernet runs them now
+  (``nasbench.spaces.darts.folded``: a [N/G, G·C, H, W] channels_last tensor, depthwise weights repeated,
+  the pointwise conv block-diagonal, BatchNorm statistics pooled over the G groups); the fold and unfold
+  copies are left out (the supernet takes a source's slice folded and unfolds a node's sum once). Each row
+  also gives the largest ‖Δ‖/‖ref‖ of the output and the gradients;
 * with ``--compile``: a search step's forward + backward of the fast DARTS supernet, eager against
   ``torch.compile`` (compile time reported separately).
 
@@ -91,40 +92,9 @@ def op_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
     return rows
 
 
-class _FoldedBatchNorm(torch.autograd.Function):
-    """Training-mode non-affine BatchNorm of C channels on a [N/G, G·C, H, W] tensor whose channel g·C + c
-    holds channel c of every G-th image: one set of statistics per c over all G groups."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
-        C = x.shape[1] // groups
-        _, mean_g, invstd_g = torch.native_batch_norm(x, None, None, None, None, True, 0.0, eps)
-        mean_g, var_g = mean_g.double().view(groups, C), (invstd_g.double().pow(-2) - eps).view(groups, C)
-        mean = mean_g.mean(0)  # equal counts per group: the pooled mean and variance
-        var = (var_g + (mean_g - mean) ** 2).mean(0)
-        mean, var = mean.repeat(groups).to(x.dtype), var.repeat(groups).to(x.dtype)
-        ctx.save_for_backward(x, mean, var)
-        ctx.groups, ctx.eps = groups, eps
-        return F.batch_norm(x, mean, var, None, None, False, 0.0, eps)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        x, mean, var = ctx.saved_tensors
-        G, C = ctx.groups, x.shape[1] // ctx.groups
-        n = x.numel() // C
-        invstd = (var + ctx.eps).rsqrt()
-        # the eval-mode backward gives g·invstd and the per-channel sums of g and g·x̂ in one pass
-        gx, sum_gxhat, sum_g = torch.ops.aten.native_batch_norm_backward(
-            g, x, torch.ones_like(mean), mean, var, None, None, False, ctx.eps, [True, True, True])
-        mean_g = sum_g.view(G, C).sum(0).repeat(G) / n
-        mean_gxhat = sum_gxhat.view(G, C).sum(0).repeat(G) / n
-        a = -invstd * invstd * mean_gxhat  # dx = invstd·(g − mean(g) − x̂·mean(g·x̂)), x̂ = (x − mean)·invstd
-        b = -invstd * mean_g + mean * invstd * invstd * mean_gxhat
-        return gx.addcmul_(x, a.view(1, -1, 1, 1)).add_(b.view(1, -1, 1, 1)), None, None
-
-
 def fold_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
-    from nasbench.spaces.edges import batch_norm
+    from nasbench.spaces.darts import folded as folding
+    from nasbench.spaces.edges import batch_norm, unfolded
 
     B, C, H = args.batch_size, args.channels, args.size
     G = 16 // C
@@ -133,10 +103,10 @@ def fold_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
     cl = torch.channels_last
 
     def fold(t: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N/G, G·C, H, W] channels_last
-        return t.reshape(B // G, G, C, H, H).permute(0, 3, 4, 1, 2).reshape(B // G, H, H, G * C).permute(0, 3, 1, 2)
+        return folding.fold(t.contiguous(memory_format=cl), 0, C, G)
 
-    def unfold(t: torch.Tensor) -> torch.Tensor:
-        return t.permute(0, 2, 3, 1).reshape(B // G, H, H, G, C).permute(0, 3, 4, 1, 2).reshape(B, C, H, H)
+    def unfold(t: torch.Tensor) -> torch.Tensor:  # back to [N, C, H, W]
+        return unfolded(t, torch.empty(B, 0, 1, 1))
 
     def plain(h, weights, k):
         for dw, pw in weights:
@@ -148,7 +118,7 @@ def fold_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
         for dw, pw in weights:
             h = F.conv2d(F.relu(h), dw.repeat(G, 1, 1, 1), padding=k // 2, groups=G * C)
             h = F.conv2d(h, torch.block_diag(*[pw.view(C, C)] * G).view(G * C, G * C, 1, 1))
-            h = _FoldedBatchNorm.apply(h, G, 1e-5)
+            h = folding.normalize(h, G, 1e-5)[0]
         return h
 
     rows = []

@@ -31,7 +31,7 @@ from nasbench.algorithms.base import Strategy, edge_normalization  # noqa: F401 
 from nasbench.errors import ConfigError
 from nasbench.registry import register_algorithm
 
-from nasbench.spaces.edges import MixedOp, NodeSum, OpBuilder, SourceCache, dense_grad, format_of
+from nasbench.spaces.edges import MixedOp, NodeSum, OpBuilder, SourceCache, dense_grad, format_of, unfolded
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -82,7 +82,7 @@ class PartialChannelEdge(MixedOp):
             return super().contribute(node, src, w, scale, part)
         C = src.x.shape[1]
         c = C // self.k
-        super().contribute(node, src.channels(0, c), w, scale, "pc_mixed")
+        super().contribute(node, src.op_channels(0, c), w, scale, "pc_mixed")
         rest = src.channels(c, C)
         node.add(rest.x if self.bypass_pool is None else rest.pool(self.bypass_pool), scale, "pc_rest")
         node.finish = partial(_shuffle_parts, groups=self.k)
@@ -112,6 +112,7 @@ def _shuffle_parts(parts: dict[str, torch.Tensor], groups: int) -> torch.Tensor:
     if mixed is None:  # every mixed op of the node's edges was 'none'
         n, c, h, w = rest.shape
         mixed = rest.new_zeros(n, c // (groups - 1), h, w)
+    mixed = unfolded(mixed, rest)  # the fast DARTS space's edges run with images folded into the channels
     return shuffled_cat(mixed, rest, groups)
 
 

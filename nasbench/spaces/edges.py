@@ -192,6 +192,12 @@ class SourceCache:
             self._slices[key] = type(self)(channel_slice(self.x, start, stop))
         return self._slices[key]
 
+    def op_channels(self, start: int, stop: int) -> "SourceCache":
+        """The slice ``x[:, start:stop]`` for ops whose outputs a node sums into a part it finishes with
+        :func:`unfolded` (PC-DARTS's mixed channels): :meth:`channels`, or, where a space's fast execution
+        folds images into the channels of narrow slices, that folded slice."""
+        return self.channels(start, stop)
+
     def pool(self, pool: nn.Module) -> torch.Tensor:
         key = repr(pool)  # the type and every setting (kernel, stride, padding, count_include_pad, ...)
         if key not in self._pools:
@@ -252,6 +258,19 @@ def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tens
         m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
         bn.running_mean.mul_(1.0 - m).add_(mean.to(bn.running_mean.dtype), alpha=m)
         bn.running_var.mul_(1.0 - m).add_(var.to(bn.running_var.dtype), alpha=m)
+
+
+def unfolded(part: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A node part summed from :meth:`SourceCache.op_channels` slices, with ``like``'s batch again: a part of
+    [N/G, G·c, H, W] (channel g·c + i holding channel i of image n·G + g) becomes [N, c, H, W] in
+    channels_last; any other part is returned as it is."""
+    if part.shape[0] == like.shape[0]:
+        return part
+    G = like.shape[0] // part.shape[0]
+    B, Gc, H, W = part.shape
+    c = Gc // G
+    nhwc = part.permute(0, 2, 3, 1).reshape(B, H, W, G, c).permute(0, 3, 1, 2, 4).reshape(B * G, H, W, c)
+    return nhwc.permute(0, 3, 1, 2)
 
 
 # ---------------------------------------------------------------------------------------------- node sums

@@ -18,6 +18,9 @@ own, as the DARTS code does. This forward computes the same sums with these savi
   convolutions are several times slower than for undilated ones;
 * on CPU, a BatchNorm of a narrow channels_last tensor (fewer than ``edges.NARROW_BN`` channels: PC-DARTS's slices)
   normalises in NCHW, where PyTorch's kernel is several times faster for so few channels;
+* on CPU in channels_last, PC-DARTS's mixed ops run on their narrow slice with G images folded into the
+  channels ([N/G, G·c, H, W], G·c ≤ 16: :mod:`nasbench.spaces.darts.folded`, :class:`FoldedSource`), whose
+  convolutions and BatchNorms fill the CPU's vectors; a node unfolds its sum once, in the channel shuffle.
 
 With ``recompute_ops`` (off by default) the ops also keep less for the backward pass: each pointwise conv
 with the BatchNorm after it, and a bare pool with its op weight, is one autograd step that recomputes its
@@ -37,8 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasbench.spaces import recompute
+from nasbench.spaces.darts import folded
 from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
-from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, format_of, layout_slice
+from nasbench.spaces.edges import (NodeSum, SourceCache, add_edge, batch_norm, channel_slice, format_of,
+                                   layout_slice, update_running_stats)
 
 
 # ---------------------------------------------------------------------------------------------- convolutions
@@ -56,8 +61,9 @@ def _phase_conv_applies(m: nn.Conv2d) -> bool:
             and p == (d * (k - 1) // 2,) * 2 and s in (1, d) and m.padding_mode == "zeros")
 
 
-def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A same-padded depthwise conv with dilation d as an undilated conv (padding (k−1)/2).
+def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A same-padded depthwise conv with dilation d as an undilated conv (padding (k−1)/2); ``weight`` (one
+    kernel per channel of ``x``) instead of ``m.weight`` for images folded into channels.
 
     Output pixel (i, j) sums w[a, b]·x[i + d(a − r), j + d(b − r)] (r = (k−1)/2): only input pixels of the
     same phase (i mod d, j mod d) meet, so each of the d² phase images convolves undilated, and the results
@@ -68,17 +74,18 @@ def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """
     d, k = m.dilation[0], m.kernel_size[0]
     pad = (k - 1) // 2
+    weight = m.weight if weight is None else weight
     if m.stride[0] == d:
         sub = layout_slice(x, (slice(None), slice(None), slice(None, None, d), slice(None, None, d)))
-        return F.conv2d(sub, m.weight, None, 1, pad, 1, m.groups)
+        return F.conv2d(sub, weight, None, 1, pad, 1, weight.shape[0])
     H, W = x.shape[2:]
     Hp, Wp = -(-H // d) * d, -(-W // d) * d
     if (Hp, Wp) != (H, W):  # zero rows/columns at the end change nothing: the conv pads with zeros anyway
         x = F.pad(x, (0, Wp - W, 0, Hp - H))
     if format_of(x) == torch.channels_last:
-        y = _folded_phases(x, m.weight, d, pad)
+        y = _folded_phases(x, weight, d, pad)
     else:
-        y = _phase_images(x, m.weight, d, pad)
+        y = _phase_images(x, weight, d, pad)
     if (Hp, Wp) != (H, W):
         y = y[:, :, :H, :W]
     return y
@@ -186,6 +193,17 @@ class DartsSource(SourceCache):
         part.recompute = self.recompute
         return part
 
+    def op_channels(self, start: int, stop: int) -> "DartsSource":
+        """The slice with images folded into its channels where that pays (:mod:`nasbench.spaces.darts.folded`;
+        not with ``recompute``, whose fused steps take the plain slice)."""
+        G = 1 if self.recompute else folded.groups(self.x, stop - start)
+        if G == 1:
+            return self.channels(start, stop)
+        key = (start, stop, G)
+        if key not in self._slices:
+            self._slices[key] = FoldedSource(self.x, start, stop, G)
+        return self._slices[key]
+
     def run(self, op: nn.Module) -> Optional[torch.Tensor]:
         """One candidate op on this source, reusing its shared work; None for 'none'."""
         if isinstance(op, Zero):
@@ -222,6 +240,72 @@ class DartsSource(SourceCache):
         if weighted:
             node.add(out, None, part, owned=True)
         else:
+            node.add(out, w, part)
+
+
+class FoldedSource(DartsSource):
+    """Channels ``start:stop`` of a source ``whole`` with ``G`` images folded into them
+    (:mod:`nasbench.spaces.darts.folded`): its ops return folded outputs. What folding does not cover runs on
+    the plain slice (built on first use) and is folded afterwards. It holds ``whole``'s tensor, not its
+    cache: a cache that held its slices and they it would outlive the step until the garbage collector ran."""
+
+    def __init__(self, whole: torch.Tensor, start: int, stop: int, G: int):
+        super().__init__(folded.fold(whole, start, stop, G))
+        self.G = G
+        self._whole, self._range = whole, (start, stop)
+        self._plain: Optional[DartsSource] = None
+
+    def _on_plain(self, op: nn.Module) -> Optional[torch.Tensor]:
+        if self._plain is None:
+            self._plain = DartsSource(channel_slice(self._whole, *self._range))
+        out = self._plain.run(op)
+        return None if out is None else folded.fold(out, 0, out.shape[1], self.G)
+
+    def op_channels(self, start: int, stop: int) -> "DartsSource":
+        raise TypeError("a folded slice is not sliced again")
+
+    def pool_bn(self, pool: nn.Module, bn: nn.BatchNorm2d) -> torch.Tensor:
+        if not (folded.bn_applies(bn) and bn.track_running_stats):
+            return self._on_plain(nn.Sequential(pool, bn))
+        p = self.pool(pool)
+        if not bn.training:
+            return folded.batch_norm(bn, p, self.G)
+        key = repr(pool)
+        nkey = (key, bn.eps)
+        if nkey not in self._normalized:  # one normalisation per pool (and eps) for every edge, as unfolded
+            y, mean, var = folded.normalize(p, self.G, bn.eps)
+            self._normalized[nkey] = y
+            if key not in self._stats:
+                n = p.numel() // bn.num_features
+                self._stats[key] = (mean, var * (n / max(n - 1, 1)))
+        update_running_stats(bn, *self._stats[key])
+        return self._normalized[nkey]
+
+    def run(self, op: nn.Module) -> Optional[torch.Tensor]:
+        if isinstance(op, Zero):
+            return None
+        if isinstance(op, Identity):
+            return self.x
+        if isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)):
+            return self.pool(op)
+        if (type(op) is nn.Sequential and len(op) == 2 and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d))
+                and isinstance(op[1], nn.BatchNorm2d)):
+            return self.pool_bn(op[0], op[1])
+        if _relu_first(op):
+            out = folded.run_chain(list(op)[1:], self.relu(), self.G)
+            if out is not None:
+                return out[0]
+        return self._on_plain(op)
+
+    def add_to(self, node: NodeSum, op: nn.Module, w: Optional[torch.Tensor], part: str = "out") -> None:
+        """A conv op's weight joins its last BatchNorm, as :meth:`DartsSource.add_to` does."""
+        if w is not None and _relu_first(op):
+            out = folded.run_chain(list(op)[1:], self.relu(), self.G, w)
+            if out is not None:
+                node.add(out[0], None if out[1] else w, part, owned=out[1])
+                return
+        out = self.run(op)
+        if out is not None:
             node.add(out, w, part)
 
 
