@@ -98,7 +98,7 @@ def test_flags_still_win_over_the_imagenet_defaults():
 
 
 @pytest.mark.parametrize("data", [["data.dataset=imagefolder", "data.image_size=32"],
-                                  ["data.dataset=imagefolder", "data.image_size=63"], ["data.dataset=cifar10"]])
+                                  ["data.dataset=imagefolder", "data.image_size=60"], ["data.dataset=cifar10"]])
 def test_small_images_keep_the_cifar_network_and_defaults(data):
     cfg = resolve_search_config("pc-darts", overrides=data)
     assert (cfg.model.stem, cfg.batch_size, cfg.optim.lr, cfg.pc_darts.k, cfg.pc_darts.warmup_epochs) == \
