@@ -139,27 +139,29 @@ def test_python_dash_m_is_the_same_command(nas_cmd):
     assert proc.returncode == 0 and "search" in proc.stdout and "derive" in proc.stdout
 
 
-@pytest.mark.parametrize("size", [10, 14, 30])
-def test_a_darts_space_image_size_its_reductions_cannot_halve_is_one_error_line(tmp_path, size):
-    """The DARTS search network's reduction cells halve the images with factorized reduces, which need an even
-    size (the DARTS code fails there too): sizes that reach an odd one at the second reduction are refused
-    before anything is written, and such a size does fail in the supernet itself; 12 runs."""
-    out = tmp_path / "run"
-    r = invoke("search", "--algo", "darts", "--out", str(out), "data.dataset=synthetic", f"data.image_size={size}",
-               *TINY)
-    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
-    assert r.output.strip().startswith("error:") and "must be a multiple of 4" in r.output
-    assert f"got {size}" in r.output and not out.exists()
-
+@pytest.mark.parametrize("space", ["darts", "nas-bench-201", "enas-micro", "enas-macro"])
+def test_an_image_size_the_search_network_cannot_halve_twice_is_one_error_line(tmp_path, space):
+    """Every space's search network halves the images twice with ops that need an even size (factorized
+    reduces; NAS-Bench-201's stride-2 conv beside a 2×2 pool), as the official codes do: sizes that are no
+    multiple of 4 are refused before anything is written, and such sizes do fail in the supernet; 12 runs."""
     from nasbench.algorithms.base import create_strategy
     from nasbench.config import resolve_search_config
 
-    s = create_strategy("darts", resolve_search_config("darts", overrides=["data.dataset=synthetic",
-                                                                            "model.channels=4", "model.layers=3"]))
+    for size in (10, 14):
+        out = tmp_path / f"run{size}"
+        r = invoke("search", "--algo", "darts", "--out", str(out), "data.dataset=synthetic", f"model.space={space}",
+                   f"data.image_size={size}", *TINY)
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert r.output.strip().startswith("error:") and "must be a multiple of 4" in r.output
+        assert f"got {size}" in r.output and not out.exists()
+
+    s = create_strategy("darts", resolve_search_config("darts", overrides=[
+        "data.dataset=synthetic", f"model.space={space}", "model.channels=4", "model.layers=3"]))
     spec = s.supernet_spec(10, 3)
-    for execution in ("reference", "fast"):
+    for execution in s.space.executions:
         net = s.build_supernet(spec).set_execution(execution)
         s.init_arch_params(spec, torch.device("cpu"))
         net(torch.randn(2, 3, 12, 12), s.weights()).sum().backward()
-        with pytest.raises(RuntimeError):
-            net(torch.randn(2, 3, size, size), s.weights())
+        for size in (10, 14):
+            with pytest.raises(RuntimeError):
+                net(torch.randn(2, 3, size, size), s.weights())

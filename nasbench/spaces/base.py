@@ -285,6 +285,10 @@ class SearchSpace:
     """Supernet executions (the first is the default); ``fast`` computes the reference's numbers faster."""
     recompute_ops: ClassVar[bool] = False
     """Whether the fast search network takes ``recompute_ops`` (:meth:`SearchNetwork.set_recompute_ops`)."""
+    halvings: ClassVar[int] = 2
+    """How many times the search network with the ``cifar`` stem halves the images with ops that need an even
+    size (a factorized reduce, a stride-2 conv beside a 2×2 pool): a search's image size must be a multiple of
+    2 to this power, else the supernet fails at the first odd size (the official codes too)."""
     input_choice: ClassVar[bool] = False
     """Whether each node chooses its inputs (ENAS micro): every strategy then keeps an input weight β per edge."""
     binary_cell_types: ClassVar[frozenset[str]] = frozenset()

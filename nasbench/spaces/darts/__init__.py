@@ -46,13 +46,6 @@ class DartsSpace(SearchSpace):
                               f"model.multiplier must be 4, got {m.steps} and {m.multiplier}")
         if m.channels % 2:
             raise ConfigError(f"model.channels must be even (factorized reduce halves it), got {m.channels}")
-        data = cfg.get("data")
-        if (m.get("stem") == "cifar" and data is not None and data.get("dataset") in ("synthetic", "imagefolder")
-                and int(data.image_size) % 4):  # the other datasets' images are 16, 28 or 32 pixels
-            size = int(data.image_size)
-            raise ConfigError(f"the darts space's search network halves the images in its two reduction cells, "
-                              f"whose factorized reduces need an even size each time, so data.image_size must be a "
-                              f"multiple of 4 (e.g. {max(4, size // 4 * 4)} or {size // 4 * 4 + 4}), got {size}")
 
     @classmethod
     def check_depth(cls, layers: int, what: str) -> None:
