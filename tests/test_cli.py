@@ -165,3 +165,14 @@ def test_an_image_size_the_search_network_cannot_halve_twice_is_one_error_line(t
         for size in (10, 14):
             with pytest.raises(RuntimeError):
                 net(torch.randn(2, 3, size, size), s.weights())
+
+
+@pytest.mark.parametrize("space, genotype", [("darts", "darts-v2"), ("nas-bench-201", "random:0"),
+                                             ("enas-micro", "random:0"), ("enas-macro", "random:0")])
+def test_train_final_refuses_an_image_size_its_network_cannot_halve_twice(tmp_path, space, genotype):
+    out = tmp_path / "run"
+    r = invoke("train-final", "--genotype", genotype, "--out", str(out), "--channels", "4", "--layers", "3",
+               "--no-progress", "data.dataset=synthetic", "data.image_size=14",
+               *([f"space={space}"] if space != "darts" else []))
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert r.output.strip().startswith("error:") and "must be a multiple of 4" in r.output and not out.exists()

@@ -452,7 +452,14 @@ def check_final_data(cfg: DictConfig, data: FinalData) -> None:
 def check_network(cfg: DictConfig, genotype: Any, info: data_mod.DatasetInfo) -> None:
     """The network of ``cfg`` and ``genotype`` can be built (a space refuses sizes it cannot make, e.g. an odd
     width where a factorized reduce halves it): built without memory on the meta device, before the run
-    directory is made."""
+    directory is made. An image size the network cannot halve (:attr:`SearchSpace.halvings`) is refused too."""
+    space = space_of(genotype)
+    step = 2 ** space.halvings
+    if not is_imagenet_network(cfg, info) and info.image_size % step:
+        size = info.image_size
+        raise ConfigError(f"the {space.name} space's network halves the images {space.halvings} times with ops that "
+                          f"need an even size, so data.image_size must be a multiple of {step} "
+                          f"(e.g. {max(step, size // step * step)} or {size // step * step + step}), got {size}")
     with torch.device("meta"):
         build_model(cfg, genotype, info)
 
