@@ -212,12 +212,11 @@ class DartsSource(SourceCache):
             return self.x
         if isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)):  # a bare pool (model.pool_bn=false): shared too
             return self.pool(op)
-        if type(op) is nn.Sequential and len(op) == 2:
-            first, second = op[0], op[1]
-            if isinstance(first, (nn.MaxPool2d, nn.AvgPool2d)) and isinstance(second, nn.BatchNorm2d):
-                return self.pool_bn(first, second)
-            if isinstance(first, Identity) and isinstance(second, nn.Dropout):  # P-DARTS's skip dropout
-                return self.dropped(second)
+        if _pool_then_bn(op):
+            return self.pool_bn(op[0], op[1])
+        if type(op) is nn.Sequential and len(op) == 2 and isinstance(op[0], Identity) \
+                and isinstance(op[1], nn.Dropout):  # P-DARTS's skip dropout
+            return self.dropped(op[1])
         if _relu_first(op):
             return run_chain(list(op)[1:], self.relu(), fuse=self.recompute)[0]
         if isinstance(op, FactorizedReduce):
@@ -282,19 +281,15 @@ class FoldedSource(DartsSource):
         return self._normalized[nkey]
 
     def run(self, op: nn.Module) -> Optional[torch.Tensor]:
-        if isinstance(op, Zero):
-            return None
-        if isinstance(op, Identity):
-            return self.x
-        if isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)):
-            return self.pool(op)
-        if (type(op) is nn.Sequential and len(op) == 2 and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d))
-                and isinstance(op[1], nn.BatchNorm2d)):
-            return self.pool_bn(op[0], op[1])
+        """'none', the identity and the pools (with their BN: :meth:`pool_bn`) as :meth:`DartsSource.run` takes
+        them; the conv chains folded; anything else (FactorizedReduce, a skip dropout, whose mask must be
+        drawn on the plain images) on the plain slice."""
         if _relu_first(op):
             out = folded.run_chain(list(op)[1:], self.relu(), self.G)
             if out is not None:
                 return out[0]
+        elif isinstance(op, (Zero, Identity, nn.MaxPool2d, nn.AvgPool2d)) or _pool_then_bn(op):
+            return super().run(op)
         return self._on_plain(op)
 
     def add_to(self, node: NodeSum, op: nn.Module, w: Optional[torch.Tensor], part: str = "out") -> None:
@@ -307,6 +302,12 @@ class FoldedSource(DartsSource):
         out = self.run(op)
         if out is not None:
             node.add(out, w, part)
+
+
+def _pool_then_bn(op: nn.Module) -> bool:
+    """A pool followed by its BatchNorm (the search space's pools, model.pool_bn)."""
+    return (type(op) is nn.Sequential and len(op) == 2 and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d))
+            and isinstance(op[1], nn.BatchNorm2d))
 
 
 def _relu_first(op: nn.Module) -> bool:
