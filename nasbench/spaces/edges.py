@@ -222,19 +222,9 @@ class SourceCache:
         key = repr(pool)
         nkey = (key, bn.eps)
         if nkey not in self._normalized:
-            detour = narrow_detour(p, p.shape[1])
-            q = nchw(p) if detour else p
-            if key not in self._stats and _stats_from_norm(p):
-                # the normalisation's own batch statistics give the running-statistics update
-                out, mean, invstd = torch.native_batch_norm(q, None, None, None, None, True, 0.0, bn.eps)
-                n = p.numel() // p.shape[1]
-                with torch.no_grad():  # the unbiased variance, from invstd = 1/sqrt(biased variance + eps)
-                    biased = invstd.double().pow(-2) - bn.eps  # ≥ 0 up to rounding (0 for a constant channel)
-                    var = biased.maximum(torch.zeros_like(biased)) * (n / max(n - 1, 1))
-                self._stats[key] = (mean.detach(), var.to(mean.dtype))
-            else:
-                out = F.batch_norm(q, None, None, None, None, True, 0.0, bn.eps)
-            self._normalized[nkey] = out.contiguous(memory_format=torch.channels_last) if detour else out
+            self._normalized[nkey], stats = self._normalize_pool(p, bn.eps, key not in self._stats)
+            if stats is not None:
+                self._stats[key] = stats
         if key not in self._stats:
             with torch.no_grad():
                 x = p if p.dtype in (torch.float32, torch.float64) else p.float()
@@ -242,6 +232,25 @@ class SourceCache:
             self._stats[key] = (mean, var)
         update_running_stats(bn, *self._stats[key])
         return self._normalized[nkey]
+
+    def _normalize_pool(self, p: torch.Tensor, eps: float, want_stats: bool
+                        ) -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, torch.Tensor]]]:
+        """The training-mode non-affine normalisation of a pool's output ``p`` for :meth:`pool_bn`, and, when
+        ``want_stats`` and it can give them, its batch mean and unbiased variance (else None)."""
+        detour = narrow_detour(p, p.shape[1])
+        q = nchw(p) if detour else p
+        stats = None
+        if want_stats and _stats_from_norm(p):
+            # the normalisation's own batch statistics give the running-statistics update
+            out, mean, invstd = torch.native_batch_norm(q, None, None, None, None, True, 0.0, eps)
+            n = p.numel() // p.shape[1]
+            with torch.no_grad():  # the unbiased variance, from invstd = 1/sqrt(biased variance + eps)
+                biased = invstd.double().pow(-2) - eps  # ≥ 0 up to rounding (0 for a constant channel)
+                var = biased.maximum(torch.zeros_like(biased)) * (n / max(n - 1, 1))
+            stats = (mean.detach(), var.to(mean.dtype))
+        else:
+            out = F.batch_norm(q, None, None, None, None, True, 0.0, eps)
+        return (out.contiguous(memory_format=torch.channels_last) if detour else out), stats
 
 
 def _stats_from_norm(p: torch.Tensor) -> bool:

@@ -42,8 +42,7 @@ from torch import nn
 from nasbench.spaces import recompute
 from nasbench.spaces.darts import folded
 from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
-from nasbench.spaces.edges import (NodeSum, SourceCache, add_edge, batch_norm, channel_slice, format_of,
-                                   layout_slice, update_running_stats)
+from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, channel_slice, format_of, layout_slice
 
 
 # ---------------------------------------------------------------------------------------------- convolutions
@@ -264,21 +263,18 @@ class FoldedSource(DartsSource):
         raise TypeError("a folded slice is not sliced again")
 
     def pool_bn(self, pool: nn.Module, bn: nn.BatchNorm2d) -> torch.Tensor:
+        """As :meth:`SourceCache.pool_bn` (one normalisation per pool and eps for every edge), with the
+        statistics pooled over the folded images; a BN folding does not cover runs on the plain slice."""
         if not (folded.bn_applies(bn) and bn.track_running_stats):
             return self._on_plain(nn.Sequential(pool, bn))
-        p = self.pool(pool)
         if not bn.training:
-            return folded.batch_norm(bn, p, self.G)
-        key = repr(pool)
-        nkey = (key, bn.eps)
-        if nkey not in self._normalized:  # one normalisation per pool (and eps) for every edge, as unfolded
-            y, mean, var = folded.normalize(p, self.G, bn.eps)
-            self._normalized[nkey] = y
-            if key not in self._stats:
-                n = p.numel() // bn.num_features
-                self._stats[key] = (mean, var * (n / max(n - 1, 1)))
-        update_running_stats(bn, *self._stats[key])
-        return self._normalized[nkey]
+            return folded.batch_norm(bn, self.pool(pool), self.G)
+        return super().pool_bn(pool, bn)
+
+    def _normalize_pool(self, p: torch.Tensor, eps: float, want_stats: bool
+                        ) -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, torch.Tensor]]]:
+        y, mean, var = folded.normalize(p, self.G, eps)
+        return y, (mean, folded.unbiased(var, p.numel() * self.G // p.shape[1]))
 
     def run(self, op: nn.Module) -> Optional[torch.Tensor]:
         """'none', the identity and the pools (with their BN: :meth:`pool_bn`) as :meth:`DartsSource.run` takes

@@ -83,11 +83,15 @@ def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, G: int, scale: Optional[torc
     if bn.training or not bn.track_running_stats:
         y, mean, var = _FoldedBatchNorm.apply(x, G, bn.eps, scale)
         if bn.training and bn.track_running_stats:
-            n = x.numel() // C
-            update_running_stats(bn, mean, var * (n / max(n - 1, 1)))
+            update_running_stats(bn, mean, unbiased(var, x.numel() // C))
         return y
     y = F.batch_norm(x, bn.running_mean.repeat(G), bn.running_var.repeat(G), None, None, False, 0.0, bn.eps)
     return y if scale is None else y * scale
+
+
+def unbiased(var: torch.Tensor, n: int) -> torch.Tensor:
+    """The unbiased variance of ``n`` values from their biased ``var`` (a BatchNorm's running update)."""
+    return var * (n / max(n - 1, 1))
 
 
 def normalize(x: torch.Tensor, G: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
