@@ -364,12 +364,8 @@ def check_search_config(cfg: DictConfig) -> None:
     if cfg.model.stem not in ("auto", *stems):
         raise ConfigError(f"model.stem must be {' or '.join(('auto', *stems))} in the {cfg.model.space} space, got "
                           f"{cfg.model.stem!r}")
-    step = 2 ** space.halvings
-    if cfg.model.stem == "cifar" and cfg.data.dataset in ("synthetic", "imagefolder") and input_size(cfg) % step:
-        size = input_size(cfg)  # the other datasets' images are 16, 28 or 32 pixels
-        raise ConfigError(f"the {cfg.model.space} space's search network halves the images {space.halvings} times "
-                          f"with ops that need an even size, so data.image_size must be a multiple of {step} "
-                          f"(e.g. {max(step, size // step * step)} or {size // step * step + step}), got {size}")
+    if cfg.model.stem == "cifar" and cfg.data.dataset in ("synthetic", "imagefolder"):
+        space.check_image_size(input_size(cfg))  # the other datasets' images are 16, 28 or 32 pixels
     if cfg.model.stem == "imagenet" and input_size(cfg) % 32:
         size = input_size(cfg)
         raise ConfigError(f"the ImageNet-style supernet (model.stem=imagenet) halves the images three times in its "

@@ -453,13 +453,8 @@ def check_network(cfg: DictConfig, genotype: Any, info: data_mod.DatasetInfo) ->
     """The network of ``cfg`` and ``genotype`` can be built (a space refuses sizes it cannot make, e.g. an odd
     width where a factorized reduce halves it): built without memory on the meta device, before the run
     directory is made. An image size the network cannot halve (:attr:`SearchSpace.halvings`) is refused too."""
-    space = space_of(genotype)
-    step = 2 ** space.halvings
-    if not is_imagenet_network(cfg, info) and info.image_size % step:
-        size = info.image_size
-        raise ConfigError(f"the {space.name} space's network halves the images {space.halvings} times with ops that "
-                          f"need an even size, so data.image_size must be a multiple of {step} "
-                          f"(e.g. {max(step, size // step * step)} or {size // step * step + step}), got {size}")
+    if not is_imagenet_network(cfg, info):
+        space_of(genotype).check_image_size(info.image_size)
     with torch.device("meta"):
         build_model(cfg, genotype, info)
 

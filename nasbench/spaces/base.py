@@ -289,6 +289,15 @@ class SearchSpace:
     """How many times the search network with the ``cifar`` stem halves the images with ops that need an even
     size (a factorized reduce, a stride-2 conv beside a 2×2 pool): a search's image size must be a multiple of
     2 to this power, else the supernet fails at the first odd size (the official codes too)."""
+    @classmethod
+    def check_image_size(cls, size: int) -> None:
+        """A ConfigError for an image side the CIFAR-style network cannot halve :attr:`halvings` times."""
+        step = 2 ** cls.halvings
+        if size % step:
+            raise ConfigError(f"the {cls.name} space's network halves the images {cls.halvings} times with ops that "
+                              f"need an even size, so data.image_size must be a multiple of {step} "
+                              f"(e.g. {max(step, size // step * step)} or {size // step * step + step}), got {size}")
+
     input_choice: ClassVar[bool] = False
     """Whether each node chooses its inputs (ENAS micro): every strategy then keeps an input weight β per edge."""
     binary_cell_types: ClassVar[frozenset[str]] = frozenset()
