@@ -37,8 +37,9 @@ hook                       what it decides
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -243,11 +244,12 @@ class Strategy:
 
             return unrolled_backward(self, ctx, float(self.section.hvp_r))
         x, y = ctx.valid
-        logits = self.forward(ctx.net, x)
-        ctx.logits = logits.detach()
-        loss = ctx.criterion(logits, y)
         params = self.trainable_arch_parameters()
-        grads = ctx.reduce(torch.autograd.grad(loss, params, allow_unused=True))
+        with weights_frozen(ctx.net):
+            logits = self.forward(ctx.net, x)
+            ctx.logits = logits.detach()
+            loss = ctx.criterion(logits, y)
+            grads = ctx.reduce(torch.autograd.grad(loss, params, allow_unused=True))
         for p, g in zip(params, grads):
             p.grad = g  # None for a cell type the supernet does not use (e.g. 2 layers: no normal cell)
         return loss.detach()
@@ -346,3 +348,19 @@ def edge_normalization(beta: torch.Tensor, topology: Topology) -> torch.Tensor:
 
 def create_strategy(name: str, cfg: DictConfig, space: Optional[SearchSpace] = None) -> Strategy:
     return registry.get("algorithm", name)(cfg, space)
+
+
+@contextlib.contextmanager
+def weights_frozen(net: nn.Module) -> Iterator[None]:
+    """The supernet's weights without grad, for a first-order architecture step: its backward need not form
+    their gradients. Autograd's own nodes leave them out anyway once ``torch.autograd.grad`` asks for α alone;
+    a custom autograd step (the fast supernet's fused ops) sees only whether its inputs require grad."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+

@@ -22,9 +22,13 @@ own, as the DARTS code does. This forward computes the same sums with these savi
   channels ([N/G, G·c, H, W], G·c ≤ 16: :mod:`nasbench.spaces.darts.folded`, :class:`FoldedSource`), whose
   convolutions and BatchNorms fill the CPU's vectors; a node unfolds its sum once, in the channel shuffle.
 
-With ``recompute_ops`` (off by default) the ops also keep less for the backward pass: each pointwise conv
-with the BatchNorm after it, and a bare pool with its op weight, is one autograd step that recomputes its
-output in the backward (:mod:`nasbench.spaces.recompute`): less memory for some more time.
+The ops keep less for the backward pass than the modules would: a separable or dilated conv op is one
+autograd step that keeps its first BatchNorm's output instead of its input and recomputes its depthwise
+convs (:mod:`nasbench.spaces.darts.lean`; on CPU not a dilated one, which runs as pixel phases), and a bare
+pool times its op weight (GDAS: no BN after the pools) keeps only its input, recomputing the pool
+(:func:`~nasbench.spaces.recompute.scaled_pool`: no max-pool indices, no pooled output for the weight's
+gradient). With ``recompute_ops`` (off by default) each pointwise conv with the BatchNorm after it is one
+autograd step that recomputes its output in the backward instead (:mod:`nasbench.spaces.recompute`).
 
 Edges take part through ``contribute(node, source, w, scale, part)`` when they opt in (see
 :mod:`nasbench.spaces.edges`); :class:`~nasbench.spaces.edges.MixedOp` implements it for every edge that is a weighted
@@ -40,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasbench.spaces import recompute
-from nasbench.spaces.darts import folded
+from nasbench.spaces.darts import folded, lean
 from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, channel_slice, format_of, layout_slice
 
@@ -224,13 +228,12 @@ class DartsSource(SourceCache):
 
 
     def add_to(self, node: NodeSum, op: nn.Module, w: Optional[torch.Tensor], part: str = "out") -> None:
-        """A conv op's weight joins its last BN (:func:`~nasbench.spaces.recompute.scaled_bn`: the op's output
-        is not kept for the weight's gradient), or with ``recompute`` its last conv-BN step; with ``recompute``
-        a bare pool's weight (GDAS: no BN after the pools) joins a pool that keeps only its input. Everything
-        else as :meth:`SourceCache.add_to`."""
+        """A conv op's weight joins its last BN (:func:`run_chain`: the op's output is not kept for the
+        weight's gradient); a bare pool's weight (GDAS: no BN after the pools) joins a pool that keeps only its
+        input. Everything else as :meth:`SourceCache.add_to`."""
         if w is None:
             return super().add_to(node, op, w, part)
-        if self.recompute and isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)) and recompute.pool_applies(op, self.x):
+        if isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)) and recompute.pool_applies(op, self.x):
             return node.add(recompute.scaled_pool(op, self.x, w), None, part, owned=True)
         if not _relu_first(op):
             return super().add_to(node, op, w, part)
@@ -312,11 +315,16 @@ def _relu_first(op: nn.Module) -> bool:
 
 def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.Tensor] = None,
               fuse: bool = False) -> tuple[torch.Tensor, bool]:
-    """The modules ``children`` one after another on ``h``. With ``fuse``, each pointwise conv with the
+    """The modules ``children`` one after another on ``h``: a separable or dilated conv's blocks as one
+    :func:`~nasbench.spaces.darts.lean.lean_chain` step where that applies (not with ``fuse``, and not for a
+    dilated conv on CPU, whose depthwise conv runs as pixel phases). With ``fuse``, each pointwise conv with the
     BatchNorm (and ReLU) after it runs as one :func:`~nasbench.spaces.recompute.conv_bn` step where that
     applies, the last one also multiplying by ``scale``; otherwise a last BatchNorm multiplies by ``scale``
     (:func:`~nasbench.spaces.recompute.scaled_bn`) where that applies. Returns the output and whether it is
     multiplied by ``scale`` already."""
+    phases = h.device.type == "cpu" and getattr(children[0], "dilation", (1, 1)) != (1, 1)
+    if not fuse and not phases and lean.applies(children, h):
+        return lean.lean_chain(children, h, scale), scale is not None
     i, n, scaled = 0, len(children), False
     while i < n:
         if fuse and i + 1 < n and recompute.applies(children[i], children[i + 1], h):

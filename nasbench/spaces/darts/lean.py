@@ -1,0 +1,152 @@
+"""A separable or dilated conv op of the search supernet as one autograd step that keeps two tensors at most.
+
+The DARTS space's conv ops (after the ReLU the source shares) are blocks of ``depthwise conv → pointwise conv →
+BN``, with a ReLU between the two blocks of a separable conv. Run module by module, autograd keeps for the
+backward every block's depthwise output (the pointwise conv's input), its pointwise output (the BN's input)
+and, between two blocks, the ReLU's output: five tensors of the op's size for a separable conv, two for a
+dilated one. :func:`lean_chain` keeps
+
+* the op's input, which the shared ReLU keeps anyway;
+* for a BatchNorm that a ReLU follows, its output instead of its input: a BatchNorm without affine
+  parameters outputs x̂ = (z − μ)/σ itself, and its backward needs z only to form x̂ (``native_batch_norm_backward``
+  on x̂, with mean 0, 1/std 1 and 1/σ as the affine weight, computes the same gradient); the ReLU's backward
+  needs only the sign of x̂, and the next depthwise conv's input is relu(x̂), recomputed;
+* the last BatchNorm's input, as :func:`~nasbench.spaces.recompute.scaled_bn` does (the op's weight folds into it);
+
+and recomputes the depthwise convs in the backward (the cheapest convs of the op: one multiply-add per
+kernel tap and channel). A separable conv keeps two tensors instead of five, a dilated conv one instead of
+two; no pointwise conv and no BatchNorm runs twice. The running statistics are updated once, in the forward.
+The backward runs the kernels of the separate steps (``convolution_backward``, ``native_batch_norm_backward``,
+``threshold_backward``); a dilated depthwise conv that the caller computes in another exact form (the fast
+supernet's pixel phases) is differentiated through that form.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasbench.spaces.edges import format_of, narrow_detour
+from nasbench.spaces.recompute import _bn_backward, _bn_forward, _running
+
+def blocks_of(children: Sequence[nn.Module]) -> Optional[list[tuple[nn.Conv2d, nn.Conv2d, nn.BatchNorm2d]]]:
+    """``[(depthwise, pointwise, bn), ...]`` when ``children`` is ``dw, pw, bn[, ReLU, dw, pw, bn]*`` with
+    bias-free convs, a 1×1 stride-1 pointwise conv and BatchNorms without affine parameters (the search
+    supernet's); otherwise None."""
+    blocks, i, n = [], 0, len(children)
+    while i + 2 < n:
+        dw, pw, bn = children[i:i + 3]
+        if not (type(dw) is nn.Conv2d and dw.groups == dw.in_channels == dw.out_channels and dw.bias is None
+                and dw.padding_mode == "zeros" and isinstance(dw.padding, tuple)
+                and type(pw) is nn.Conv2d and pw.kernel_size == (1, 1) and pw.stride == (1, 1)
+                and pw.padding == (0, 0) and pw.groups == 1 and pw.bias is None
+                and type(bn) is nn.BatchNorm2d and not bn.affine):
+            return None
+        blocks.append((dw, pw, bn))
+        i += 3
+        if i == n:
+            return blocks
+        if type(children[i]) is not nn.ReLU:
+            return None
+        i += 1
+    return None
+
+
+def applies(children: Sequence[nn.Module], x: torch.Tensor) -> bool:
+    """Whether :func:`lean_chain` runs ``children`` on ``x``: the block pattern of :func:`blocks_of`, every BN in
+    training mode, float32/float64, autograd recording, no autocast, and no narrow BatchNorm detour (PC-DARTS's
+    slices on CPU)."""
+    blocks = blocks_of(children)
+    return (blocks is not None and all(bn.training for _, _, bn in blocks) and x.dim() == 4
+            and x.dtype in (torch.float32, torch.float64) and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(x.device.type)
+            and not any(narrow_detour(x, bn.num_features) for _, _, bn in blocks))
+
+
+def lean_chain(children: Sequence[nn.Module], x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The modules ``children`` on ``x`` (times ``scale``, a scalar tensor, when given), keeping only what the
+    module docstring lists. Only where :func:`applies`."""
+    blocks = blocks_of(children)
+    assert blocks is not None
+    weights: list[torch.Tensor] = []
+    running: list[tuple] = []
+    for dw, pw, bn in blocks:
+        weights += [dw.weight, pw.weight]
+        running.append(_running(bn) + (bn.eps,))
+    return _LeanChain.apply(x, scale, [dw for dw, _, _ in blocks], running, *weights)
+
+
+class _LeanChain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: Optional[torch.Tensor], dws: list, running: list,
+                *weights: torch.Tensor) -> torch.Tensor:
+        h, kept, stats = x, [], []
+        last = len(dws) - 1
+        for i, dw in enumerate(dws):
+            a = F.conv2d(h, weights[2 * i], None, dw.stride, dw.padding, dw.dilation, dw.groups)
+            z = F.conv2d(a, weights[2 * i + 1])
+            del a
+            rm, rv, momentum, eps = running[i]
+            if i == last:
+                y, mean, invstd = _bn_forward(z, None, None, scale, rm, rv, momentum, eps)
+                kept.append(z)
+            else:
+                y, mean, invstd = torch.native_batch_norm(z, None, None, rm, rv, True, momentum, eps)
+                kept.append(y)
+                h = F.relu(y)
+            del z
+            stats += [mean, invstd]
+        ctx.save_for_backward(x, scale, *kept, *stats, *weights)
+        ctx.dws, ctx.eps = dws, [r[3] for r in running]
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        n = len(ctx.dws)
+        saved = ctx.saved_tensors
+        x, scale = saved[0], saved[1]
+        kept, stats, weights = saved[2:2 + n], saved[2 + n:2 + 3 * n], saved[2 + 3 * n:]
+        need_x, need_scale = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_w = ctx.needs_input_grad[4:]
+        grad_w: list[Optional[torch.Tensor]] = [None] * len(weights)
+        grad_scale = None
+        fmt = format_of(x)
+        g = grad.contiguous(memory_format=fmt)
+        for i in reversed(range(n)):
+            mean, invstd = stats[2 * i], stats[2 * i + 1]
+            if i == n - 1:
+                g, _, _, grad_scale = _bn_backward(g, kept[i], None, None, scale, mean, invstd, ctx.eps[i],
+                                                   True, False, False, need_scale)
+            else:  # the ReLU's backward, then the BN's from its output x̂ (see the module docstring)
+                y = kept[i]
+                g = torch.ops.aten.threshold_backward(g, y, 0)
+                g = torch.ops.aten.native_batch_norm_backward(
+                    g, y, invstd, None, None, torch.zeros_like(mean), torch.ones_like(invstd), True, ctx.eps[i],
+                    [True, False, False])[0]
+            dw, w_dw, w_pw = ctx.dws[i], weights[2 * i], weights[2 * i + 1]
+            need_h, need_dw, need_pw = i > 0 or need_x, need_w[2 * i], need_w[2 * i + 1]
+            # the convs' inputs are recomputed only for their weights' gradients (none in a first-order
+            # architecture step); an input gradient alone needs the input's shape and layout, not its values
+            h = (x if i == 0 else F.relu(kept[i - 1])) if need_dw or need_pw else None
+            h_shape = x.shape if i == 0 else kept[i - 1].shape
+            if need_pw:
+                a = F.conv2d(h, w_dw, None, dw.stride, dw.padding, dw.dilation, dw.groups)
+            else:
+                a = torch.empty(g.shape[:1] + w_pw.shape[1:2] + g.shape[2:], dtype=g.dtype, device=g.device,
+                                memory_format=fmt)
+            g, grad_w[2 * i + 1], _ = torch.ops.aten.convolution_backward(
+                g, a, w_pw, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, need_pw, False])
+            del a
+            if not (need_h or need_dw):
+                g = None
+                break
+            if h is None:
+                h = torch.empty(h_shape, dtype=g.dtype, device=g.device, memory_format=fmt)
+            g, grad_w[2 * i], _ = torch.ops.aten.convolution_backward(
+                g, h, w_dw, None, list(dw.stride), list(dw.padding), list(dw.dilation), False, [0, 0],
+                dw.groups, [need_h, need_dw, False])
+            del h
+        return (g, grad_scale, None, None, *grad_w)
