@@ -19,6 +19,10 @@ At the paper configuration's first-cell shape (batch 64, C=16, 32×32) it times,
   the pointwise conv block-diagonal, BatchNorm statistics pooled over the G groups); the fold and unfold
   copies are left out (the supernet takes a source's slice folded and unfolds a node's sum once). Each row
   also gives the largest ‖Δ‖/‖ref‖ of the output and the gradients;
+* with ``--depthwise``: the weight gradient of a channels_last depthwise convolution for kernels 3×3, 5×3,
+  3×5 and 5×5 (PyTorch's CPU kernel is slow beyond 3 columns), and of the 5×5 one by kernel columns
+  (``nasbench.spaces.darts.depthwise.weight_grad``, as the fast supernet forms it), with its largest
+  ‖Δ‖/‖ref‖ against PyTorch's;
 * with ``--compile``: a search step's forward + backward of the fast DARTS supernet, eager against
   ``torch.compile`` (compile time reported separately).
 
@@ -147,6 +151,32 @@ def fold_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
     return rows
 
 
+def depthwise_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
+    from nasbench.spaces.darts import depthwise
+
+    B, C, H = args.batch_size, args.channels, args.size
+    x = torch.randn(B, C, H, H, device=dev).contiguous(memory_format=torch.channels_last)
+    rows = []
+
+    def native(g, w, pad):
+        return torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], list(pad), [1, 1], False, [0, 0], C,
+                                                   [False, True, False])[1]
+
+    for kh, kw in ((3, 3), (5, 3), (3, 5), (5, 5)):
+        w = torch.randn(C, 1, kh, kw, device=dev)
+        pad = (kh // 2, kw // 2)
+        g = torch.randn_like(F.conv2d(x, w, None, 1, pad, 1, C))
+        rows.append({"op": f"depthwise {kh}x{kw} weight gradient", "ms": 1e3 * timed(lambda: native(g, w, pad),
+                                                                                         args.repeats, dev)})
+        if (kh, kw) == (5, 5) and depthwise.applies(x, w, 1, 2, 1, C):
+            ref = native(g, w, pad)
+            new = depthwise.weight_grad(g, x, w)
+            rows.append({"op": "depthwise 5x5 weight gradient by columns",
+                         "ms": 1e3 * timed(lambda: depthwise.weight_grad(g, x, w), args.repeats, dev),
+                         "rel_diff": float((new - ref).norm() / ref.norm())})
+    return rows
+
+
 def compile_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
     from nasbench.algorithms.base import create_strategy
     from nasbench.config import resolve_search_config
@@ -191,12 +221,14 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also measure torch.compile of the fast supernet")
     p.add_argument("--fold", action="store_true",
                    help="only PC-DARTS's separable convs on --channels (4 or 8), as run and with the batch folded")
+    p.add_argument("--depthwise", action="store_true",
+                   help="only the depthwise convs' weight gradients by kernel shape, and the 5x5 one by columns")
     args = p.parse_args()
     from nasbench.engine.device import resolve_device
 
     dev = resolve_device(args.device)
-    if args.fold:
-        rows = fold_rows(args, dev)
+    if args.fold or args.depthwise:
+        rows = fold_rows(args, dev) if args.fold else depthwise_rows(args, dev)
         for r in rows:
             print(json.dumps({**r, "device": str(dev), "torch": torch.__version__}), flush=True)
         return

@@ -1,4 +1,5 @@
-"""The lean conv op (nasbench.spaces.darts.lean) against the separate modules it replaces.
+"""The lean conv op (nasbench.spaces.darts.lean) and the column-wise depthwise 5×5 weight gradient
+(nasbench.spaces.darts.depthwise) against what they replace.
 
 Compared in float64 with autograd through the plain modules (value, input gradient, every weight gradient, the
 op weight's gradient, the BN running statistics), with and without weight gradients (a first-order
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from nasbench.algorithms.base import weights_frozen
-from nasbench.spaces.darts import fast, lean
+from nasbench.spaces.darts import depthwise, fast, lean
 from nasbench.spaces.darts.ops import DilConv, SepConv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,3 +124,47 @@ def test_weights_frozen_restores_what_required_grad():
         with weights_frozen(net):
             raise RuntimeError("boom")
     assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("shape", [(6, 16, 9, 11), (3, 5, 4, 3), (2, 8, 12, 12)])
+def test_depthwise_5x5_weight_gradient_by_columns_equals_pytorchs(shape):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(shape[1], 1, 5, 5, generator=g, dtype=torch.float64)
+    assert depthwise.applies(x, w, 1, 2, 1, shape[1])
+    x1, w1 = x.clone().requires_grad_(), w.clone().requires_grad_()
+    x2, w2 = x.clone().requires_grad_(), w.clone().requires_grad_()
+    out = depthwise.conv2d(x1, w1, 1, 2, 1, shape[1])
+    ref = torch.nn.functional.conv2d(x2, w2, None, 1, 2, 1, shape[1])
+    assert out.grad_fn is not None and "Depthwise5" in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    grad = torch.randn(ref.shape, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    for a, b in zip(torch.autograd.grad(out, [x1, w1], grad), torch.autograd.grad(ref, [x2, w2], grad)):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
+def test_depthwise_columns_apply_only_to_stride_1_padding_2_channels_last_5x5():
+    x = batch(torch.channels_last)
+    w5, w3 = torch.zeros(16, 1, 5, 5, dtype=torch.float64), torch.zeros(16, 1, 3, 3, dtype=torch.float64)
+    assert depthwise.applies(x, w5, 1, 2, 1, 16)
+    assert not depthwise.applies(x, w3, 1, 1, 1, 16)
+    assert not depthwise.applies(x, w5, 2, 2, 1, 16)
+    assert not depthwise.applies(x, w5, 1, 4, 2, 16)
+    assert not depthwise.applies(x.contiguous(), w5, 1, 2, 1, 16)
+    assert not depthwise.applies(x[..., :2], w5, 1, 2, 1, 16)
+    with torch.no_grad():
+        assert depthwise.conv2d(x, w5, 1, 2, 1, 16).grad_fn is None
+
+
+def test_benchmarks_ops_depthwise_rows_compare_the_column_form_with_pytorch():
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ops.py"
+    spec = importlib.util.spec_from_file_location("benchmark_ops", path)
+    ops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ops)
+    rows = ops.depthwise_rows(argparse.Namespace(batch_size=4, channels=8, size=8, repeats=1), torch.device("cpu"))
+    assert [r["op"] for r in rows][-1] == "depthwise 5x5 weight gradient by columns"
+    assert rows[-1]["rel_diff"] <= 1e-5 and all(r["ms"] > 0 for r in rows)

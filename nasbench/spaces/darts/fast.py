@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasbench.spaces import recompute
-from nasbench.spaces.darts import folded, lean
+from nasbench.spaces.darts import depthwise, folded, lean
 from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, channel_slice, format_of, layout_slice
 
@@ -54,6 +54,8 @@ def conv(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``m(x)``, computed the fastest exact way this module knows for ``x``'s device and layout."""
     if x.device.type == "cpu" and m.dilation != (1, 1) and _phase_conv_applies(m):
         return _dilated_depthwise(m, x)
+    if type(m) is nn.Conv2d and m.bias is None and m.padding_mode == "zeros":
+        return depthwise.conv2d(x, m.weight, m.stride, m.padding, m.dilation, m.groups)
     return m(x)
 
 
@@ -80,7 +82,7 @@ def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor, weight: Optional[torch.Ten
     weight = m.weight if weight is None else weight
     if m.stride[0] == d:
         sub = layout_slice(x, (slice(None), slice(None), slice(None, None, d), slice(None, None, d)))
-        return F.conv2d(sub, weight, None, 1, pad, 1, weight.shape[0])
+        return depthwise.conv2d(sub, weight, 1, pad, 1, weight.shape[0])
     H, W = x.shape[2:]
     Hp, Wp = -(-H // d) * d, -(-W // d) * d
     if (Hp, Wp) != (H, W):  # zero rows/columns at the end change nothing: the conv pads with zeros anyway
@@ -105,7 +107,7 @@ def _phase_images(x: torch.Tensor, weight: torch.Tensor, d: int, pad: int) -> to
     else:
         phases = x.reshape(N, C, h, d, w, d).permute(3, 5, 0, 2, 4, 1)
     phases = phases.reshape(d * d * N, h, w, C).permute(0, 3, 1, 2)
-    y = F.conv2d(phases, weight, None, 1, pad, 1, C)
+    y = depthwise.conv2d(phases, weight, 1, pad, 1, C)
     y = y.permute(0, 2, 3, 1).reshape(d, d, N, h, w, C).permute(2, 3, 0, 4, 1, 5).reshape(N, H, W, C)
     return y.permute(0, 3, 1, 2)
 
@@ -121,7 +123,7 @@ def _folded_phases(x: torch.Tensor, weight: torch.Tensor, d: int, pad: int) -> t
     N, C, H, W = x.shape
     h, w = H // d, W // d
     rows = x.permute(0, 2, 3, 1).reshape(N, h, d, w, d * C).permute(2, 0, 1, 3, 4).reshape(d * N, h, w, d * C)
-    y = F.conv2d(rows.permute(0, 3, 1, 2), weight.repeat(d, 1, 1, 1), None, 1, pad, 1, d * C)
+    y = depthwise.conv2d(rows.permute(0, 3, 1, 2), weight.repeat(d, 1, 1, 1), 1, pad, 1, d * C)
     y = y.permute(0, 2, 3, 1).reshape(d, N, h, w, d * C).permute(1, 2, 0, 3, 4).reshape(N, H, W, C)
     return y.permute(0, 3, 1, 2)
 

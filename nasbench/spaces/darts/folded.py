@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasbench.spaces.darts import depthwise
 from nasbench.spaces.edges import format_of, update_running_stats
 
 WIDE = 16
@@ -64,6 +65,8 @@ def conv(m: nn.Conv2d, x: torch.Tensor, G: int) -> torch.Tensor:
         weight = m.weight.repeat(G, 1, 1, 1)
         if m.dilation != (1, 1) and bias is None and _phase_conv_applies(m):
             return _dilated_depthwise(m, x, weight)
+        if bias is None:
+            return depthwise.conv2d(x, weight, m.stride, m.padding, m.dilation, G * m.groups)
         return F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, G * m.groups)
     if m.groups == 1 and m.kernel_size == (1, 1):  # pointwise: block-diagonal, one dense conv
         co, ci = m.out_channels, m.in_channels

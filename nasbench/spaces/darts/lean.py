@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasbench.spaces.darts import depthwise
 from nasbench.spaces.edges import format_of, narrow_detour
 from nasbench.spaces.recompute import _bn_backward, _bn_forward, _running
 
@@ -145,8 +146,12 @@ class _LeanChain(torch.autograd.Function):
                 break
             if h is None:
                 h = torch.empty(h_shape, dtype=g.dtype, device=g.device, memory_format=fmt)
-            g, grad_w[2 * i], _ = torch.ops.aten.convolution_backward(
+            fast_w = need_dw and depthwise.applies(h, w_dw, dw.stride, dw.padding, dw.dilation, dw.groups)
+            g_h, grad_w[2 * i], _ = torch.ops.aten.convolution_backward(
                 g, h, w_dw, None, list(dw.stride), list(dw.padding), list(dw.dilation), False, [0, 0],
-                dw.groups, [need_h, need_dw, False])
+                dw.groups, [need_h, need_dw and not fast_w, False])
+            if fast_w:
+                grad_w[2 * i] = depthwise.weight_grad(g, h, w_dw)
+            g = g_h
             del h
         return (g, grad_scale, None, None, *grad_w)
