@@ -5,7 +5,10 @@
 alone does, but not its output, which a separate product keeps for the weight's gradient: that gradient
 comes from the per-channel sums the BN backward forms anyway. Nothing is recomputed.
 
-The rest serve ``recompute_ops``. In the search ops of the DARTS space every convolution block ends in ``1×1 conv → BN`` (a separable conv
+:func:`scaled_pool` (the fast supernet's default for a bare pool times its op weight, GDAS's pools) keeps the
+pool's input alone and recomputes the pool in the backward.
+
+:func:`conv_bn` serves ``recompute_ops``. In the search ops of the DARTS space every convolution block ends in ``1×1 conv → BN`` (a separable conv
 has two such blocks, the second block's input a ReLU of the first's output), and an edge then multiplies
 the block's output by its op weight. Run as separate autograd steps, a block keeps three tensors of the
 block's size for the backward: the conv's input, the BN's input and (for the weight's gradient) the BN's
