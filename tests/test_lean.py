@@ -168,3 +168,29 @@ def test_benchmarks_ops_depthwise_rows_compare_the_column_form_with_pytorch():
     rows = ops.depthwise_rows(argparse.Namespace(batch_size=4, channels=8, size=8, repeats=1), torch.device("cpu"))
     assert [r["op"] for r in rows][-1] == "depthwise 5x5 weight gradient by columns"
     assert rows[-1]["rel_diff"] <= 1e-5 and all(r["ms"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("weights_grad", [True, False], ids=["weight-step", "arch-step"])
+def test_preprocessing_conv_bn_keeps_its_output_and_equals_the_modules(fmt, weights_grad):
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(24, 16, 1, bias=False).double(), nn.BatchNorm2d(16, affine=False).double()
+    conv2, bn2 = copy.deepcopy(conv), copy.deepcopy(bn)
+    conv.requires_grad_(weights_grad)
+    conv2.requires_grad_(weights_grad)
+    x = torch.relu(batch(fmt, shape=(6, 24, 9, 11))).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    for _ in range(2):
+        assert lean.conv_bn_applies(conv, bn, x)
+        out, ref = lean.conv_bn(conv, bn, x), bn2(conv2(x2))
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        g = batch(fmt, seed=4, shape=tuple(out.shape))
+        wants, wants2 = ([x, conv.weight], [x2, conv2.weight]) if weights_grad else ([x], [x2])
+        for a, b in zip(torch.autograd.grad(out, wants, g), torch.autograd.grad(ref, wants2, g)):
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+    for a, b in zip(bn.buffers(), bn2.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+    size = 6 * 16 * 9 * 11 * 8
+    kept = saved_bytes(lambda: lean.conv_bn(conv, bn, x))
+    assert kept <= x.numel() * 8 + size + 4096  # the input and the output, not the BN's input
+    assert not lean.conv_bn_applies(conv, nn.BatchNorm2d(16, affine=True).double(), x)

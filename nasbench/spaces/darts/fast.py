@@ -367,11 +367,15 @@ class ReluMemo:
 
 def _preprocess(m: nn.Module, x: torch.Tensor, relus: Optional[ReluMemo], fuse: bool = False) -> torch.Tensor:
     """A cell's input preprocessing (ReLU-conv1×1-BN or a factorized reduce), its ReLU from ``relus``; its
-    conv and BN as one recomputing step with ``fuse`` (:func:`run_chain`)."""
+    conv and BN as one step that keeps the BN's output instead of its input (:func:`~nasbench.spaces.darts.lean.conv_bn`),
+    or with ``fuse`` as one recomputing step (:func:`run_chain`)."""
     if isinstance(m, FactorizedReduce):
         return _factorized_reduce(m, relus(x) if relus is not None else F.relu(x))
     if type(m) is ReLUConvBN and isinstance(m[0], nn.ReLU):
-        return run_chain(list(m)[1:], relus(x) if relus is not None else F.relu(x), fuse=fuse)[0]
+        h = relus(x) if relus is not None else F.relu(x)
+        if not fuse and len(m) == 3 and lean.conv_bn_applies(m[1], m[2], h):
+            return lean.conv_bn(m[1], m[2], h)
+        return run_chain(list(m)[1:], h, fuse=fuse)[0]
     return run_module(m, x)
 
 

@@ -1,4 +1,5 @@
-"""A separable or dilated conv op of the search supernet as one autograd step that keeps two tensors at most.
+"""A separable or dilated conv op of the search supernet as one autograd step that keeps two tensors at most;
+a cell's preprocessing (1×1 conv → BN) as one that keeps the BN's output instead of its input.
 
 The DARTS space's conv ops (after the ReLU the source shares) are blocks of ``depthwise conv → pointwise conv →
 BN``, with a ReLU between the two blocks of a separable conv. Run module by module, autograd keeps for the
@@ -155,3 +156,47 @@ class _LeanChain(torch.autograd.Function):
             g = g_h
             del h
         return (g, grad_scale, None, None, *grad_w)
+
+
+# ---------------------------------------------------------------------------------------------- preprocessing
+def conv_bn_applies(conv: nn.Module, bn: nn.Module, x: torch.Tensor) -> bool:
+    """Whether :func:`conv_bn` computes ``bn(conv(x))`` here: a bias-free stride-1 1×1 conv and a training-mode
+    BatchNorm without affine parameters (a search cell's preprocessing), float32/float64, autograd recording,
+    no autocast, no narrow BatchNorm detour."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None
+            and type(bn) is nn.BatchNorm2d and not bn.affine and bn.training and x.dim() == 4
+            and x.dtype in (torch.float32, torch.float64) and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(x.device.type) and not narrow_detour(x, bn.num_features))
+
+
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(conv(x))`` keeping the conv's input and the BN's output (the state the cell's edges read, which
+    the pools and the identity's weight keep anyway) instead of the BN's input: the BN's backward runs from its
+    output, as in :func:`lean_chain`. Nothing is recomputed. Only where :func:`conv_bn_applies`."""
+    return _ConvBNOut.apply(x, conv.weight, *_running(bn), bn.eps)
+
+
+class _ConvBNOut(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, running_mean: Optional[torch.Tensor],
+                running_var: Optional[torch.Tensor], momentum: float, eps: float) -> torch.Tensor:
+        z = F.conv2d(x, weight)
+        y, mean, invstd = torch.native_batch_norm(z, None, None, running_mean, running_var, True, momentum, eps)
+        del z
+        ctx.save_for_backward(x, weight, y, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        x, weight, y, mean, invstd = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        g = grad.contiguous(memory_format=format_of(x))
+        g = torch.ops.aten.native_batch_norm_backward(
+            g, y, invstd, None, None, torch.zeros_like(mean), torch.ones_like(invstd), True, ctx.eps,
+            [True, False, False])[0]
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            g, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+        return grad_x, grad_w, None, None, None, None
+
