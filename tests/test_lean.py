@@ -17,20 +17,9 @@ from torch import nn
 from nasbench.algorithms.base import weights_frozen
 from nasbench.spaces.darts import depthwise, fast, lean
 from nasbench.spaces.darts.ops import DilConv, SepConv
+from test_recompute import saved_bytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def saved_bytes(fn) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
 
 
 def make_op(kind: str, stride: int, seed: int = 0) -> nn.Module:
