@@ -180,14 +180,18 @@ def test_a_search_with_recompute_ops_runs_the_fused_steps_and_the_setting_is_che
 
 
 def test_recompute_ops_cells_run_the_fused_steps(monkeypatch):
-    """The setting changes what the cells run: with it every 16-channel conv block of a forward goes through
-    ``conv_bn``, without it none does."""
+    """The setting changes what the cells run: with it every 16-channel preprocessing and dilated conv block of
+    a forward goes through ``conv_bn`` (a separable conv takes the lean step, which keeps less, with or without
+    it), without it none does."""
     from nasbench.algorithms.base import create_strategy
     from nasbench.config import resolve_search_config
 
-    calls = []
-    real = recompute.conv_bn
+    from nasbench.spaces.darts import lean
+
+    calls, lean_calls = [], []
+    real, real_lean = recompute.conv_bn, lean.lean_chain
     monkeypatch.setattr(recompute, "conv_bn", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(lean, "lean_chain", lambda *a, **k: lean_calls.append(1) or real_lean(*a, **k))
     cfg = resolve_search_config("darts", overrides=["data.dataset=synthetic", "model.channels=16", "model.layers=3"])
     s = create_strategy("darts", cfg)
     spec = s.supernet_spec(10, 3)
@@ -195,12 +199,14 @@ def test_recompute_ops_cells_run_the_fused_steps(monkeypatch):
     s.init_arch_params(spec, torch.device("cpu"))
     x = torch.randn(2, 3, 8, 8)
     # 3 cells (normal, reduction, reduction): 5 ReLU-conv-BN preprocessings (the last cell's first input is
-    # a factorized reduce), and per edge two blocks of each of the 2 sep convs and one of each of the 2 dil convs
-    for on, expected in ((False, 0), (True, 5 + 3 * 14 * 6)):
+    # a factorized reduce) and per edge the block of each of the 2 dil convs (on CPU they run as pixel phases,
+    # which the lean step does not take); the 2 sep convs of every edge take the lean step either way
+    for on, expected in ((False, 0), (True, 5 + 3 * 14 * 2)):
         net.set_recompute_ops(on)
         calls.clear()
+        lean_calls.clear()
         s.forward(net, x).sum().backward()
-        assert len(calls) == expected
+        assert len(calls) == expected and len(lean_calls) == 3 * 14 * 2
 
 
 @pytest.mark.parametrize("channels", [18, 4], ids=["wide", "narrow"])  # narrow channels_last: the NCHW detour

@@ -318,14 +318,15 @@ def _relu_first(op: nn.Module) -> bool:
 def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.Tensor] = None,
               fuse: bool = False) -> tuple[torch.Tensor, bool]:
     """The modules ``children`` one after another on ``h``: a separable or dilated conv's blocks as one
-    :func:`~nasbench.spaces.darts.lean.lean_chain` step where that applies (not with ``fuse``, and not for a
-    dilated conv on CPU, whose depthwise conv runs as pixel phases). With ``fuse``, each pointwise conv with the
+    :func:`~nasbench.spaces.darts.lean.lean_chain` step where that applies (not for a dilated conv on CPU, whose
+    depthwise conv runs as pixel phases; with ``fuse`` too: it keeps less than the fused steps). Otherwise, with
+    ``fuse``, each pointwise conv with the
     BatchNorm (and ReLU) after it runs as one :func:`~nasbench.spaces.recompute.conv_bn` step where that
     applies, the last one also multiplying by ``scale``; otherwise a last BatchNorm multiplies by ``scale``
     (:func:`~nasbench.spaces.recompute.scaled_bn`) where that applies. Returns the output and whether it is
     multiplied by ``scale`` already."""
     phases = h.device.type == "cpu" and getattr(children[0], "dilation", (1, 1)) != (1, 1)
-    if not fuse and not phases and lean.applies(children, h):
+    if not phases and lean.applies(children, h):
         return lean.lean_chain(children, h, scale), scale is not None
     i, n, scaled = 0, len(children), False
     while i < n:
