@@ -363,4 +363,3 @@ def weights_frozen(net: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-

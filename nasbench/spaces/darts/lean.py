@@ -18,8 +18,8 @@ and recomputes the depthwise convs in the backward (the cheapest convs of the op
 kernel tap and channel). A separable conv keeps two tensors instead of five, a dilated conv one instead of
 two; no pointwise conv and no BatchNorm runs twice. The running statistics are updated once, in the forward.
 The backward runs the kernels of the separate steps (``convolution_backward``, ``native_batch_norm_backward``,
-``threshold_backward``); a dilated depthwise conv that the caller computes in another exact form (the fast
-supernet's pixel phases) is differentiated through that form.
+``threshold_backward``). The caller keeps a dilated conv that it computes in another form (the fast supernet's
+pixel phases on the CPU) out of it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from torch import nn
 from nasbench.spaces.darts import depthwise
 from nasbench.spaces.edges import format_of, narrow_detour
 from nasbench.spaces.recompute import _bn_backward, _bn_forward, _running
+
 
 def blocks_of(children: Sequence[nn.Module]) -> Optional[list[tuple[nn.Conv2d, nn.Conv2d, nn.BatchNorm2d]]]:
     """``[(depthwise, pointwise, bn), ...]`` when ``children`` is ``dw, pw, bn[, ReLU, dw, pw, bn]*`` with
@@ -81,6 +82,13 @@ def lean_chain(children: Sequence[nn.Module], x: torch.Tensor, scale: Optional[t
     return _LeanChain.apply(x, scale, [dw for dw, _, _ in blocks], running, *weights)
 
 
+def _bn_backward_from_output(grad: torch.Tensor, y: torch.Tensor, invstd: torch.Tensor, eps: float) -> torch.Tensor:
+    """The input gradient of a training-mode BatchNorm without affine parameters from its output ``y`` = x̂:
+    ``native_batch_norm_backward`` on x̂ with mean 0, 1/std 1 and the batch's 1/σ as the affine weight."""
+    return torch.ops.aten.native_batch_norm_backward(grad, y, invstd, None, None, torch.zeros_like(invstd),
+                                                     torch.ones_like(invstd), True, eps, [True, False, False])[0]
+
+
 class _LeanChain(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scale: Optional[torch.Tensor], dws: list, running: list,
@@ -125,9 +133,7 @@ class _LeanChain(torch.autograd.Function):
             else:  # the ReLU's backward, then the BN's from its output x̂ (see the module docstring)
                 y = kept[i]
                 g = torch.ops.aten.threshold_backward(g, y, 0)
-                g = torch.ops.aten.native_batch_norm_backward(
-                    g, y, invstd, None, None, torch.zeros_like(mean), torch.ones_like(invstd), True, ctx.eps[i],
-                    [True, False, False])[0]
+                g = _bn_backward_from_output(g, y, invstd, ctx.eps[i])
             dw, w_dw, w_pw = ctx.dws[i], weights[2 * i], weights[2 * i + 1]
             need_h, need_dw, need_pw = i > 0 or need_x, need_w[2 * i], need_w[2 * i + 1]
             # the convs' inputs are recomputed only for their weights' gradients (none in a first-order
@@ -182,21 +188,18 @@ class _ConvBNOut(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, running_mean: Optional[torch.Tensor],
                 running_var: Optional[torch.Tensor], momentum: float, eps: float) -> torch.Tensor:
         z = F.conv2d(x, weight)
-        y, mean, invstd = torch.native_batch_norm(z, None, None, running_mean, running_var, True, momentum, eps)
+        y, _, invstd = torch.native_batch_norm(z, None, None, running_mean, running_var, True, momentum, eps)
         del z
-        ctx.save_for_backward(x, weight, y, mean, invstd)
+        ctx.save_for_backward(x, weight, y, invstd)
         ctx.eps = eps
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        x, weight, y, mean, invstd = ctx.saved_tensors
+        x, weight, y, invstd = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
         g = grad.contiguous(memory_format=format_of(x))
-        g = torch.ops.aten.native_batch_norm_backward(
-            g, y, invstd, None, None, torch.zeros_like(mean), torch.ones_like(invstd), True, ctx.eps,
-            [True, False, False])[0]
+        g = _bn_backward_from_output(g, y, invstd, ctx.eps)
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
             g, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_x, need_w, False])
         return grad_x, grad_w, None, None, None, None
-
