@@ -7,9 +7,9 @@ At the paper configuration's first-cell shape (batch 64, C=16, 32×32) it times,
 
 * NCHW against channels_last for each kind of convolution of the DARTS space;
 * a dilated depthwise convolution against the same convolution over the d×d pixel phases
-  (``nasbench.spaces.darts.fast._dilated_depthwise``: in channels_last the column phases folded into
+  (``nasbench.spaces.darts.depthwise.dilated``: in channels_last the column phases folded into
   channels, the row phases into the batch) and, in channels_last, against the d² phase images stacked in
-  the batch (``_phase_images``: the NCHW form, and the channels_last form before 2026-12-06);
+  the batch (``phase_images``: the NCHW form, and the channels_last form before 2026-12-06);
 * the four edges that leave one source, each with its own depthwise conv, against one batched depthwise conv
   with 4 outputs per channel (the "grouped convolutions across edges" idea);
 * with ``--fold``: PC-DARTS's separable convolutions on a narrow slice (``--channels 4`` or 8) run plain
@@ -63,7 +63,7 @@ def fwd_bwd(module_or_fn, x: torch.Tensor):
 
 
 def op_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
-    from nasbench.spaces.darts.fast import _dilated_depthwise, _phase_images
+    from nasbench.spaces.darts.depthwise import dilated, phase_images
 
     B, C, H = args.batch_size, args.channels, args.size
     rows = []
@@ -81,11 +81,11 @@ def op_rows(args: argparse.Namespace, dev: torch.device) -> list[dict]:
             rows.append({"what": name, "layout": fmt_name, "ms": 1e3 * timed(fwd_bwd(conv, x), args.repeats, dev)})
             if conv.dilation != (1, 1):
                 rows.append({"what": name + " by phases", "layout": fmt_name,
-                             "ms": 1e3 * timed(fwd_bwd(lambda t, c=conv: _dilated_depthwise(c, t), x), args.repeats, dev)})
+                             "ms": 1e3 * timed(fwd_bwd(lambda t, c=conv: dilated(c, t), x), args.repeats, dev)})
                 if fmt is torch.channels_last:  # in NCHW the phase images are the form above
                     d, pad = conv.dilation[0], (conv.kernel_size[0] - 1) // 2
                     rows.append({"what": name + " by d² phase images", "layout": fmt_name,
-                                 "ms": 1e3 * timed(fwd_bwd(lambda t, c=conv: _phase_images(t, c.weight, d, pad), x),
+                                 "ms": 1e3 * timed(fwd_bwd(lambda t, c=conv: phase_images(t, c.weight, d, pad), x),
                                                    args.repeats, dev)})
         separate = [nn.Conv2d(C, C, 3, padding=1, groups=C, bias=False).to(dev, memory_format=fmt) for _ in range(4)]
         batched = nn.Conv2d(C, 4 * C, 3, padding=1, groups=C, bias=False).to(dev, memory_format=fmt)

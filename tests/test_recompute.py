@@ -180,9 +180,9 @@ def test_a_search_with_recompute_ops_runs_the_fused_steps_and_the_setting_is_che
 
 
 def test_recompute_ops_cells_run_the_fused_steps(monkeypatch):
-    """The setting changes what the cells run: with it every 16-channel preprocessing and dilated conv block of
-    a forward goes through ``conv_bn`` (a separable conv takes the lean step, which keeps less, with or without
-    it), without it none does."""
+    """The setting changes what the cells run: with it every 16-channel ReLU-conv-BN preprocessing of a forward
+    goes through ``conv_bn``, without it none does; the separable and dilated convs take the lean step (which
+    keeps less) either way, on CPU the dilated ones by pixel phases."""
     from nasbench.algorithms.base import create_strategy
     from nasbench.config import resolve_search_config
 
@@ -199,14 +199,13 @@ def test_recompute_ops_cells_run_the_fused_steps(monkeypatch):
     s.init_arch_params(spec, torch.device("cpu"))
     x = torch.randn(2, 3, 8, 8)
     # 3 cells (normal, reduction, reduction): 5 ReLU-conv-BN preprocessings (the last cell's first input is
-    # a factorized reduce) and per edge the block of each of the 2 dil convs (on CPU they run as pixel phases,
-    # which the lean step does not take); the 2 sep convs of every edge take the lean step either way
-    for on, expected in ((False, 0), (True, 5 + 3 * 14 * 2)):
+    # a factorized reduce); the 2 sep and 2 dil convs of every edge take the lean step either way
+    for on, expected in ((False, 0), (True, 5)):
         net.set_recompute_ops(on)
         calls.clear()
         lean_calls.clear()
         s.forward(net, x).sum().backward()
-        assert len(calls) == expected and len(lean_calls) == 3 * 14 * 2
+        assert len(calls) == expected and len(lean_calls) == 3 * 14 * 4
 
 
 @pytest.mark.parametrize("channels", [18, 4], ids=["wide", "narrow"])  # narrow channels_last: the NCHW detour

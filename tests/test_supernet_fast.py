@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from nasbench.algorithms.base import ArchStepContext, create_strategy
 from nasbench.algorithms.sgas import UNDECIDED
 from nasbench.config import resolve_search_config
-from nasbench.spaces.darts.fast import _dilated_depthwise, _phase_images
+from nasbench.spaces.darts.depthwise import dilated, dilated_backward, phase_images
 from nasbench.spaces.edges import NARROW_BN, SourceCache, batch_norm, channel_slice, dense_grad, global_pool, nchw
 from nasbench.engine.device import memory_format
 from conftest import rel
@@ -224,8 +224,8 @@ def test_second_order_darts_step_equals_reference(execution, dtype):
 @pytest.mark.parametrize("stride,k,d", [(1, 3, 2), (1, 5, 2), (1, 3, 3), (2, 3, 2), (2, 5, 2)])
 @pytest.mark.parametrize("size", [8, 7])
 def test_dilated_depthwise_by_phases_equals_the_dilated_conv(stride, k, d, size):
-    """The phase form against PyTorch's dilated conv, values and both gradients, odd and even sizes, in
-    both layouts."""
+    """The phase form against PyTorch's dilated conv, values and both gradients (through autograd and through
+    ``dilated_backward``), odd and even sizes, in both layouts."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 4, k, stride=stride, padding=d * (k - 1) // 2, dilation=d, groups=4, bias=False)
     for fmt in (torch.contiguous_format, torch.channels_last):
@@ -233,24 +233,32 @@ def test_dilated_depthwise_by_phases_equals_the_dilated_conv(stride, k, d, size)
         ref = F.conv2d(x, conv.weight, None, stride, conv.padding, d, 4)
         g = torch.randn_like(ref)
         gx_ref, gw_ref = torch.autograd.grad(ref, (x, conv.weight), g)
-        out = _dilated_depthwise(conv, x)
+        out = dilated(conv, x)
         gx, gw = torch.autograd.grad(out, (x, conv.weight), g)
         assert out.shape == ref.shape
         assert rel(out, ref) <= 1e-6 and rel(gx, gx_ref) <= 1e-6 and rel(gw, gw_ref) <= 1e-6
         # the input's gradient in the input's layout (a mixed-layout gradient slows every later gradient op
         # of the source several times on CPU)
         assert gx.is_contiguous(memory_format=fmt)
+        # the same gradients formed outside autograd (the lean conv op's backward), the input's gradient alone
+        # without the input's values (an architecture step)
+        grads = dilated_backward(conv, g, x.detach(), x.shape, fmt, conv.weight.detach(), True, True)
+        assert rel(grads[0], gx_ref) <= 1e-6 and rel(grads[1], gw_ref) <= 1e-6
+        assert grads[0].is_contiguous(memory_format=fmt)
+        alone = dilated_backward(conv, g, None, x.shape, fmt, conv.weight.detach(), True, False)
+        assert alone[1] is None and rel(alone[0], gx_ref) <= 1e-6
+        assert dilated_backward(conv, g, x.detach(), x.shape, fmt, conv.weight.detach(), False, True)[0] is None
 
 
 @pytest.mark.parametrize("k", [3, 5])
 def test_phase_images_form_equals_the_dilated_conv_in_both_layouts(k):
-    """``_phase_images`` (the NCHW form, which ``benchmarks/ops.py`` also times against the channels_last one)
+    """``phase_images`` (the NCHW form, which ``benchmarks/ops.py`` also times against the channels_last one)
     computes the dilated conv in either layout, or the comparison the benchmark reports means nothing."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 4, k, padding=k - 1, dilation=2, groups=4, bias=False)
     for fmt in (torch.contiguous_format, torch.channels_last):
         x = torch.randn(3, 4, 8, 8).contiguous(memory_format=fmt)
-        assert rel(_phase_images(x, conv.weight, 2, (k - 1) // 2), conv(x)) <= 1e-6
+        assert rel(phase_images(x, conv.weight, 2, (k - 1) // 2), conv(x)) <= 1e-6
 
 
 @pytest.mark.parametrize("channels", [1, 4, NARROW_BN - 1, NARROW_BN])

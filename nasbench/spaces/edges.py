@@ -212,7 +212,8 @@ class SourceCache:
         unbiased variance). The normalisation yields those statistics itself (its batch mean and 1/std), so
         no separate variance pass runs (``var_mean`` serves where it cannot: autocast, other dtypes, a second
         ``eps``). A narrow channels_last batch normalises in NCHW as :func:`batch_norm` does, through
-        :func:`nchw`, so the pool's backward gets its gradient in its own layout. In eval mode each ``bn`` normalises with its own running statistics.
+        :func:`nchw`, so the pool's backward gets its gradient in its own layout. In eval mode each ``bn``
+        normalises with its own running statistics.
         """
         p = self.pool(pool)
         if bn.affine or not bn.track_running_stats:

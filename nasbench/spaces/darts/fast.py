@@ -14,8 +14,8 @@ own, as the DARTS code does. This forward computes the same sums with these savi
 * on CPU, a depthwise convolution with dilation d and stride 1 runs as an undilated convolution over the
   d×d pixel phases of its input (exact: every output pixel sums the same products; in channels_last the
   column phases fold into channels, a view, and the row phases into the batch), and one with stride
-  d runs undilated on the stride-d subsampled input; PyTorch's CPU kernels for dilated depthwise
-  convolutions are several times slower than for undilated ones;
+  d runs undilated on the stride-d subsampled input (:func:`~nasbench.spaces.darts.depthwise.dilated`);
+  PyTorch's CPU kernels for dilated depthwise convolutions are several times slower than for undilated ones;
 * on CPU, a BatchNorm of a narrow channels_last tensor (fewer than ``edges.NARROW_BN`` channels: PC-DARTS's slices)
   normalises in NCHW, where PyTorch's kernel is several times faster for so few channels;
 * on CPU in channels_last, PC-DARTS's mixed ops run on their narrow slice with G images folded into the
@@ -24,7 +24,7 @@ own, as the DARTS code does. This forward computes the same sums with these savi
 
 The ops keep less for the backward pass than the modules would: a separable or dilated conv op is one
 autograd step that keeps its first BatchNorm's output instead of its input and recomputes its depthwise
-convs (:mod:`nasbench.spaces.darts.lean`; on CPU not a dilated one, which runs as pixel phases), and a bare
+convs (:mod:`nasbench.spaces.darts.lean`; on CPU a dilated one by pixel phases, forward and backward), and a bare
 pool times its op weight (GDAS: no BN after the pools) keeps only its input, recomputing the pool
 (:func:`~nasbench.spaces.recompute.scaled_pool`: no max-pool indices, no pooled output for the weight's
 gradient). With ``recompute_ops`` (off by default) each pointwise conv with the BatchNorm after it is one
@@ -52,80 +52,11 @@ from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, ch
 # ---------------------------------------------------------------------------------------------- convolutions
 def conv(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``m(x)``, computed the fastest exact way this module knows for ``x``'s device and layout."""
-    if x.device.type == "cpu" and m.dilation != (1, 1) and _phase_conv_applies(m):
-        return _dilated_depthwise(m, x)
+    if x.device.type == "cpu" and m.dilation != (1, 1) and depthwise.phase_applies(m):
+        return depthwise.dilated(m, x)
     if type(m) is nn.Conv2d and m.bias is None and m.padding_mode == "zeros":
         return depthwise.conv2d(x, m.weight, m.stride, m.padding, m.dilation, m.groups)
     return m(x)
-
-
-def _phase_conv_applies(m: nn.Conv2d) -> bool:
-    d, s, k, p = m.dilation[0], m.stride[0], m.kernel_size[0], m.padding
-    return (m.groups == m.in_channels == m.out_channels and m.bias is None and m.dilation == (d, d)
-            and m.stride == (s, s) and m.kernel_size == (k, k) and k % 2 == 1
-            and p == (d * (k - 1) // 2,) * 2 and s in (1, d) and m.padding_mode == "zeros")
-
-
-def _dilated_depthwise(m: nn.Conv2d, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A same-padded depthwise conv with dilation d as an undilated conv (padding (k−1)/2); ``weight`` (one
-    kernel per channel of ``x``) instead of ``m.weight`` for images folded into channels.
-
-    Output pixel (i, j) sums w[a, b]·x[i + d(a − r), j + d(b − r)] (r = (k−1)/2): only input pixels of the
-    same phase (i mod d, j mod d) meet, so each of the d² phase images convolves undilated, and the results
-    interleave back. With stride d only phase (0, 0) is needed: the conv runs on x[::d, ::d].
-
-    A channels_last x puts its column phases into channels and its row phases into the batch
-    (:func:`_folded_phases`); an NCHW x stacks the d² phase images in the batch.
-    """
-    d, k = m.dilation[0], m.kernel_size[0]
-    pad = (k - 1) // 2
-    weight = m.weight if weight is None else weight
-    if m.stride[0] == d:
-        sub = layout_slice(x, (slice(None), slice(None), slice(None, None, d), slice(None, None, d)))
-        return depthwise.conv2d(sub, weight, 1, pad, 1, weight.shape[0])
-    H, W = x.shape[2:]
-    Hp, Wp = -(-H // d) * d, -(-W // d) * d
-    if (Hp, Wp) != (H, W):  # zero rows/columns at the end change nothing: the conv pads with zeros anyway
-        x = F.pad(x, (0, Wp - W, 0, Hp - H))
-    if format_of(x) == torch.channels_last:
-        y = _folded_phases(x, weight, d, pad)
-    else:
-        y = _phase_images(x, weight, d, pad)
-    if (Hp, Wp) != (H, W):
-        y = y[:, :, :H, :W]
-    return y
-
-
-def _phase_images(x: torch.Tensor, weight: torch.Tensor, d: int, pad: int) -> torch.Tensor:
-    """The phase conv of ``x`` (N, C, H, W divisible by d) with its d² phase images stacked in the batch: the
-    form for NCHW. A channels_last ``x`` is split through its [N, H, W, C] view, so that its gradient comes back
-    in channels_last, but :func:`_folded_phases` is faster there (``benchmarks/ops.py`` times both)."""
-    N, C, H, W = x.shape
-    h, w = H // d, W // d
-    if format_of(x) == torch.channels_last:
-        phases = x.permute(0, 2, 3, 1).reshape(N, h, d, w, d, C).permute(2, 4, 0, 1, 3, 5)
-    else:
-        phases = x.reshape(N, C, h, d, w, d).permute(3, 5, 0, 2, 4, 1)
-    phases = phases.reshape(d * d * N, h, w, C).permute(0, 3, 1, 2)
-    y = depthwise.conv2d(phases, weight, 1, pad, 1, C)
-    y = y.permute(0, 2, 3, 1).reshape(d, d, N, h, w, C).permute(2, 3, 0, 4, 1, 5).reshape(N, H, W, C)
-    return y.permute(0, 3, 1, 2)
-
-
-def _folded_phases(x: torch.Tensor, weight: torch.Tensor, d: int, pad: int) -> torch.Tensor:
-    """The phase conv of a channels_last ``x`` (N, C, H, W divisible by d) with the phases folded where they
-    cost least. In the [N, H, W, C] memory d neighbouring pixels of a row are d·C consecutive numbers, so
-    [N, H, W/d, d·C] is a view: the column phase (j mod d) becomes part of the channel, each of the d·C
-    channels convolved with its original channel's kernel (the weight repeated d times). The row phases go
-    into the batch, one copy whose contiguous runs are whole rows (d² phase images, copied in runs of C
-    numbers, took twice as long: 3.5 against 1.7 ms forward and backward at 64×4×32×32, k=3). Every reshape
-    goes through the [N, H, W, C] view, so the input's gradient comes back in channels_last."""
-    N, C, H, W = x.shape
-    h, w = H // d, W // d
-    rows = x.permute(0, 2, 3, 1).reshape(N, h, d, w, d * C).permute(2, 0, 1, 3, 4).reshape(d * N, h, w, d * C)
-    y = depthwise.conv2d(rows.permute(0, 3, 1, 2), weight.repeat(d, 1, 1, 1), 1, pad, 1, d * C)
-    y = y.permute(0, 2, 3, 1).reshape(d, N, h, w, d * C).permute(1, 2, 0, 3, 4).reshape(N, H, W, C)
-    return y.permute(0, 3, 1, 2)
 
 
 def run_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -318,15 +249,14 @@ def _relu_first(op: nn.Module) -> bool:
 def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.Tensor] = None,
               fuse: bool = False) -> tuple[torch.Tensor, bool]:
     """The modules ``children`` one after another on ``h``: a separable or dilated conv's blocks as one
-    :func:`~nasbench.spaces.darts.lean.lean_chain` step where that applies (not for a dilated conv on CPU, whose
-    depthwise conv runs as pixel phases; with ``fuse`` too: it keeps less than the fused steps). Otherwise, with
+    :func:`~nasbench.spaces.darts.lean.lean_chain` step where that applies (with ``fuse`` too: it keeps less than
+    the fused steps). Otherwise, with
     ``fuse``, each pointwise conv with the
     BatchNorm (and ReLU) after it runs as one :func:`~nasbench.spaces.recompute.conv_bn` step where that
     applies, the last one also multiplying by ``scale``; otherwise a last BatchNorm multiplies by ``scale``
     (:func:`~nasbench.spaces.recompute.scaled_bn`) where that applies. Returns the output and whether it is
     multiplied by ``scale`` already."""
-    phases = h.device.type == "cpu" and getattr(children[0], "dilation", (1, 1)) != (1, 1)
-    if not phases and lean.applies(children, h):
+    if lean.applies(children, h):
         return lean.lean_chain(children, h, scale), scale is not None
     i, n, scaled = 0, len(children), False
     while i < n:

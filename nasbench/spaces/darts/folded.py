@@ -58,13 +58,11 @@ def fold(x: torch.Tensor, start: int, stop: int, G: int) -> torch.Tensor:
 
 def conv(m: nn.Conv2d, x: torch.Tensor, G: int) -> torch.Tensor:
     """``m`` on each image of a folded ``x``."""
-    from nasbench.spaces.darts.fast import _dilated_depthwise, _phase_conv_applies
-
     bias = None if m.bias is None else m.bias.repeat(G)
     if m.groups == m.in_channels == m.out_channels:  # depthwise: each channel its own kernel
         weight = m.weight.repeat(G, 1, 1, 1)
-        if m.dilation != (1, 1) and bias is None and _phase_conv_applies(m):
-            return _dilated_depthwise(m, x, weight)
+        if m.dilation != (1, 1) and bias is None and depthwise.phase_applies(m):
+            return depthwise.dilated(m, x, weight)
         if bias is None:
             return depthwise.conv2d(x, weight, m.stride, m.padding, m.dilation, G * m.groups)
         return F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, G * m.groups)

@@ -18,8 +18,9 @@ and recomputes the depthwise convs in the backward (the cheapest convs of the op
 kernel tap and channel). A separable conv keeps two tensors instead of five, a dilated conv one instead of
 two; no pointwise conv and no BatchNorm runs twice. The running statistics are updated once, in the forward.
 The backward runs the kernels of the separate steps (``convolution_backward``, ``native_batch_norm_backward``,
-``threshold_backward``). The caller keeps a dilated conv that it computes in another form (the fast supernet's
-pixel phases on the CPU) out of it.
+``threshold_backward``). On CPU a dilated depthwise conv runs, forward and backward, as an undilated one over
+pixel phases (:func:`~nasbench.spaces.darts.depthwise.dilated` and ``dilated_backward``), as in the fast
+supernet's module path.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class _LeanChain(torch.autograd.Function):
         h, kept, stats = x, [], []
         last = len(dws) - 1
         for i, dw in enumerate(dws):
-            a = F.conv2d(h, weights[2 * i], None, dw.stride, dw.padding, dw.dilation, dw.groups)
+            a = _depthwise(dw, h, weights[2 * i])
             z = F.conv2d(a, weights[2 * i + 1])
             del a
             rm, rv, momentum, eps = running[i]
@@ -141,7 +142,7 @@ class _LeanChain(torch.autograd.Function):
             h = (x if i == 0 else F.relu(kept[i - 1])) if need_dw or need_pw else None
             h_shape = x.shape if i == 0 else kept[i - 1].shape
             if need_pw:
-                a = F.conv2d(h, w_dw, None, dw.stride, dw.padding, dw.dilation, dw.groups)
+                a = _depthwise(dw, h, w_dw)
             else:
                 a = torch.empty(g.shape[:1] + w_pw.shape[1:2] + g.shape[2:], dtype=g.dtype, device=g.device,
                                 memory_format=fmt)
@@ -151,6 +152,10 @@ class _LeanChain(torch.autograd.Function):
             if not (need_h or need_dw):
                 g = None
                 break
+            if _phased(dw, g):
+                g, grad_w[2 * i] = depthwise.dilated_backward(dw, g, h, h_shape, fmt, w_dw, need_h, need_dw)
+                del h
+                continue
             if h is None:
                 h = torch.empty(h_shape, dtype=g.dtype, device=g.device, memory_format=fmt)
             fast_w = need_dw and depthwise.applies(h, w_dw, dw.stride, dw.padding, dw.dilation, dw.groups)
@@ -162,6 +167,17 @@ class _LeanChain(torch.autograd.Function):
             g = g_h
             del h
         return (g, grad_scale, None, None, *grad_w)
+
+
+def _phased(dw: nn.Conv2d, t: torch.Tensor) -> bool:
+    """Whether the depthwise conv ``dw`` runs on ``t``'s device as pixel phases (a dilated one on CPU)."""
+    return t.device.type == "cpu" and dw.dilation != (1, 1) and depthwise.phase_applies(dw)
+
+
+def _depthwise(dw: nn.Conv2d, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if _phased(dw, h):
+        return depthwise.dilated(dw, h, weight)
+    return F.conv2d(h, weight, None, dw.stride, dw.padding, dw.dilation, dw.groups)
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing
