@@ -204,7 +204,7 @@ def dilated_backward(m: nn.Conv2d, g: torch.Tensor, x: Optional[torch.Tensor], s
                                        need_x, need_w)
         grad_x = None
         if need_x:
-            grad_x = g.new_zeros(shape).contiguous(memory_format=fmt)
+            grad_x = torch.empty(shape, dtype=g.dtype, device=g.device, memory_format=fmt).zero_()
             grad_x[index] = g_sub
         return grad_x, grad_w
     form = _PhaseForm(shape, fmt, d)
