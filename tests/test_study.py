@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import statistics
@@ -14,7 +15,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import NAS_EXEC, invoke
+from conftest import NAS_EXEC, invoke, nas_launcher
 
 from nasbench.engine.distributed import cores
 from nasbench.report.summaries import format_hms
@@ -27,7 +28,10 @@ SHARE = max(1, cores() // 2)  # the threads of each run of --jobs 2: runs compar
 
 
 def _study(nas_cmd, *args, ok=True):
-    proc = subprocess.run([*nas_cmd, "study", *map(str, args)], capture_output=True, text=True, timeout=600)
+    """``nas study ARGS``, its runs' commands started through the fork server (``NASBENCH_NAS_COMMAND``): each
+    a process of its own without a torch import of its own."""
+    env = {**os.environ, "NASBENCH_NAS_COMMAND": shlex.join(nas_launcher())}
+    proc = subprocess.run([*nas_cmd, "study", *map(str, args)], capture_output=True, text=True, timeout=600, env=env)
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -294,6 +298,34 @@ def test_bad_arguments_are_one_error_line(tmp_path, args, message):
     assert r.exit_code == 2, r.output
     assert r.output.startswith("error:") and message in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("command, message", [
+    ("/nonexistent-nasbench/python -m nasbench", "'/nonexistent-nasbench/python' is not an executable program"),
+    ("python -c 'unbalanced", "No closing quotation"),
+])
+def test_a_nas_command_that_cannot_start_is_one_error_line(tmp_path, monkeypatch, command, message):
+    monkeypatch.setenv("NASBENCH_NAS_COMMAND", command)
+    r = invoke("study", "--out", tmp_path / "s", "--algos", "darts", *TINY)
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: NASBENCH_NAS_COMMAND:") and message in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def test_the_runs_start_with_the_nas_command(tmp_path, monkeypatch):
+    """A wrapper in ``NASBENCH_NAS_COMMAND`` starts every command of a run, the command's arguments after it."""
+    import sys
+
+    from nasbench.study.launch import Job, run_unit
+
+    wrapper = ("import runpy, sys; print('wrapped', sys.argv[1:3], flush=True); sys.argv[0] = 'nas'; "
+               "runpy.run_module('nasbench', run_name='__main__')")
+    monkeypatch.setenv("NASBENCH_NAS_COMMAND", shlex.join([sys.executable, "-c", wrapper]))
+    log = tmp_path / "x.log"
+    args = ["search", "--dry-run", "--json", "--algo", "darts", "--dataset", "synthetic"]
+    report = run_unit(Job("x", [("search", args)], str(log), 1))
+    assert report["ok"], log.read_text()
+    assert "wrapped ['search', '--dry-run']" in log.read_text() and '"arch_params"' in log.read_text()
 
 
 def test_resume_of_a_folder_that_is_no_study(tmp_path, nas_cmd):

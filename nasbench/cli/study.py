@@ -127,6 +127,7 @@ def study(
     extra = [x for x in extra if "=" in x]
     S.check_runs(jobs, threads)
     launch.check_launcher(launcher, address)
+    launch.check_command()
     given = {"algos": algo_list, "space": space, "dataset": dataset, "seeds": seeds, "random": random,
              "preset": preset, "data_dir": S.absolute(data_dir), "overrides": extra or None}
     if resume is not None:

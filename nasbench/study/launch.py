@@ -6,12 +6,18 @@ Two launchers hand the runs out and collect the same report of each (:func:`run_
 * ``ray``: every run a Ray task (``ray.init(address=...)``; a local Ray instance when no address is given),
   asking Ray for as many CPUs as the run has threads. The study folder must be on a filesystem the Ray
   workers share (the run directories are written there and read back by the study).
+
+Each command starts as ``python -m nasbench ARGS`` with the interpreter that runs the launcher, or, where the
+environment variable ``NASBENCH_NAS_COMMAND`` is set, as that command (split as a shell splits a line) with ARGS
+after it: a wrapper such as ``nice -n 10 python -m nasbench``, another environment's interpreter, or the test
+suite's fork server (:func:`nas_command`).
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from nasbench.errors import ConfigError
+
+COMMAND_VAR = "NASBENCH_NAS_COMMAND"
 
 LAUNCHERS = ("local", "ray")
 RAY_HINT = "pip install 'nasbench[ray]' (or: pip install ray)"
@@ -60,7 +68,7 @@ def run_unit(job: Job) -> dict[str, Any]:
         with open(job.log_path, "a", encoding="utf-8") as log:
             log.write(f"$ nas {shlex.join(args)}\n")
             log.flush()
-            proc = subprocess.Popen([sys.executable, "-m", "nasbench", *args], stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen([*nas_command(), *args], stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env)
             with _lock:
                 _running.add(proc)
@@ -78,6 +86,26 @@ def run_unit(job: Job) -> dict[str, Any]:
         if rc != 0:
             break
     return {"name": job.name, "steps": done, "ok": len(done) == len(job.steps) and all(s["rc"] == 0 for s in done)}
+
+
+def nas_command() -> list[str]:
+    """The command a run's ``nas`` commands start with: ``$NASBENCH_NAS_COMMAND`` split as a shell splits a
+    line, else ``python -m nasbench`` of this interpreter."""
+    custom = os.environ.get(COMMAND_VAR, "").strip()
+    return shlex.split(custom) if custom else [sys.executable, "-m", "nasbench"]
+
+
+def check_command() -> None:
+    """``$NASBENCH_NAS_COMMAND`` that cannot start (unbalanced quotes, a program not found): one line, before
+    anything runs."""
+    if not os.environ.get(COMMAND_VAR, "").strip():
+        return
+    try:
+        program = nas_command()[0]
+    except ValueError as exc:
+        raise ConfigError(f"{COMMAND_VAR}: {exc}") from None
+    if shutil.which(program) is None:
+        raise ConfigError(f"{COMMAND_VAR}: {program!r} is not an executable program")
 
 
 def interrupt_running() -> None:
@@ -146,4 +174,5 @@ def run_ray(jobs: list[Job], address: Optional[str], on_done: Callable[[dict[str
         ray.shutdown()
 
 
-__all__ = ["Job", "LAUNCHERS", "run_unit", "check_launcher", "run_local", "run_ray"]
+__all__ = ["Job", "LAUNCHERS", "run_unit", "nas_command", "check_command", "check_launcher", "run_local",
+           "run_ray"]
