@@ -99,6 +99,12 @@ def phase_applies(m: nn.Conv2d) -> bool:
             and p == (d * (k - 1) // 2,) * 2 and s in (1, d) and m.padding_mode == "zeros")
 
 
+def phased(m: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether ``m`` on ``x`` runs as pixel phases (:func:`dilated`): a dilated conv where :func:`phase_applies`,
+    on the CPU."""
+    return x.device.type == "cpu" and m.dilation != (1, 1) and phase_applies(m)
+
+
 class _PhaseForm:
     """Where the d² pixel phases of an (N, C, H, W) tensor go for :func:`dilated`. ``to`` maps the conv's input
     (and, at stride 1, its output's gradient) into the undilated conv's space: an [P, C', h, w] tensor in

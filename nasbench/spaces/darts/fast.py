@@ -46,13 +46,13 @@ from torch import nn
 from nasbench.spaces import recompute
 from nasbench.spaces.darts import depthwise, folded, lean
 from nasbench.spaces.darts.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
-from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, channel_slice, format_of, layout_slice
+from nasbench.spaces.edges import NodeSum, SourceCache, add_edge, batch_norm, channel_slice, format_of
 
 
 # ---------------------------------------------------------------------------------------------- convolutions
 def conv(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``m(x)``, computed the fastest exact way this module knows for ``x``'s device and layout."""
-    if x.device.type == "cpu" and m.dilation != (1, 1) and depthwise.phase_applies(m):
+    if depthwise.phased(m, x):
         return depthwise.dilated(m, x)
     if type(m) is nn.Conv2d and m.bias is None and m.padding_mode == "zeros":
         return depthwise.conv2d(x, m.weight, m.stride, m.padding, m.dilation, m.groups)
@@ -250,12 +250,10 @@ def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.
               fuse: bool = False) -> tuple[torch.Tensor, bool]:
     """The modules ``children`` one after another on ``h``: a separable or dilated conv's blocks as one
     :func:`~nasbench.spaces.darts.lean.lean_chain` step where that applies (with ``fuse`` too: it keeps less than
-    the fused steps). Otherwise, with
-    ``fuse``, each pointwise conv with the
-    BatchNorm (and ReLU) after it runs as one :func:`~nasbench.spaces.recompute.conv_bn` step where that
-    applies, the last one also multiplying by ``scale``; otherwise a last BatchNorm multiplies by ``scale``
-    (:func:`~nasbench.spaces.recompute.scaled_bn`) where that applies. Returns the output and whether it is
-    multiplied by ``scale`` already."""
+    the fused steps). Otherwise, with ``fuse``, each pointwise conv with the BatchNorm (and ReLU) after it runs
+    as one :func:`~nasbench.spaces.recompute.conv_bn` step where that applies, the last one also multiplying by
+    ``scale``; otherwise a last BatchNorm multiplies by ``scale`` (:func:`~nasbench.spaces.recompute.scaled_bn`)
+    where that applies. Returns the output and whether it is multiplied by ``scale`` already."""
     if lean.applies(children, h):
         return lean.lean_chain(children, h, scale), scale is not None
     i, n, scaled = 0, len(children), False

@@ -152,7 +152,7 @@ class _LeanChain(torch.autograd.Function):
             if not (need_h or need_dw):
                 g = None
                 break
-            if _phased(dw, g):
+            if depthwise.phased(dw, g):
                 g, grad_w[2 * i] = depthwise.dilated_backward(dw, g, h, h_shape, fmt, w_dw, need_h, need_dw)
                 del h
                 continue
@@ -169,13 +169,8 @@ class _LeanChain(torch.autograd.Function):
         return (g, grad_scale, None, None, *grad_w)
 
 
-def _phased(dw: nn.Conv2d, t: torch.Tensor) -> bool:
-    """Whether the depthwise conv ``dw`` runs on ``t``'s device as pixel phases (a dilated one on CPU)."""
-    return t.device.type == "cpu" and dw.dilation != (1, 1) and depthwise.phase_applies(dw)
-
-
 def _depthwise(dw: nn.Conv2d, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    if _phased(dw, h):
+    if depthwise.phased(dw, h):
         return depthwise.dilated(dw, h, weight)
     return F.conv2d(h, weight, None, dw.stride, dw.padding, dw.dilation, dw.groups)
 
