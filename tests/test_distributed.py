@@ -1,5 +1,9 @@
 """Distributed search: 2 real gloo processes started by torchrun, as users start them.
 
+The workers start through the test fork server (``nas_launcher``: torchrun's ``--no-python`` with the
+launcher, or ``NASBENCH_NAS_COMMAND`` for ``nas --nproc``) except where a test kills a run and looks for its
+processes by their command line, or runs ``torchrun -m nasbench`` itself.
+
 The 2-process run must take the architecture steps of a 1-process run over the same global batches in
 which BatchNorm sees each rank's share of a batch on its own (rank r's share of a global batch is every
 2nd sample from r: ``batch[r::2]``); DDP averages the ranks' gradients, which is the gradient of the
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,7 +34,7 @@ from nasbench.spaces.genotypes import load_genotype
 from nasbench.spaces.darts.genotype import Genotype
 from nasbench.engine.rundir import RunDir, torch_load
 from nasbench.search.trainer import SearchTrainer
-from conftest import NAS_EXEC, rel
+from conftest import NAS_EXEC, nas_launcher, rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,6 +69,11 @@ FINAL_TINY = ["device=cpu", "epochs=1", "batch_size=8", "eval_batch_size=16", "m
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def forked() -> dict:
+    """:data:`ENV` with ``nas --nproc``'s workers started through the fork server (``NASBENCH_NAS_COMMAND``)."""
+    return {**ENV, "NASBENCH_NAS_COMMAND": shlex.join(nas_launcher())}
 
 
 def torchrun(args: list[str], nproc: int = 2, launcher: str = "torch.distributed.run") -> subprocess.CompletedProcess:
@@ -119,10 +129,12 @@ class SlicedFinalTrainer(FinalTrainer):
 def test_two_processes_take_the_steps_of_one_process_with_per_rank_batchnorm(case, tmp_path):
     algo, extra = CASES[case]
     out = tmp_path / "ddp"
-    proc = torchrun(["-m", "nasbench", "search", "--algo", algo, "--out", str(out), "--no-progress", *TINY, *extra])
+    proc = torchrun(["--no-python", *nas_launcher(), "search", "--algo", algo, "--out", str(out), "--no-progress",
+                     *TINY, *extra])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "global batch 8 = 2 × 4 per process" in proc.stderr
     assert proc.stderr.count("epoch   0") == 1  # only rank 0 prints
+    assert "Grad strides do not match" not in proc.stderr, proc.stderr[-3000:]  # DDP's warning (see below)
     cfg = resolve_search_config(algo, overrides=[*TINY, *extra])
     trainer = SlicedTrainer(cfg, RunDir.create(tmp_path / "ref"), show_progress=False)
     trainer.fit()
@@ -210,7 +222,7 @@ def test_resume_a_one_process_train_final_with_two(tmp_path, nas_cmd):
                               *FINAL_TINY, "epochs=3"], out)
     assert torch_load(out / "checkpoint.pt")["world"] == 1
     proc = subprocess.run([*nas_cmd, "train-final", "--resume", str(out), "--nproc", "2", "--no-progress"],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+                          capture_output=True, text=True, env=forked(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "re-sharded from 1 to 2 process(es)" in proc.stderr
     assert [m["epoch"] for m in RunDir.open(out).metrics()] == [0, 1, 2]
@@ -225,7 +237,7 @@ def test_ctrl_c_stops_every_process_at_one_step_after_a_checkpoint(tmp_path, nas
     out = tmp_path / "run"
     cmd = [*NAS_EXEC, "search", "--nproc", "2", "--out", str(out), "--no-progress", *TINY, "epochs=2",
            "data.num_train=384"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=forked(),
                          start_new_session=True)
     try:
         deadline = time.time() + 240
@@ -243,7 +255,7 @@ def test_ctrl_c_stops_every_process_at_one_step_after_a_checkpoint(tmp_path, nas
     state = torch_load(out / "checkpoint.pt")
     assert state["world"] == 2 and state["epoch"] == 1 and 0 < state["step"] < 24
     proc = subprocess.run([*nas_cmd, "search", "--resume", str(out), "--nproc", "2", "--no-progress"],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+                          capture_output=True, text=True, env=forked(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"epoch 1, step {state['step']}" in proc.stderr.replace("\n", " ")
     assert [m["epoch"] for m in RunDir.open(out).metrics()] == [0, 1]
@@ -268,12 +280,20 @@ def test_distributed_mistakes_are_one_line_before_any_process_starts(nas_cmd, tm
     assert not (tmp_path / "r").exists()
 
 
+def test_a_nas_command_that_cannot_start_is_one_line_before_any_process_starts(nas_cmd, tmp_path):
+    proc = subprocess.run([*nas_cmd, "search", "--nproc", "2", "--out", str(tmp_path / "r"), "data.dataset=synthetic"],
+                          capture_output=True, text=True, env={**ENV, "NASBENCH_NAS_COMMAND": "/nonexistent/python -m x"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "error: NASBENCH_NAS_COMMAND: '/nonexistent/python' is not an executable program"
+    assert not (tmp_path / "r").exists()
+
+
 def test_nproc_starts_torchrun(nas_cmd, tmp_path):
     """`nas search --nproc 2`, with SGAS's batch growing after each decision (8, 10, ... split over 2)."""
     out = tmp_path / "run"
     proc = subprocess.run([*nas_cmd, "search", "--nproc", "2", "--algo", "sgas", "--out", str(out), "--no-progress",
                            *TINY, "epochs=8", "sgas.batch_increase=2", "data.num_train=64"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, env=forked(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes (gloo)" in proc.stderr
     assert (out / "best.json").exists() and proc.stdout.strip().endswith("best.json")
@@ -285,9 +305,13 @@ def test_nproc_1_runs_the_distributed_path_with_one_process(nas_cmd, tmp_path):
     """`--nproc 1` joins a process group of one (gloo here, nccl on a GPU: the GPU check's one-GPU run) and
     wraps the supernet in DDP, so the distributed path can be checked on a single device."""
     out = tmp_path / "run"
+    # NASBENCH_NAS_COMMAND starts the process: a shell that says so, then execs the fork server's launcher
+    wrapper = ["sh", "-c", 'echo "started by the nas command: $1" >&2; exec "$@"', "sh", *nas_launcher()]
+    env = {**ENV, "NASBENCH_NAS_COMMAND": shlex.join(wrapper)}
     proc = subprocess.run([*nas_cmd, "search", "--nproc", "1", "--algo", "darts", "--out", str(out), "--no-progress",
-                           *TINY, "epochs=1"], capture_output=True, text=True, timeout=300)
+                           *TINY, "epochs=1"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("started by the nas command: ") == 1
     assert "distributed: 1 process (gloo); global batch 8 = 1 × 8 per process" in (out / "log.txt").read_text()
     assert (out / "best.json").exists()
 
@@ -323,6 +347,23 @@ def test_the_command_line_without_nproc():
         ["search", "--algo", "gdas", "x=1"]
 
 
+@pytest.mark.parametrize("shape, fmt", [((6, 1, 3, 3), torch.channels_last), ((6, 4, 1, 1), torch.channels_last),
+                                         ((6, 4, 3, 3), torch.channels_last), ((6, 4, 3, 3), torch.contiguous_format)])
+def test_weight_gradients_reach_ddp_in_the_strides_of_their_weight(shape, fmt):
+    """DDP warns of (and copies) a gradient whose strides are not its weight's. A [C, 1, k, k] or [C', C, 1, 1]
+    weight in channels_last has strides that differ from the gradient kernels' only in dimensions of size 1:
+    the gradient comes as a view (same memory); a gradient in another memory order comes as a copy."""
+    w = torch.randn(shape).to(memory_format=fmt).requires_grad_()
+    g = torch.randn(shape)  # NCHW, as the conv kernels give a weight's gradient
+    h = distributed.in_layout_of(g, w)
+    assert h.stride() == w.stride() and torch.equal(h, g)
+    assert (h.data_ptr() == g.data_ptr()) == w.is_contiguous()  # a view wherever only size-1 strides differ
+    distributed._grads_in_layout_of(w)
+    distributed._grads_in_layout_of(w)  # once per parameter
+    (w * g).sum().backward()
+    assert w.grad.stride() == w.stride() and torch.equal(w.grad, g)
+
+
 def test_cells_that_leave_parameters_unused_are_told_to_ddp():
     g = load_genotype("darts-v2")
     assert not has_unused_parameters(g)
@@ -334,7 +375,7 @@ def test_train_final_with_nproc_takes_the_steps_of_one_process_with_per_rank_bat
     """`nas train-final --nproc 2`: DDP's weights after an epoch equal a 1-process run with BN per rank's share."""
     out = tmp_path / "ddp"
     proc = subprocess.run([*nas_cmd, "train-final", "--genotype", "darts-v2", "--nproc", "2", "--out", str(out),
-                           "--no-progress", *FINAL_TINY], capture_output=True, text=True, env=ENV, timeout=300)
+                           "--no-progress", *FINAL_TINY], capture_output=True, text=True, env=forked(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "global batch 8 = 2 × 4 per process" in proc.stderr
     assert proc.stderr.count("epoch   0") == 1 and proc.stdout.strip().endswith("result.json")

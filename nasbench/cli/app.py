@@ -188,14 +188,15 @@ def shortcuts(**kw: Any) -> dict[str, Any]:
 
 def maybe_launch(nproc: Optional[int], check: Callable[[int], None], threads: Optional[int] = None) -> None:
     """With ``--nproc N`` (and not already under torchrun): ``check(N)`` (the settings N processes need,
-    so that a mistake is reported once, before any starts), then run this same command line in N processes
-    through torchrun (``threads`` shared over them) and exit with their exit code."""
+    so that a mistake is reported once, before any starts; ``$NASBENCH_NAS_COMMAND`` too), then run this same
+    command line in N processes through torchrun (``threads`` shared over them) and exit with their exit code."""
     if nproc is None or "WORLD_SIZE" in os.environ:
         return
-    from nasbench.engine import distributed
+    from nasbench.engine import command, distributed
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    command.check_command()
     check(nproc)
     raise typer.Exit(distributed.launch(nproc, distributed.strip_nproc(sys.argv[1:]), threads))
 

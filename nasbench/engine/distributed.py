@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from nasbench.engine import command
 from nasbench.errors import ConfigError, NasError
 
 
@@ -87,6 +88,8 @@ class Dist:
         """
         if not self.enabled:
             return module
+        for p in module.parameters():
+            _grads_in_layout_of(p)
         ddp = nn.parallel.DistributedDataParallel
         kw = {"forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
               else "broadcast_buffers": sync_buffers}
@@ -205,6 +208,31 @@ class Dist:
             dist.destroy_process_group()
 
 
+def _grads_in_layout_of(p: torch.Tensor) -> None:
+    """Hand ``p``'s gradients on in ``p``'s own strides (once per parameter).
+
+    DDP copies each weight gradient into a bucket view with the parameter's strides and warns (once per process,
+    four lines on the console) when the gradient's strides differ. A weight with dimensions of size 1 has more
+    than one set of strides for one and the same memory order: a depthwise conv's [C, 1, k, k] in channels_last
+    has (k², 1, k, 1) where the kernels that compute its gradient give (k², k², k, 1), a 1×1 conv's [C', C, 1, 1]
+    (C, 1, C, C) against (C, 1, 1, 1). Such a gradient becomes a view with the parameter's strides (no copy);
+    any other layout is copied, as DDP would have copied it (:func:`in_layout_of`)."""
+    if getattr(p, "_nasbench_layout_hook", False) or not p.requires_grad:
+        return
+
+    p.register_hook(lambda g: in_layout_of(g, p))
+    p._nasbench_layout_hook = True
+
+
+def in_layout_of(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``g`` with ``p``'s strides: a view where they differ only in dimensions of size 1, else a copy."""
+    if g.shape != p.shape or g.stride() == p.stride():
+        return g
+    if all(gs == ps for gs, ps, n in zip(g.stride(), p.stride(), g.shape) if n > 1):
+        return g.as_strided(p.shape, p.stride())
+    return torch.empty_strided(p.shape, p.stride(), dtype=g.dtype, device=g.device).copy_(g)
+
+
 def _digest64(data: bytes) -> int:
     """A signed 64-bit digest of ``data`` (sha256's first 8 bytes)."""
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "little", signed=True)
@@ -268,7 +296,9 @@ def cores() -> int:
 
 
 def launch(nproc: int, argv: Sequence[str], threads: Optional[int] = None) -> int:
-    """Run ``python -m nasbench <argv>`` under torchrun with ``nproc`` local processes; their exit code.
+    """Run ``python -m nasbench <argv>`` under torchrun with ``nproc`` local processes; their exit code. Where
+    ``$NASBENCH_NAS_COMMAND`` is set, each process starts as that command with ``argv`` after it instead
+    (torchrun's ``--no-python``; see :mod:`nasbench.engine.command`).
 
     torchrun runs in a child process (:func:`torchrun_main`, which passes on the workers' own exit code,
     e.g. 2 for a user error, where torchrun itself would say 1). Each process gets ``OMP_NUM_THREADS`` =
@@ -281,8 +311,9 @@ def launch(nproc: int, argv: Sequence[str], threads: Optional[int] = None) -> in
         env["OMP_NUM_THREADS"] = str(max(1, threads // nproc))
     else:
         env.setdefault("OMP_NUM_THREADS", str(max(1, cores() // nproc)))
+    worker = ["--no-python", *command.nas_command()] if command.custom() else ["-m", "nasbench"]
     cmd = [sys.executable, "-m", "nasbench.engine.distributed", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "nasbench", *argv]
+           *worker, *argv]
     proc = subprocess.Popen(cmd, env=env)
     while True:
         try:

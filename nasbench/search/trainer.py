@@ -141,8 +141,6 @@ class SearchTrainer(RunEngine):
         net = s.build_supernet(self.spec, execution=cfg.supernet, memory_efficient=cfg.memory_efficient)
         if cfg.get("recompute_ops", False):  # a space that has it (checked with the config)
             net.set_recompute_ops(True)
-        if cfg.get("recompute_ops", False):
-            net.recompute_ops = True  # the space's check_config accepted it: its network reads the attribute
         self.memory_format = memory_format(cfg.memory_format, self.device, net, impl=cfg.supernet)
         if self.dist.enabled and cfg.get("sync_bn", False):
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)

@@ -9,18 +9,15 @@ Two launchers hand the runs out and collect the same report of each (:func:`run_
 
 Each command starts as ``python -m nasbench ARGS`` with the interpreter that runs the launcher, or, where the
 environment variable ``NASBENCH_NAS_COMMAND`` is set, as that command (split as a shell splits a line) with ARGS
-after it: a wrapper such as ``nice -n 10 python -m nasbench``, another environment's interpreter, or the test
-suite's fork server (:func:`nas_command`).
+after it (:mod:`nasbench.engine.command`).
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -28,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from nasbench.engine.command import check_command, nas_command
 from nasbench.errors import ConfigError
-
-COMMAND_VAR = "NASBENCH_NAS_COMMAND"
 
 LAUNCHERS = ("local", "ray")
 RAY_HINT = "pip install 'nasbench[ray]' (or: pip install ray)"
@@ -86,26 +82,6 @@ def run_unit(job: Job) -> dict[str, Any]:
         if rc != 0:
             break
     return {"name": job.name, "steps": done, "ok": len(done) == len(job.steps) and all(s["rc"] == 0 for s in done)}
-
-
-def nas_command() -> list[str]:
-    """The command a run's ``nas`` commands start with: ``$NASBENCH_NAS_COMMAND`` split as a shell splits a
-    line, else ``python -m nasbench`` of this interpreter."""
-    custom = os.environ.get(COMMAND_VAR, "").strip()
-    return shlex.split(custom) if custom else [sys.executable, "-m", "nasbench"]
-
-
-def check_command() -> None:
-    """``$NASBENCH_NAS_COMMAND`` that cannot start (unbalanced quotes, a program not found): one line, before
-    anything runs."""
-    if not os.environ.get(COMMAND_VAR, "").strip():
-        return
-    try:
-        program = nas_command()[0]
-    except ValueError as exc:
-        raise ConfigError(f"{COMMAND_VAR}: {exc}") from None
-    if shutil.which(program) is None:
-        raise ConfigError(f"{COMMAND_VAR}: {program!r} is not an executable program")
 
 
 def interrupt_running() -> None:
