@@ -12,8 +12,14 @@ fresh interpreter reads once at start-up is set again in each process: the intra
 environment sets what only a new process reads (``PYTHON*`` such as ``PYTHONHASHSEED``, ``MALLOC_*``, ``LD_*``,
 the OpenMP/MKL/BLAS runtimes' variables other than valid thread counts) otherwise than the server had it gets a new
 interpreter: the launcher ``exec``s ``python -m nasbench``. The tests that look at the process from outside run
-the real interpreter (``NAS_EXEC``): those of start-up, threads, resume after a kill, multiple processes and a
-run's lock (which names the process's pid).
+the real interpreter (``NAS_EXEC``): those of start-up, threads, multiple processes and a run's lock (which names
+the process's pid); a test that kills a run kills the process its lock names.
+
+The server imports, once, what a run imports: besides torch, typer, rich, NumPy and YAML, ``torch._dynamo``
+(which a process's first optimizer imports: torch.optim's ``add_param_group`` is wrapped by
+``torch._disable_dynamo``; 1.7 s of every search or train-final process) and matplotlib with pyplot. It then
+moves everything it has made to the garbage collector's permanent generation (``gc.freeze``), so that a forked
+process's collections do not walk it.
 
 ``python forkserver.py serve SOCKET`` runs the server (until its standard input closes);
 ``python -S forkserver.py launch SOCKET ARG...`` is the launcher, which imports nothing beyond the standard
@@ -23,6 +29,7 @@ library.
 from __future__ import annotations
 
 import array
+import gc
 import json
 import os
 import signal
@@ -87,7 +94,8 @@ def launch(path: str, args: list[str]) -> None:
             status = int(value)
             if os.WIFSIGNALED(status):
                 sig = os.WTERMSIG(status)
-                signal.signal(sig, signal.SIG_DFL)
+                if sig not in (signal.SIGKILL, signal.SIGSTOP):  # (those two have no handler to reset)
+                    signal.signal(sig, signal.SIG_DFL)
                 os.kill(os.getpid(), sig)
             os._exit(os.waitstatus_to_exitcode(status))
         elif kind == "exec":  # what the environment asks for needs a new interpreter
@@ -214,7 +222,20 @@ def serve(path: str) -> None:
     import yaml  # noqa: F401
     import torch.nn.functional  # noqa: F401
     import torch.distributed  # noqa: F401
+    # imported on a run's first optimizer (torch.optim's add_param_group is wrapped by torch._disable_dynamo,
+    # whose first call imports torch._dynamo): 1.7 s of every search and train-final process
+    import torch._dynamo  # noqa: F401
+    try:  # the run plots (matplotlib is an optional dependency); the backend is set where nasbench plots
+        import matplotlib  # noqa: F401
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError:
+        pass
 
+    # the imports' objects to the permanent generation: a process's garbage collections then skip them (and
+    # leave their pages shared) instead of walking them all
+    gc.collect()
+    gc.freeze()
     threads = torch.get_num_threads()
     startup = _startup(dict(os.environ))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -236,7 +236,7 @@ def test_ctrl_c_stops_every_process_at_one_step_after_a_checkpoint(tmp_path, nas
     step, `nas` exits 130 with one line, and `--resume --nproc 2` finishes the run."""
     out = tmp_path / "run"
     cmd = [*NAS_EXEC, "search", "--nproc", "2", "--out", str(out), "--no-progress", *TINY, "epochs=2",
-           "data.num_train=384"]
+           "data.num_train=256"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=forked(),
                          start_new_session=True)
     try:
@@ -253,7 +253,7 @@ def test_ctrl_c_stops_every_process_at_one_step_after_a_checkpoint(tmp_path, nas
     assert stderr.count("interrupted: the checkpoint was saved") == 1
     assert "Traceback" not in stderr and "closing signal" not in stderr
     state = torch_load(out / "checkpoint.pt")
-    assert state["world"] == 2 and state["epoch"] == 1 and 0 < state["step"] < 24
+    assert state["world"] == 2 and state["epoch"] == 1 and 0 < state["step"] < 16
     proc = subprocess.run([*nas_cmd, "search", "--resume", str(out), "--nproc", "2", "--no-progress"],
                           capture_output=True, text=True, env=forked(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -292,7 +292,7 @@ def test_nproc_starts_torchrun(nas_cmd, tmp_path):
     """`nas search --nproc 2`, with SGAS's batch growing after each decision (8, 10, ... split over 2)."""
     out = tmp_path / "run"
     proc = subprocess.run([*nas_cmd, "search", "--nproc", "2", "--algo", "sgas", "--out", str(out), "--no-progress",
-                           *TINY, "epochs=8", "sgas.batch_increase=2", "data.num_train=64"],
+                           *TINY, "epochs=8", "sgas.batch_increase=2", "data.num_train=48"],
                           capture_output=True, text=True, env=forked(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes (gloo)" in proc.stderr

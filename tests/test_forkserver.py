@@ -77,3 +77,16 @@ def test_killing_the_launcher_kills_its_process(tmp_path, extra, forked):
     p.wait(timeout=30)
     assert p.returncode == -signal.SIGKILL
     assert _gone(child)
+
+
+def test_a_process_killed_by_sigkill_ends_its_launcher_by_sigkill(tmp_path):
+    """As `kill -9` of a `python -m nasbench` process: the launcher's status is the process's (what the resume
+    tests kill is the process whose pid the run's lock names)."""
+    p = subprocess.Popen([*nas_launcher(), *LONG], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    child = _started(p, tmp_path / "r")
+    assert child != p.pid
+    os.kill(child, signal.SIGKILL)
+    _, stderr = p.communicate(timeout=30)
+    assert p.returncode == -signal.SIGKILL, stderr
+    assert "Traceback" not in stderr

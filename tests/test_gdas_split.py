@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 from nasbench.config import resolve_search_config
 from nasbench.data.sampling import DrawBatchSampler, random_search_split, subset_indices
 from nasbench.search.data import SPLIT_FILE, ArchDraws, ArchStream, arch_batches, load_search_data
-from conftest import NAS_EXEC, nas_launcher
+from conftest import nas_launcher
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TINY = ["--dataset", "synthetic", "data.num_train=48", "data.image_size=8", "--channels", "4", "--layers", "3",
@@ -127,14 +127,14 @@ def test_split_recorded_and_identical_after_kill_and_resume(tmp_path):
     rec = json.loads((ref / SPLIT_FILE).read_text())
     assert (rec["weights"], rec["arch"]) == expected_split(48, 0.5, 2) and rec["seed"] == 2
 
-    proc = subprocess.Popen(_cmd(cut, NAS_EXEC), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cmd(cut, nas_launcher()), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     try:
         while not (cut / "checkpoint.pt").exists():
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             assert time.time() < deadline
             time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(int((cut / ".lock").read_text().split()[0]), signal.SIGKILL)  # the process that trains
     finally:
         proc.wait(timeout=60)
         proc.stderr.close()
