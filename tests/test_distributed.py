@@ -134,7 +134,9 @@ def test_two_processes_take_the_steps_of_one_process_with_per_rank_batchnorm(cas
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "global batch 8 = 2 × 4 per process" in proc.stderr
     assert proc.stderr.count("epoch   0") == 1  # only rank 0 prints
-    assert "Grad strides do not match" not in proc.stderr, proc.stderr[-3000:]  # DDP's warning (see below)
+    # no warning from DDP: none on gradient strides (see test_weight_gradients_reach_ddp_in_...), and SGAS tells
+    # DDP to look for unused parameters only from its first decision on (none is unused before)
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]
     cfg = resolve_search_config(algo, overrides=[*TINY, *extra])
     trainer = SlicedTrainer(cfg, RunDir.create(tmp_path / "ref"), show_progress=False)
     trainer.fit()

@@ -243,3 +243,18 @@ def test_search_and_derive_end_to_end(tmp_path, nas_cmd):
     assert r.returncode == 0, r.stderr + r.stdout
     derived = json.loads((tmp_path / "derived.json").read_text())
     assert derived["normal"] == best["normal"] and derived["reduce"] == best["reduce"]
+
+
+def test_weights_are_left_unused_from_the_first_decision_on():
+    """What DDP is told (find_unused_parameters): every op of every edge runs until SGAS decides an edge; the
+    other algorithms say it once (GDAS: always, DARTS: never)."""
+    from conftest import tiny_strategy
+
+    _, s, _ = tiny_strategy("sgas", build=False)
+    assert not s.leaves_weights_unused()
+    s.selected["normal"][3] = 4
+    assert s.leaves_weights_unused()
+    s.selected["normal"][3] = UNDECIDED
+    assert not s.leaves_weights_unused()
+    assert tiny_strategy("gdas", build=False)[1].leaves_weights_unused()
+    assert not tiny_strategy("darts", build=False)[1].leaves_weights_unused()

@@ -22,7 +22,8 @@ hook                       what it decides
 ``updates_arch``           whether an epoch updates the architecture (warm-up)
 ``step_order``/``order``   architecture step first (DARTS) or weight step first (GDAS); ``order()`` is the
                            run's: ``step_order`` in the config, the space's official order, or the algorithm's
-``unused_weights``         whether a weight step may leave weights without gradient (GDAS, SGAS)
+``unused_weights``         whether a weight step may leave weights without gradient (GDAS, SGAS);
+                           ``leaves_weights_unused()`` whether it may now (SGAS: after its first decision)
 ``batch_size``             the batch size of an epoch (SGAS grows it)
 ``frozen_rows``            α rows that must not move at all (SGAS's decided edges)
 ``stage_epochs``/``stage_label``  multi-stage schedules (P-DARTS)
@@ -283,6 +284,12 @@ class Strategy:
     # ----------------------------------------------------------------- schedule hooks
     def on_epoch_start(self, epoch: int, net: nn.Module) -> None:
         """Called before stage-local ``epoch`` trains."""
+
+    def leaves_weights_unused(self) -> bool:
+        """Whether the next weight steps may leave weights without gradient (by default :attr:`unused_weights`);
+        a strategy whose forward uses every weight until some event (SGAS: its first decision) says so until
+        then, and the distributed trainer spares DDP the search for unused parameters meanwhile."""
+        return self.unused_weights
 
     def on_epoch_end(self, epoch: int, net: nn.Module) -> list[Decision]:
         """Called after ``epoch`` trained and validated; returns events worth logging."""

@@ -99,6 +99,10 @@ class Sgas(Strategy):
     summary = "decides one edge per cell greedily every few epochs (importance × certainty [× stability])"
     unused_weights = True  # a decided edge runs its op only, a pruned one nothing
 
+    def leaves_weights_unused(self) -> bool:
+        """From the first decision on: before it every op of every edge runs."""
+        return any(s != UNDECIDED for sel in self.selected.values() for s in sel)
+
     @dataclass
     class Config:
         criterion: int = 1  # 1: importance × certainty; 2: × history stability (histogram intersection)

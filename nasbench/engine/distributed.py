@@ -78,13 +78,16 @@ class Dist:
             return torch.device("cuda", self.local_rank)
         return requested
 
-    def data_parallel(self, module: nn.Module, *, find_unused: bool, sync_buffers: bool) -> nn.Module:
+    def data_parallel(self, module: nn.Module, *, find_unused: bool, sync_buffers: bool,
+                      init_sync: bool = True) -> nn.Module:
         """``module`` under DistributedDataParallel (itself in one process).
 
         ``find_unused``: a forward may leave parameters without gradient. ``sync_buffers``: rank 0's buffers
         (BN running statistics) are copied to every rank at each forward; without it each rank keeps its own
         (the buffers are still made equal once, at the start). PyTorch 2.14 renamed ``broadcast_buffers``
-        to ``forward_sync_buffers``; both spellings are served.
+        to ``forward_sync_buffers``; both spellings are served. ``init_sync=False`` (a module wrapped again
+        mid-run, its parameters equal on every rank already): nothing is copied from rank 0, so the ranks keep
+        their own buffers; only where :func:`can_rewrap`.
         """
         if not self.enabled:
             return module
@@ -93,6 +96,10 @@ class Dist:
         ddp = nn.parallel.DistributedDataParallel
         kw = {"forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
               else "broadcast_buffers": sync_buffers}
+        if not init_sync:
+            if not can_rewrap():
+                raise RuntimeError("this PyTorch's DistributedDataParallel has no init_sync")
+            kw["init_sync"] = False
         cuda = next(module.parameters()).device.type == "cuda"
         return ddp(module, device_ids=[torch.cuda.current_device()] if cuda else None,
                    find_unused_parameters=find_unused, **kw)
@@ -206,6 +213,12 @@ class Dist:
             if wait:
                 dist.barrier()
             dist.destroy_process_group()
+
+
+def can_rewrap() -> bool:
+    """Whether a module can be wrapped in DDP again mid-run without copying rank 0's buffers to every rank
+    (``init_sync``, which PyTorch 2.1's DDP lacks)."""
+    return "init_sync" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
 
 
 def _grads_in_layout_of(p: torch.Tensor) -> None:

@@ -147,7 +147,10 @@ class SearchTrainer(RunEngine):
         self.net = net.to(self.device, memory_format=self.memory_format)
         # the weight step runs through DDP (gradients averaged over ranks; BN statistics stay per rank);
         # architecture steps run on the module itself and average their gradients through ctx.reduce
-        self.ddp = self.dist.data_parallel(self.net, find_unused=s.unused_weights, sync_buffers=False)
+        # a strategy that leaves weights unused only from some point on (SGAS's first decision) is wrapped
+        # again then (see _rewrap_ddp), where PyTorch allows it without syncing the buffers
+        self.ddp_unused = s.leaves_weights_unused() if distributed.can_rewrap() else s.unused_weights
+        self.ddp = self.dist.data_parallel(self.net, find_unused=self.ddp_unused, sync_buffers=False)
         if fresh_arch:
             s.init_arch_params(self.spec, self.device)
             self.dist.broadcast_(s.arch_parameters())  # rank 0's α: the ranks' random streams differ
@@ -360,9 +363,20 @@ class SearchTrainer(RunEngine):
         w, a = (float(v) for v in shares)
         return f" (class-balanced: {w:.4g} + {a:.4g} of each class, {SPLIT_FILE})"
 
+    def _rewrap_ddp(self) -> None:
+        """DDP told to look for unused parameters once the strategy leaves some unused (SGAS after its first
+        decision; checked at every epoch's start, a resumed one's included): the weights are equal on every rank,
+        and each rank keeps its BatchNorm statistics (no initial sync). The old wrapper goes first, and with it
+        its gradient hooks."""
+        if self.dist.enabled and not self.ddp_unused and self.strategy.leaves_weights_unused():
+            self.ddp = None
+            self.ddp = self.dist.data_parallel(self.net, find_unused=True, sync_buffers=False, init_sync=False)
+            self.ddp_unused = True
+
     def _run_epoch(self, epoch: int, start_step: int, meter: Meter, arch_meter: Meter) -> None:
         cfg, s = self.cfg, self.strategy
         s.on_epoch_start(epoch, self.net)
+        self._rewrap_ddp()
         global_bs = s.batch_size(epoch)
         world = self.dist.world
         bs = distributed.split_batch(global_bs, world)  # this rank's share of the global batch
