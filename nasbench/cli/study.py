@@ -119,6 +119,7 @@ def study(
     key=value arguments go to the searches and the trainings; search.KEY=V or final.KEY=V to one of them.
     """
     from nasbench import study as S
+    from nasbench.engine import command
     from nasbench.study import launch
     from nasbench.study.runner import run_study
 
@@ -127,7 +128,7 @@ def study(
     extra = [x for x in extra if "=" in x]
     S.check_runs(jobs, threads)
     launch.check_launcher(launcher, address)
-    launch.check_command()
+    command.check_command()
     given = {"algos": algo_list, "space": space, "dataset": dataset, "seeds": seeds, "random": random,
              "preset": preset, "data_dir": S.absolute(data_dir), "overrides": extra or None}
     if resume is not None:

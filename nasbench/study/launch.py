@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from nasbench.engine.command import check_command, nas_command
+from nasbench.engine.command import nas_command
 from nasbench.errors import ConfigError
 
 LAUNCHERS = ("local", "ray")
@@ -150,5 +150,4 @@ def run_ray(jobs: list[Job], address: Optional[str], on_done: Callable[[dict[str
         ray.shutdown()
 
 
-__all__ = ["Job", "LAUNCHERS", "run_unit", "nas_command", "check_command", "check_launcher", "run_local",
-           "run_ray"]
+__all__ = ["Job", "LAUNCHERS", "run_unit", "check_launcher", "run_local", "run_ray"]
