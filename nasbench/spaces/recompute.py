@@ -147,7 +147,7 @@ class _ScaledPool(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, spec: tuple) -> torch.Tensor:
         ctx.save_for_backward(x, scale)
         ctx.spec = spec
-        return _pool(x, spec) * scale
+        return _pool(x, spec).mul_(scale)  # the pool's own new output, scaled in place
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
@@ -208,9 +208,15 @@ def _bn_backward(grad: torch.Tensor, z: torch.Tensor, gamma: Optional[torch.Tens
                  need_z: bool, need_gamma: bool, need_beta: bool, need_scale: bool
                  ) -> tuple[Optional[torch.Tensor], ...]:
     """Gradients of ``scale · BN(z)`` (``scale`` None: of ``BN(z)``) with respect to z, γ, β and the scale, from
-    one ``native_batch_norm_backward`` of the unscaled gradient (it is linear in the gradient)."""
+    one ``native_batch_norm_backward`` of the unscaled gradient (it is linear in the gradient). The scale
+    folds into the affine weight it is given (γ·s, or s per channel), so z's gradient comes out scaled
+    without a pass of its own; the per-channel sums it returns (Σ g·x̂ and Σ g) do not involve that weight."""
     sums = scale is not None and need_scale  # Σ g·x̂ and Σ g per channel, for the scale's gradient
-    bn_weight = gamma if gamma is not None or not sums else torch.ones_like(mean)
+    if scale is not None:
+        s = scale.to(grad.dtype)
+        bn_weight = gamma * s if gamma is not None else s.expand(mean.shape[0]).contiguous()
+    else:
+        bn_weight = gamma
     grad_z, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
         grad, z, bn_weight, None, None, mean, invstd, True, eps,
         [need_z, need_gamma or sums, need_beta or (sums and beta is not None)])
@@ -223,7 +229,6 @@ def _bn_backward(grad: torch.Tensor, z: torch.Tensor, gamma: Optional[torch.Tens
             if beta is not None:
                 total = total + (sum_g * beta).sum()
             grad_scale = total.reshape(scale.shape)
-        grad_z = grad_z * scale if grad_z is not None else None
         grad_gamma = grad_gamma * scale if grad_gamma is not None else None
         grad_beta = grad_beta * scale if grad_beta is not None else None
     return grad_z, grad_gamma, grad_beta, grad_scale
