@@ -5,12 +5,14 @@
     python benchmarks/search_step.py --device cuda --variants reference fast fast+amp memory-efficient
     python benchmarks/search_step.py --space darts nas-bench-201      # both spaces (default: darts)
     python benchmarks/search_step.py --paired --steps 7 --cases gdas  # times only, the variants interleaved
+    python benchmarks/search_step.py --min-time 20                    # at least 20 s of timed steps each
 
 The paper configuration: C=16, batch 64, 32×32×3 inputs, 10 classes, and the space's own depth (8 cells in
 the darts space, 5 cells per stage in NAS-Bench-201; ``--layers`` sets it). A step is what the search
 loop does per batch (the architecture step on a validation batch and the weight step on a training batch,
 in the algorithm's order) through the real trainer. Warm-up steps run first, then the median of the timed
-steps is reported. Variants:
+steps is reported (``--steps`` of them; ``--min-time S`` adds steps until the timed ones sum to S seconds,
+so that a cheap step, GDAS's, is sampled over as long a spell of the machine as an expensive one). Variants:
 
 * ``reference``: the per-edge supernet of the DARTS code, NCHW fp32 (``supernet=reference``);
 * ``fast``: the default supernet (``supernet=fast``, memory format ``auto``);
@@ -124,7 +126,7 @@ def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        times = [_timed_step(*built) for _ in range(args.warmup + args.steps)][args.warmup:]
+        times = timed_steps(lambda: _timed_step(*built), args)
         if dev.type == "cuda":
             peak, mem_kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
         else:
@@ -134,6 +136,22 @@ def run_case(case: str, variant: str, args: argparse.Namespace) -> dict:
                 "memory_format": str(trainer.memory_format).replace("torch.", ""),
                 "step_s_median": statistics.median(times), "step_s_all": times, "peak_mem_mib": round(peak, 1),
                 "mem": mem_kind, "torch": torch.__version__}
+
+
+MAX_STEPS = 200
+
+
+def timed_steps(step, args: argparse.Namespace) -> list[float]:
+    """The times of ``step()`` after ``args.warmup`` untimed calls: ``args.steps`` of them, and more while they
+    sum to less than ``args.min_time`` seconds (at most :data:`MAX_STEPS`), so that a cheap step's median
+    spans as many seconds of the machine as an expensive one's."""
+    for _ in range(args.warmup):
+        step()
+    times: list[float] = []
+    min_time = getattr(args, "min_time", 0.0) or 0.0
+    while len(times) < args.steps or (sum(times) < min_time and len(times) < MAX_STEPS):
+        times.append(step())
+    return times
 
 
 def _built(cfg, args: argparse.Namespace, tmp: str):
@@ -378,6 +396,8 @@ def main() -> None:
     p.add_argument("--space", nargs="*", default=["darts"], help="search spaces (default darts)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--min-time", type=float, default=0.0,
+                   help="time further steps until the timed ones sum to this many seconds (default 0: --steps only)")
     p.add_argument("--no-diff", action="store_true", help="skip the equality check")
     p.add_argument("--isolate", action="store_true",
                    help="on CUDA too, each measurement in its own process (CPU always does this)")
@@ -406,7 +426,8 @@ def main() -> None:
                                  + (["reference+amp", "fast+amp"] if cuda else []))
     passthrough = [f"--device={args.device}", f"--batch-size={args.batch_size}", f"--channels={args.channels}",
                    *([f"--layers={args.layers}"] if args.layers is not None else []), f"--steps={args.steps}",
-                   f"--warmup={args.warmup}", f"--diff-batch-f64={args.diff_batch_f64}"]
+                   f"--warmup={args.warmup}", f"--min-time={args.min_time}",
+                   f"--diff-batch-f64={args.diff_batch_f64}"]
     rows, failed = [], False
     for space, case in [(s, c) for s in args.space for c in (args.cases or all_cases())]:
         case_variants = variants_of(space, variants)

@@ -84,3 +84,30 @@ def test_the_paired_benchmark_interleaves_the_variants_and_divides_round_by_roun
     assert row["step_s_median"] == {"reference": 20, "fast": 5, "memory-efficient": 30}
     # per round: fast 0.5, 0.2, 0.75; memory-efficient 1.2, 1.5, 1.25 (not the ratio of the medians: 0.25, 1.5)
     assert row["ratio_median"] == {"reference": 1.0, "fast": 0.5, "memory-efficient": 1.25}
+
+
+def test_the_benchmark_times_further_steps_until_they_fill_the_minimum_time(monkeypatch):
+    """``--min-time``: the warm-up is not timed, ``--steps`` steps always are, and more follow until the timed
+    ones sum to the minimum (a cheap step gets more samples), never past ``MAX_STEPS``."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import search_step
+
+    calls = []
+
+    def step(seconds):
+        def one():
+            calls.append(seconds)
+            return seconds
+        return one
+
+    def args(**k):
+        return argparse.Namespace(**{"steps": 3, "warmup": 2, "min_time": 0.0, **k})
+
+    assert search_step.timed_steps(step(5.0), args()) == [5.0] * 3 and len(calls) == 5
+    assert search_step.timed_steps(step(5.0), args(min_time=12.0)) == [5.0] * 3  # 15 s already
+    assert search_step.timed_steps(step(2.0), args(min_time=12.0)) == [2.0] * 6
+    assert search_step.timed_steps(step(2.0), args(min_time=11.0)) == [2.0] * 6
+    assert len(search_step.timed_steps(step(0.0), args(min_time=1.0))) == search_step.MAX_STEPS
+    assert search_step.timed_steps(step(1.0), argparse.Namespace(steps=2, warmup=0)) == [1.0, 1.0]  # no min_time
