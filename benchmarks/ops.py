@@ -7,9 +7,10 @@ At the paper configuration's first-cell shape (batch 64, C=16, 32×32) it times,
 
 * NCHW against channels_last for each kind of convolution of the DARTS space;
 * a dilated depthwise convolution against the same convolution over the d×d pixel phases
-  (``nasbench.spaces.darts.depthwise.dilated``: in channels_last the column phases folded into
-  channels, the row phases into the batch) and, in channels_last, against the d² phase images stacked in
-  the batch (``phase_images``: the NCHW form, and the channels_last form before 2026-12-06);
+  (``nasbench.spaces.darts.depthwise.dilated``: in channels_last PyTorch's forward and the backward by
+  phases, the column phases folded into channels, the row phases into the batch; the forward by phases too
+  before 2026-12-07) and, in channels_last, against the d² phase images stacked in the batch
+  (``phase_images``: the NCHW form, and the channels_last form before 2026-12-06);
 * the four edges that leave one source, each with its own depthwise conv, against one batched depthwise conv
   with 4 outputs per channel (the "grouped convolutions across edges" idea);
 * with ``--fold``: PC-DARTS's separable convolutions on a narrow slice (``--channels 4`` or 8) run plain

@@ -225,7 +225,8 @@ def test_second_order_darts_step_equals_reference(execution, dtype):
 @pytest.mark.parametrize("size", [8, 7])
 def test_dilated_depthwise_by_phases_equals_the_dilated_conv(stride, k, d, size):
     """The phase form against PyTorch's dilated conv, values and both gradients (through autograd and through
-    ``dilated_backward``), odd and even sizes, in both layouts."""
+    ``dilated_backward``), odd and even sizes, in both layouts (channels_last: PyTorch's forward, the
+    gradients by phases)."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 4, k, stride=stride, padding=d * (k - 1) // 2, dilation=d, groups=4, bias=False)
     for fmt in (torch.contiguous_format, torch.channels_last):
@@ -236,6 +237,8 @@ def test_dilated_depthwise_by_phases_equals_the_dilated_conv(stride, k, d, size)
         out = dilated(conv, x)
         gx, gw = torch.autograd.grad(out, (x, conv.weight), g)
         assert out.shape == ref.shape
+        with torch.no_grad():  # no autograd: the forward alone (channels_last: PyTorch's; NCHW: by phases)
+            assert rel(dilated(conv, x), ref) <= 1e-6
         assert rel(out, ref) <= 1e-6 and rel(gx, gx_ref) <= 1e-6 and rel(gw, gw_ref) <= 1e-6
         # the input's gradient in the input's layout (a mixed-layout gradient slows every later gradient op
         # of the source several times on CPU)

@@ -13,11 +13,14 @@ right by two pixels (zeros entering), column 4 of the input shifted left by two.
 the same products as in the 5×5 kernel's gradient (the tests compare them in float64). The input gradient and
 the forward are PyTorch's own.
 
-PyTorch's CPU kernels for dilated depthwise convolutions are several times slower than for undilated ones.
-A same-padded depthwise conv with dilation d and stride 1 is exactly an undilated conv over the d×d pixel
-phases of its input (:func:`dilated`); with stride d, an undilated one of the stride-d subsampled input.
-:func:`dilated_backward` forms its gradients in the same form, for a caller that runs the conv outside
-autograd (:mod:`nasbench.spaces.darts.lean`).
+PyTorch's CPU kernels for the backward of dilated depthwise convolutions are several times slower than for
+undilated ones (the forward kernel is not: in channels_last it takes half the time of the phase form below,
+same numbers). A same-padded depthwise conv with dilation d and stride 1 is exactly an undilated conv over
+the d×d pixel phases of its input; with stride d, an undilated one of the stride-d subsampled input.
+:func:`dilated` runs PyTorch's forward in channels_last and forms the gradients in the phase form
+(:func:`dilated_backward`, which a caller that runs the conv outside autograd uses directly:
+:mod:`nasbench.spaces.darts.lean`); an NCHW input runs the phase form both ways (PyTorch's NCHW 5×5 dilated
+forward is the slower one there).
 """
 
 from __future__ import annotations
@@ -165,27 +168,56 @@ class _PhaseForm:
 
 
 def dilated(m: nn.Conv2d, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``m(x)`` for a conv where :func:`phase_applies` (dilation d, padding d·(k−1)/2), as an undilated conv
-    (padding (k−1)/2); ``weight`` (one kernel per channel of ``x``) instead of ``m.weight`` for images folded
-    into channels.
+    """``m(x)`` for a conv where :func:`phase_applies` (dilation d, padding d·(k−1)/2), its gradients formed as
+    those of an undilated conv (padding (k−1)/2); ``weight`` (one kernel per channel of ``x``) instead of
+    ``m.weight`` for images folded into channels. A channels_last ``x`` runs PyTorch's dilated forward
+    (faster than the phase form's two copies and conv, and the same numbers: the same products summed in
+    the same order), its backward :func:`dilated_backward`; an NCHW ``x`` runs the phase form below.
 
     Output pixel (i, j) sums w[a, b]·x[i + d(a − r), j + d(b − r)] (r = (k−1)/2): only input pixels of the
     same phase (i mod d, j mod d) meet, so each of the d² phase images convolves undilated, and the results
     interleave back (:class:`_PhaseForm`). With stride d only phase (0, 0) is needed: the conv runs on
     x[::d, ::d].
 
-    A channels_last x puts its column phases into channels, a view, and its row phases into the batch, one
-    copy whose contiguous runs are whole rows (d² phase images, copied in runs of C numbers, took twice as
+    In the phase form a channels_last tensor (here the backward's) puts its column phases into channels, a
+    view, and its row phases into the batch, one copy whose contiguous runs are whole rows (d² phase images, copied in runs of C numbers, took twice as
     long: 3.5 against 1.7 ms forward and backward at 64×4×32×32, k=3); an NCHW x stacks the d² phase images
     in the batch (:func:`phase_images` is that form for either layout). Every reshape goes through the
     [N, H, W, C] view, so the input's gradient comes back in channels_last."""
     d, pad = m.dilation[0], (m.kernel_size[0] - 1) // 2
     weight = m.weight if weight is None else weight
+    if format_of(x) == torch.channels_last:
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            return _Dilated.apply(x, weight, m)
+        return dilated_forward(m, x, weight)
     if m.stride[0] == d:
         sub = layout_slice(x, (slice(None), slice(None), slice(None, None, d), slice(None, None, d)))
         return conv2d(sub, weight, 1, pad, 1, weight.shape[0])
     form = _PhaseForm(x.shape, format_of(x), d)
     return form.back(conv2d(form.to(x), form.weight(weight), 1, pad, 1, form.channels))
+
+
+def dilated_forward(m: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """PyTorch's dilated depthwise conv of ``m``'s geometry with ``weight`` (no autograd of its own)."""
+    return F.conv2d(x, weight, None, m.stride, m.padding, m.dilation, weight.shape[0])
+
+
+class _Dilated(torch.autograd.Function):
+    """PyTorch's dilated forward, :func:`dilated_backward`'s gradients; keeps the input (for the weight's
+    gradient) and the weight."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, m: nn.Conv2d) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.m, ctx.fmt = m, format_of(x)
+        return dilated_forward(m, x, weight)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], None]:
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x, grad_w = dilated_backward(ctx.m, g, x if need_w else None, x.shape, ctx.fmt, weight, need_x, need_w)
+        return grad_x, grad_w, None
 
 
 def phase_images(x: torch.Tensor, weight: torch.Tensor, d: int, pad: int) -> torch.Tensor:

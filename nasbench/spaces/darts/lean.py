@@ -18,9 +18,9 @@ and recomputes the depthwise convs in the backward (the cheapest convs of the op
 kernel tap and channel). A separable conv keeps two tensors instead of five, a dilated conv one instead of
 two; no pointwise conv and no BatchNorm runs twice. The running statistics are updated once, in the forward.
 The backward runs the kernels of the separate steps (``convolution_backward``, ``native_batch_norm_backward``,
-``threshold_backward``). On CPU a dilated depthwise conv runs, forward and backward, as an undilated one over
-pixel phases (:func:`~nasbench.spaces.darts.depthwise.dilated` and ``dilated_backward``), as in the fast
-supernet's module path.
+``threshold_backward``). On CPU a dilated depthwise conv forms its gradients as an undilated one over pixel
+phases (:func:`~nasbench.spaces.darts.depthwise.dilated_backward`; its forward is
+:func:`~nasbench.spaces.darts.depthwise.dilated`), as in the fast supernet's module path.
 """
 
 from __future__ import annotations
