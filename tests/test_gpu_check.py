@@ -111,3 +111,19 @@ def test_the_benchmark_times_further_steps_until_they_fill_the_minimum_time(monk
     assert search_step.timed_steps(step(2.0), args(min_time=11.0)) == [2.0] * 6
     assert len(search_step.timed_steps(step(0.0), args(min_time=1.0))) == search_step.MAX_STEPS
     assert search_step.timed_steps(step(1.0), argparse.Namespace(steps=2, warmup=0)) == [1.0, 1.0]  # no min_time
+
+
+def test_the_benchmark_names_the_cpu_with_its_family_model_and_vector_width(monkeypatch, tmp_path):
+    """A row's device names the CPU from /proc/cpuinfo's first processor (name, family, model, the widest vector
+    extension): one VM type comes with several CPU generations, whose step times differ by 2×."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import search_step
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+                    "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\n"
+                    "processor\t: 1\ncpu family\t: 99\nmodel name\t: other\n\n")
+    assert search_step.cpu_model(str(info)) == "AMD EPYC, family 26 model 2, avx512f"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2\n\n")
+    assert search_step.cpu_model(str(info)) == "Some CPU, avx2"
+    assert search_step.cpu_model(str(tmp_path / "absent"))  # no /proc: platform's answer
