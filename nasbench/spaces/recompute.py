@@ -191,15 +191,21 @@ def scaled_bn(bn: nn.BatchNorm2d, z: torch.Tensor, scale: torch.Tensor) -> torch
     return batch_norm(lambda t: _ScaledBN.apply(t, bn.weight, bn.bias, scale, *_running(bn), bn.eps), z)
 
 
+def _scaled_weight(gamma: Optional[torch.Tensor], scale: torch.Tensor, channels: int,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """A BN's affine weight with ``scale`` folded in: γ·s, or s per channel for a BN without γ."""
+    s = scale.to(dtype)
+    return gamma * s if gamma is not None else s.expand(channels).contiguous()
+
+
 def _bn_forward(z: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
                 scale: Optional[torch.Tensor], running_mean: Optional[torch.Tensor], running_var: Optional[torch.Tensor],
                 momentum: float, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(scale · BN(z), batch mean, batch 1/std)`` in one pass: the scale folds into the BN's affine weight and
     bias (γ·s, β·s; s alone for a BN without them); the statistics and the running update do not see it."""
     if scale is not None:
-        s = scale.to(z.dtype)
-        gamma = gamma * s if gamma is not None else s.expand(z.shape[1]).contiguous()
-        beta = beta * s if beta is not None else None
+        beta = beta * scale.to(z.dtype) if beta is not None else None
+        gamma = _scaled_weight(gamma, scale, z.shape[1], z.dtype)
     return torch.native_batch_norm(z, gamma, beta, running_mean, running_var, True, momentum, eps)
 
 
@@ -212,11 +218,7 @@ def _bn_backward(grad: torch.Tensor, z: torch.Tensor, gamma: Optional[torch.Tens
     folds into the affine weight it is given (γ·s, or s per channel), so z's gradient comes out scaled
     without a pass of its own; the per-channel sums it returns (Σ g·x̂ and Σ g) do not involve that weight."""
     sums = scale is not None and need_scale  # Σ g·x̂ and Σ g per channel, for the scale's gradient
-    if scale is not None:
-        s = scale.to(grad.dtype)
-        bn_weight = gamma * s if gamma is not None else s.expand(mean.shape[0]).contiguous()
-    else:
-        bn_weight = gamma
+    bn_weight = _scaled_weight(gamma, scale, mean.shape[0], grad.dtype) if scale is not None else gamma
     grad_z, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
         grad, z, bn_weight, None, None, mean, invstd, True, eps,
         [need_z, need_gamma or sums, need_beta or (sums and beta is not None)])
