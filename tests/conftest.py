@@ -92,6 +92,12 @@ def nas_launcher() -> list[str]:
     return list(_server["cmd"])
 
 
+def lock_pid(run: Path) -> int:
+    """The pid in ``run``'s lock: the process that runs it (with the fork server, the forked process, not its
+    launcher)."""
+    return int((run / ".lock").read_text().split()[0])
+
+
 @pytest.fixture
 def nas_cmd():
     """The ``nas`` command for a subprocess: :func:`nas_launcher`."""

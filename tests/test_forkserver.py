@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NAS_EXEC, nas_launcher
+from conftest import NAS_EXEC, lock_pid, nas_launcher
 
 pytestmark = pytest.mark.skipif(os.environ.get("NASBENCH_TEST_FORKSERVER") == "0", reason="fork server off")
 
@@ -43,7 +43,7 @@ def _started(p: subprocess.Popen, run: Path) -> int:
     while not (lock.is_file() and lock.read_text().strip()) and time.time() < deadline:
         assert p.poll() is None, p.stderr.read()
         time.sleep(0.05)
-    return int(lock.read_text().split()[0])
+    return lock_pid(run)
 
 
 def _gone(pid: int, seconds: float = 10) -> bool:

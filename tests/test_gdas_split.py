@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 from nasbench.config import resolve_search_config
 from nasbench.data.sampling import DrawBatchSampler, random_search_split, subset_indices
 from nasbench.search.data import SPLIT_FILE, ArchDraws, ArchStream, arch_batches, load_search_data
-from conftest import nas_launcher
+from conftest import lock_pid, nas_launcher
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TINY = ["--dataset", "synthetic", "data.num_train=48", "data.image_size=8", "--channels", "4", "--layers", "3",
@@ -134,7 +134,7 @@ def test_split_recorded_and_identical_after_kill_and_resume(tmp_path):
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             assert time.time() < deadline
             time.sleep(0.01)
-        os.kill(int((cut / ".lock").read_text().split()[0]), signal.SIGKILL)  # the process that trains
+        os.kill(lock_pid(cut), signal.SIGKILL)  # the process that trains
     finally:
         proc.wait(timeout=60)
         proc.stderr.close()

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from nasbench import registry
-from conftest import nas_launcher
+from conftest import lock_pid, nas_launcher
 
 BASE = ["--dataset", "synthetic", "--channels", "4", "--layers", "3", "--subset", "64", "--batch-size", "16",
         "--checkpoint-every", "1", "--device", "cpu", "--no-progress", "data.image_size=16", "plots=false"]
@@ -60,11 +60,6 @@ def _run(cmd: list[str]) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-def _lock_pid(run: Path) -> int:
-    """The pid of the process that runs ``run`` (its ``.lock`` names it; the checkpoint is written under it)."""
-    return int((run / ".lock").read_text().split()[0])
-
-
 def _genotype(run: Path) -> dict:
     d = json.loads((run / "best.json").read_text())
     return {k: v for k, v in d.items() if k not in ("run",)}
@@ -103,7 +98,7 @@ def test_sigkill_and_resume_is_bitwise_identical(algo: str, tmp_path: Path) -> N
             assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
             assert time.time() < deadline, "no checkpoint appeared"
             time.sleep(0.01)
-        os.kill(_lock_pid(cut), signal.SIGKILL)
+        os.kill(lock_pid(cut), signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
         proc.stderr.close()
