@@ -46,7 +46,10 @@ def batch(fmt, seed=1, shape=(6, 16, 9, 11)):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("scaled", [True, False], ids=["scaled", "unscaled"])
 @pytest.mark.parametrize("weights_grad", [True, False], ids=["weight-step", "arch-step"])
-def test_lean_chain_equals_the_separate_modules(fmt, kind, stride, scaled, weights_grad):
+@pytest.mark.parametrize("from_state", [False, True], ids=["relu-input", "state-kept"])
+def test_lean_chain_equals_the_separate_modules(fmt, kind, stride, scaled, weights_grad, from_state):
+    """``from_state``: the chain keeps the state its input is the ReLU of (``pre``), the ReLU the one that keeps
+    its input, as a fast source gives them."""
     op = make_op(kind, stride)
     op2 = copy.deepcopy(op)
     x = batch(fmt).requires_grad_()
@@ -58,7 +61,11 @@ def test_lean_chain_equals_the_separate_modules(fmt, kind, stride, scaled, weigh
     for _ in range(2):  # two steps: the running statistics move twice
         children = list(op)[1:]
         assert lean.applies(children, torch.relu(x))
-        out = lean.lean_chain(children, torch.relu(x), w if scaled else None)
+        if from_state:
+            assert lean.relu_applies(x)
+            out = lean.lean_chain(children, lean.relu_keeping_input(x), w if scaled else None, pre=x)
+        else:
+            out = lean.lean_chain(children, torch.relu(x), w if scaled else None)
         ref = op2(x2) * w2 if scaled else op2(x2)
         torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
         g = batch(fmt, seed=2, shape=tuple(out.shape))
@@ -72,17 +79,84 @@ def test_lean_chain_equals_the_separate_modules(fmt, kind, stride, scaled, weigh
         torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
 
 
-def test_lean_separable_conv_keeps_two_tensors_of_its_size_besides_its_input():
+def test_lean_separable_conv_keeps_one_tensor_of_its_size_besides_its_input():
     op = make_op("sep3", 1)
     x = torch.relu(batch(torch.channels_last, shape=(8, 16, 16, 16))).requires_grad_()
     w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
     size = x.numel() * x.element_size()
+    small = 16384  # statistics and weights
     plain = saved_bytes(lambda: fast.run_module(nn.Sequential(*list(op)[1:]), x) * w)
     kept = saved_bytes(lambda: lean.lean_chain(list(op)[1:], x, w))
     assert plain >= 6 * size  # input, depthwise out, BN in, ReLU out, depthwise out, BN in, BN out
-    assert kept <= 3 * size + 16384  # input, first BN's output, last BN's input (+ statistics and weights)
+    assert 2 * size <= kept <= 2 * size + small  # the input and the first BN's output
     dil = make_op("dil3", 1)
-    assert saved_bytes(lambda: lean.lean_chain(list(dil)[1:], x, w)) <= 2 * size + 16384
+    assert size <= saved_bytes(lambda: lean.lean_chain(list(dil)[1:], x, w)) <= size + small  # the input alone
+    # from a state: the state is kept instead of the ReLU's output, by the ReLU and the chain alike
+    state = batch(torch.channels_last, shape=(8, 16, 16, 16)).requires_grad_()
+    assert size <= saved_bytes(lambda: torch.relu(state)) <= size + small
+    for o, own in ((op, size), (dil, 0)):
+        keeps = saved_bytes(lambda: lean.lean_chain(list(o)[1:], lean.relu_keeping_input(state), w, pre=state))
+        assert size + own <= keeps <= size + own + small
+    big: set[int] = set()
+
+    def pack(t):
+        if t.numel() * t.element_size() >= size:
+            big.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        lean.lean_chain(list(dil)[1:], lean.relu_keeping_input(state), w, pre=state)
+    assert big == {state.untyped_storage().data_ptr()}  # the state itself, which the cell keeps anyway
+
+
+def test_relu_keeping_input_is_the_relu_and_its_gradient():
+    x = batch(torch.channels_last)
+    x[0, 0, 0, :3] = torch.tensor([0.0, -0.0, float("nan")], dtype=x.dtype)  # the ties and a NaN, as F.relu has them
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref = lean.relu_keeping_input(a), torch.relu(b)
+    assert torch.equal(out.nan_to_num(7.0), ref.nan_to_num(7.0)) and out.is_contiguous(memory_format=torch.channels_last)
+    g = batch(torch.channels_last, seed=3)
+    ga, = torch.autograd.grad(out, a, g)
+    gb, = torch.autograd.grad(ref, b, g)
+    assert torch.equal(ga.nan_to_num(7.0), gb.nan_to_num(7.0))
+    assert not lean.relu_applies(x)  # no gradient wanted
+    assert lean.relu_applies(x.requires_grad_())
+    narrow = batch(torch.channels_last, shape=(6, 4, 9, 11)).requires_grad_()
+    assert not lean.relu_applies(narrow)  # PC-DARTS's slices: their chains keep the ReLU's output
+    with torch.no_grad():
+        assert not lean.relu_applies(x)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("weights_grad", [True, False], ids=["weight-step", "arch-step"])
+def test_preprocessing_from_the_parts_of_a_cell_output_equals_the_modules(fmt, weights_grad):
+    """``conv_bn_parts``: a next cell's ReLU-conv-BN of a cell's output from the node states it concatenates,
+    against the modules on the concatenation: value, the parts' and the weight's gradients, the running
+    statistics, and what it keeps (the parts and its output)."""
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(32, 16, 1, bias=False).double(), nn.BatchNorm2d(16, affine=False).double()
+    conv2, bn2 = copy.deepcopy(conv), copy.deepcopy(bn)
+    conv.requires_grad_(weights_grad)
+    conv2.requires_grad_(weights_grad)
+    parts = [batch(fmt, seed=10 + k, shape=(6, 8, 9, 11)).requires_grad_() for k in range(4)]
+    parts2 = [p.detach().clone().requires_grad_() for p in parts]
+    for _ in range(2):
+        cat = torch.cat(parts, dim=1)
+        assert lean.conv_bn_applies(conv, bn, cat)
+        out = lean.conv_bn_parts(conv, bn, parts)
+        ref = bn2(conv2(torch.relu(torch.cat(parts2, dim=1))))
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        assert out.is_contiguous(memory_format=fmt)
+        g = batch(fmt, seed=4, shape=tuple(out.shape))
+        wants, wants2 = ([*parts, conv.weight], [*parts2, conv2.weight]) if weights_grad else (parts, parts2)
+        for a, b in zip(torch.autograd.grad(out, wants, g), torch.autograd.grad(ref, wants2, g)):
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+            assert a.is_contiguous(memory_format=fmt) or a.dim() != 4
+    for a, b in zip(bn.buffers(), bn2.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+    part_bytes = sum(p.numel() for p in parts) * 8
+    kept = saved_bytes(lambda: lean.conv_bn_parts(conv, bn, parts))
+    assert part_bytes <= kept <= part_bytes + part_bytes // 2 + 8192  # the parts and the output (16 of 32 channels)
 
 
 def test_lean_chain_does_not_apply_where_it_would_change_the_result():

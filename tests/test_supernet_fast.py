@@ -139,6 +139,9 @@ CASES = {
     # PC-DARTS's ImageNet search network: stride-2 stems, the first cell reducing s0, K=2
     "pc-darts-imagenet": ("pc-darts", ["model.stem=imagenet", "pc_darts.k=2"], None),
     "darts-imagenet": ("darts", ["model.stem=imagenet"], None),
+    # 16 channels: no narrow BatchNorm detour in any cell, so every conv op runs as a lean step from its state
+    "darts-c16": ("darts", ["model.channels=16"], None),
+    "gdas-c16": ("gdas", ["model.channels=16"], None),
     "p-darts": ("p-darts", ["p_darts.layers=3", "p_darts.add_layers=[0,1,2]"], None),
     "p-darts-stage2": ("p-darts", ["p_darts.layers=3", "p_darts.add_layers=[0,1,2]"], _pdarts_pruned),
     "sgas": ("sgas", [], None),
@@ -494,6 +497,42 @@ def test_factorized_reduce_on_pixel_phases_equals_the_module(fmt, size):
     gf = torch.autograd.grad(out_fast, [xf, *twin.parameters()], upstream)
     assert all(rel(a, b) <= 1e-12 for a, b in zip(gf, g))
     assert gf[0].is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_factorized_reduce_preprocessing_of_a_cell_output_keeps_only_the_two_phases(fmt):
+    """A cell after a reduction reads the cell before it through a FactorizedReduce: from a cell's output (its
+    parts known to the ReLU memo) the fast preprocessing takes the ReLU of the two pixel phases alone and
+    keeps those (the convs read them), not the ReLU of the whole input. Same value and gradients."""
+    from nasbench.spaces.darts.fast import ReluMemo, _preprocess
+    from nasbench.spaces.darts.ops import FactorizedReduce
+
+    torch.manual_seed(0)
+    m = FactorizedReduce(32, 16, affine=False).double().to(memory_format=fmt)
+    twin = copy.deepcopy(m)
+    parts = [torch.randn(4, 8, 10, 10, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+             for _ in range(4)]
+    parts2 = [p.detach().clone().requires_grad_() for p in parts]
+    x = torch.cat(parts, dim=1)
+    relus = ReluMemo()
+    relus.note_parts(x, parts)
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = _preprocess(m, x, relus)
+    ref = twin(torch.cat(parts2, dim=1))
+    assert rel(out, ref) <= 1e-12
+    g = torch.randn(out.shape, dtype=torch.float64)
+    got = torch.autograd.grad(out, [*parts, *m.parameters()], g)
+    want = torch.autograd.grad(ref, [*parts2, *twin.parameters()], g)
+    assert all(rel(a, b) <= 1e-12 for a, b in zip(got, want))
+    whole = x.numel() * 8
+    assert max(kept.values()) < whole  # no ReLU of the whole input
+    assert sum(kept.values()) <= whole // 2 + out.numel() * 8 + 8192  # the phases, the BN's input, the weights
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])

@@ -23,9 +23,13 @@ own, as the DARTS code does. This forward computes the same sums with these savi
   convolutions and BatchNorms fill the CPU's vectors; a node unfolds its sum once, in the channel shuffle.
 
 The ops keep less for the backward pass than the modules would: a separable or dilated conv op is one
-autograd step that keeps its first BatchNorm's output instead of its input and recomputes its depthwise
-convs (:mod:`nasbench.spaces.darts.lean`; on CPU a dilated one by pixel phases, forward and backward), and a bare
-pool times its op weight (GDAS: no BN after the pools) keeps only its input, recomputing the pool
+autograd step that keeps the state it reads, and a separable one also its first BatchNorm's output, and
+recomputes its depthwise convs and its last pointwise conv (:mod:`nasbench.spaces.darts.lean`; on CPU a dilated
+one by pixel phases, forward and backward); a state's shared ReLU keeps the state, not its output
+(:func:`~nasbench.spaces.darts.lean.relu_keeping_input`), and so do the next cells' preprocessings of a cell's
+output, which keep its node states instead of the ReLU of their concatenation
+(:func:`~nasbench.spaces.darts.lean.conv_bn_parts`; a factorized reduce keeps the ReLU of the two pixel phases it
+reads). A bare pool times its op weight (GDAS: no BN after the pools) keeps only its input, recomputing the pool
 (:func:`~nasbench.spaces.recompute.scaled_pool`: no max-pool indices, no pooled output for the weight's
 gradient). With ``recompute_ops`` (off by default) each pointwise conv with the BatchNorm after it is one
 autograd step that recomputes its output in the backward instead (:mod:`nasbench.spaces.recompute`).
@@ -88,6 +92,30 @@ def _factorized_reduce(m: FactorizedReduce, relu_x: torch.Tensor) -> torch.Tenso
     return m.bn(torch.cat([F.conv2d(even, m.conv_1.weight), F.conv2d(odd, m.conv_2.weight)], dim=1))
 
 
+class _ReluPhases(torch.autograd.Function):
+    """The ReLU of :class:`_Phases`'s two phases, computed on the phases alone and kept for the backward (the
+    convs that read them keep them anyway) instead of a ReLU of the whole input."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmt = format_of(x)
+        even = x[:, :, ::2, ::2].contiguous(memory_format=fmt).relu_()
+        odd = x[:, :, 1::2, 1::2].contiguous(memory_format=fmt).relu_()
+        ctx.shape, ctx.fmt = x.shape, fmt
+        ctx.save_for_backward(even, odd)
+        return even, odd
+
+    @staticmethod
+    def backward(ctx: Any, g_even: Optional[torch.Tensor], g_odd: Optional[torch.Tensor]) -> torch.Tensor:
+        even, odd = ctx.saved_tensors
+        grad = torch.empty(ctx.shape, dtype=even.dtype, device=even.device, memory_format=ctx.fmt).zero_()
+        if g_even is not None:
+            grad[:, :, ::2, ::2] = torch.ops.aten.threshold_backward(g_even, even, 0)
+        if g_odd is not None:
+            grad[:, :, 1::2, 1::2] = torch.ops.aten.threshold_backward(g_odd, odd, 0)
+        return grad
+
+
 def _phases_apply(m: FactorizedReduce, x: torch.Tensor) -> bool:
     return all(c.kernel_size == (1, 1) and c.stride == (2, 2) and c.padding == (0, 0) and c.dilation == (1, 1)
                and c.groups == 1 and c.bias is None for c in (m.conv_1, m.conv_2)) and x.dim() == 4
@@ -120,9 +148,23 @@ class DartsSource(SourceCache):
     identity and the channel slices. ``recompute``: the ops keep less for the backward
     (:mod:`nasbench.spaces.recompute`; the ``recompute_ops`` setting)."""
 
+    keeps_input_relu = True  # the ReLU's backward reads the state (see relu); not for folded slices
+
     def __init__(self, x: torch.Tensor, recompute: bool = False):
         super().__init__(x)
         self.recompute = recompute
+        self._pre: Optional[torch.Tensor] = None
+
+    def relu(self) -> torch.Tensor:
+        """The state's ReLU, shared by its edges' conv ops. Where they run as :func:`~nasbench.spaces.darts.lean.lean_chain`
+        steps, its backward reads the state instead of its output and the steps keep the state too
+        (:func:`~nasbench.spaces.darts.lean.relu_keeping_input`), so the ReLU's output is not kept for the backward."""
+        if self._relu is None:
+            if self.keeps_input_relu and lean.relu_applies(self.x):
+                self._relu, self._pre = lean.relu_keeping_input(self.x), self.x
+            else:
+                self._relu = F.relu(self.x)
+        return self._relu
 
     def channels(self, start: int, stop: int) -> "DartsSource":
         part = super().channels(start, stop)
@@ -154,7 +196,8 @@ class DartsSource(SourceCache):
                 and isinstance(op[1], nn.Dropout):  # P-DARTS's skip dropout
             return self.dropped(op[1])
         if _relu_first(op):
-            return run_chain(list(op)[1:], self.relu(), fuse=self.recompute)[0]
+            h = self.relu()
+            return run_chain(list(op)[1:], h, fuse=self.recompute, pre=self._pre)[0]
         if isinstance(op, FactorizedReduce):
             return _factorized_reduce(op, self.relu())
         return run_module(op, self.x)
@@ -170,7 +213,8 @@ class DartsSource(SourceCache):
             return node.add(recompute.scaled_pool(op, self.x, w), None, part, owned=True)
         if not _relu_first(op):
             return super().add_to(node, op, w, part)
-        out, weighted = run_chain(list(op)[1:], self.relu(), w, fuse=self.recompute)
+        h = self.relu()
+        out, weighted = run_chain(list(op)[1:], h, w, fuse=self.recompute, pre=self._pre)
         if weighted:
             node.add(out, None, part, owned=True)
         else:
@@ -182,6 +226,8 @@ class FoldedSource(DartsSource):
     (:mod:`nasbench.spaces.darts.folded`): its ops return folded outputs. What folding does not cover runs on
     the plain slice (built on first use) and is folded afterwards. It holds ``whole``'s tensor, not its
     cache: a cache that held its slices and they it would outlive the step until the garbage collector ran."""
+
+    keeps_input_relu = False  # its conv chains (folded.run_chain) keep the ReLU's output
 
     def __init__(self, whole: torch.Tensor, start: int, stop: int, G: int):
         super().__init__(folded.fold(whole, start, stop, G))
@@ -247,15 +293,16 @@ def _relu_first(op: nn.Module) -> bool:
 
 
 def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.Tensor] = None,
-              fuse: bool = False) -> tuple[torch.Tensor, bool]:
+              fuse: bool = False, pre: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, bool]:
     """The modules ``children`` one after another on ``h``: a separable or dilated conv's blocks as one
     :func:`~nasbench.spaces.darts.lean.lean_chain` step where that applies (with ``fuse`` too: it keeps less than
     the fused steps). Otherwise, with ``fuse``, each pointwise conv with the BatchNorm (and ReLU) after it runs
     as one :func:`~nasbench.spaces.recompute.conv_bn` step where that applies, the last one also multiplying by
     ``scale``; otherwise a last BatchNorm multiplies by ``scale`` (:func:`~nasbench.spaces.recompute.scaled_bn`)
-    where that applies. Returns the output and whether it is multiplied by ``scale`` already."""
+    where that applies. Returns the output and whether it is multiplied by ``scale`` already. ``pre``: the
+    tensor ``h`` is the ReLU of, kept by a lean step instead of ``h``."""
     if lean.applies(children, h):
-        return lean.lean_chain(children, h, scale), scale is not None
+        return lean.lean_chain(children, h, scale, pre), scale is not None
     i, n, scaled = 0, len(children), False
     while i < n:
         if fuse and i + 1 < n and recompute.applies(children[i], children[i + 1], h):
@@ -278,29 +325,56 @@ def run_chain(children: list[nn.Module], h: torch.Tensor, scale: Optional[torch.
 class ReluMemo:
     """``F.relu(x)`` once per tensor ``x`` across cells: every state of the supernet (the stem's output, each
     cell's concatenated output) is preprocessed by the next two cells, each opening with a ReLU of it (the
-    stem's, by three preprocessings). Remembers the last few states by identity, holding them."""
+    stem's, by three preprocessings). Remembers the last few states by identity, holding them; for a cell's
+    output also the node states it concatenates (:meth:`note_parts`), from which the preprocessings take it
+    instead where they can (:func:`_preprocess`)."""
 
     KEEP = 3  # the stem and the two inputs of the cell being run
 
     def __init__(self) -> None:
-        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._entries: list[dict[str, Any]] = []
+
+    def _entry(self, x: torch.Tensor) -> dict[str, Any]:
+        for e in self._entries:
+            if e["x"] is x:
+                return e
+        e = {"x": x}
+        self._entries = [*self._entries[-(self.KEEP - 1):], e]
+        return e
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        for t, r in self._pairs:
-            if t is x:
-                return r
-        r = F.relu(x)
-        self._pairs = [*self._pairs[-(self.KEEP - 1):], (x, r)]
-        return r
+        e = self._entry(x)
+        if "relu" not in e:
+            e["relu"] = F.relu(x)
+        return e["relu"]
+
+    def note_parts(self, x: torch.Tensor, parts: list[torch.Tensor]) -> None:
+        """``x`` is ``torch.cat(parts, dim=1)``."""
+        self._entry(x)["parts"] = parts
+
+    def parts(self, x: torch.Tensor) -> Optional[list[torch.Tensor]]:
+        for e in self._entries:
+            if e["x"] is x:
+                return e.get("parts")
+        return None
 
 
 def _preprocess(m: nn.Module, x: torch.Tensor, relus: Optional[ReluMemo], fuse: bool = False) -> torch.Tensor:
     """A cell's input preprocessing (ReLU-conv1×1-BN or a factorized reduce), its ReLU from ``relus``; its
     conv and BN as one step that keeps the BN's output instead of its input (:func:`~nasbench.spaces.darts.lean.conv_bn`),
-    or with ``fuse`` as one recomputing step (:func:`run_chain`)."""
+    or with ``fuse`` as one recomputing step (:func:`run_chain`). With ``relus``, the ReLU of a previous cell's
+    output is kept by nothing: the conv-BN keeps the cell's node states instead
+    (:func:`~nasbench.spaces.darts.lean.conv_bn_parts`), a factorized reduce the ReLU of the two pixel phases it
+    reads (:class:`_ReluPhases`), which its convs keep anyway."""
     if isinstance(m, FactorizedReduce):
+        if relus is not None and relus.parts(x) is not None and _phases_apply(m, x):
+            even, odd = _ReluPhases.apply(x)
+            return m.bn(torch.cat([F.conv2d(even, m.conv_1.weight), F.conv2d(odd, m.conv_2.weight)], dim=1))
         return _factorized_reduce(m, relus(x) if relus is not None else F.relu(x))
     if type(m) is ReLUConvBN and isinstance(m[0], nn.ReLU):
+        parts = relus.parts(x) if relus is not None and not fuse else None
+        if parts is not None and len(m) == 3 and lean.conv_bn_applies(m[1], m[2], x):
+            return lean.conv_bn_parts(m[1], m[2], parts)
         h = relus(x) if relus is not None else F.relu(x)
         if not fuse and len(m) == 3 and lean.conv_bn_applies(m[1], m[2], h):
             return lean.conv_bn(m[1], m[2], h)
@@ -331,4 +405,8 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, w: Any,
         out = node.result(shape, states[0])
         states.append(out)
         sources.append(DartsSource(out, fuse))
-    return torch.cat([states[k] for k in topology.output], dim=1)
+    parts = [states[k] for k in topology.output]
+    out = torch.cat(parts, dim=1)
+    if relus is not None:
+        relus.note_parts(out, parts)
+    return out

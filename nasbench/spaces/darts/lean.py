@@ -1,23 +1,28 @@
-"""A separable or dilated conv op of the search supernet as one autograd step that keeps two tensors at most;
-a cell's preprocessing (1×1 conv → BN) as one that keeps the BN's output instead of its input.
+"""A separable or dilated conv op of the search supernet as one autograd step that keeps one tensor of its own
+at most; a cell's preprocessing (1×1 conv → BN) as one that keeps the BN's output instead of its input.
 
 The DARTS space's conv ops (after the ReLU the source shares) are blocks of ``depthwise conv → pointwise conv →
 BN``, with a ReLU between the two blocks of a separable conv. Run module by module, autograd keeps for the
 backward every block's depthwise output (the pointwise conv's input), its pointwise output (the BN's input)
 and, between two blocks, the ReLU's output: five tensors of the op's size for a separable conv, two for a
-dilated one. :func:`lean_chain` keeps
+dilated one, besides the op's input. :func:`lean_chain` keeps
 
-* the op's input, which the shared ReLU keeps anyway;
+* the op's input, or, given it (``pre``), the state the input is the ReLU of (:func:`relu_keeping_input`:
+  the state's identity, pools and next cells keep the state anyway, and the ReLU's output need not be kept);
 * for a BatchNorm that a ReLU follows, its output instead of its input: a BatchNorm without affine
   parameters outputs x̂ = (z − μ)/σ itself, and its backward needs z only to form x̂ (``native_batch_norm_backward``
   on x̂, with mean 0, 1/std 1 and 1/σ as the affine weight, computes the same gradient); the ReLU's backward
   needs only the sign of x̂, and the next depthwise conv's input is relu(x̂), recomputed;
-* the last BatchNorm's input, as :func:`~nasbench.spaces.recompute.scaled_bn` does (the op's weight folds into it);
+* for the last BatchNorm (into which the op's weight folds, as in :func:`~nasbench.spaces.recompute.scaled_bn`)
+  nothing but its batch statistics: its input is recomputed in the backward by the last block's depthwise and
+  pointwise convs, from the kept tensor before them;
 
 and recomputes the depthwise convs in the backward (the cheapest convs of the op: one multiply-add per
-kernel tap and channel). A separable conv keeps two tensors instead of five, a dilated conv one instead of
-two; no pointwise conv and no BatchNorm runs twice. The running statistics are updated once, in the forward.
-The backward runs the kernels of the separate steps (``convolution_backward``, ``native_batch_norm_backward``,
+kernel tap and channel), which a weight step's backward needs for the convs' weight gradients anyway. A
+separable conv keeps one tensor of its own instead of five, a dilated conv none instead of two; the last
+pointwise conv runs twice (a GDAS search step takes about 5% longer for it, a DARTS step about 1%, and keeps
+a fifth less), no BatchNorm does. The running statistics are updated once, in the forward. The backward runs
+the kernels of the separate steps (``convolution_backward``, ``native_batch_norm_backward``,
 ``threshold_backward``). On CPU a dilated depthwise conv forms its gradients as an undilated one over pixel
 phases (:func:`~nasbench.spaces.darts.depthwise.dilated_backward`; its forward is
 :func:`~nasbench.spaces.darts.depthwise.dilated`), as in the fast supernet's module path.
@@ -70,9 +75,12 @@ def applies(children: Sequence[nn.Module], x: torch.Tensor) -> bool:
             and not any(narrow_detour(x, bn.num_features) for _, _, bn in blocks))
 
 
-def lean_chain(children: Sequence[nn.Module], x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+def lean_chain(children: Sequence[nn.Module], x: torch.Tensor, scale: Optional[torch.Tensor] = None,
+               pre: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The modules ``children`` on ``x`` (times ``scale``, a scalar tensor, when given), keeping only what the
-    module docstring lists. Only where :func:`applies`."""
+    module docstring lists. ``pre``: the tensor ``x`` is the ReLU of (from :func:`relu_keeping_input`), kept
+    instead of ``x`` and put through the ReLU again in the backward where the convs' weights need their
+    input. Only where :func:`applies`."""
     blocks = blocks_of(children)
     assert blocks is not None
     weights: list[torch.Tensor] = []
@@ -80,7 +88,36 @@ def lean_chain(children: Sequence[nn.Module], x: torch.Tensor, scale: Optional[t
     for dw, pw, bn in blocks:
         weights += [dw.weight, pw.weight]
         running.append(_running(bn) + (bn.eps,))
-    return _LeanChain.apply(x, scale, [dw for dw, _, _ in blocks], running, *weights)
+    return _LeanChain.apply(x, scale, pre, [dw for dw, _, _ in blocks], running, *weights)
+
+
+def relu_applies(x: torch.Tensor) -> bool:
+    """Whether the conv ops on ``relu(x)`` would all run as :func:`lean_chain` steps, so that
+    :func:`relu_keeping_input` is the ReLU to give them: float32/float64, autograd recording, no autocast, no
+    narrow BatchNorm detour (the DARTS space's conv ops keep the input's channels)."""
+    return (x.dim() == 4 and x.dtype in (torch.float32, torch.float64) and torch.is_grad_enabled()
+            and x.requires_grad and not torch.is_autocast_enabled(x.device.type)
+            and not narrow_detour(x, x.shape[1]))
+
+
+def relu_keeping_input(x: torch.Tensor) -> torch.Tensor:
+    """``F.relu(x)`` whose backward reads ``x`` (``x ≤ 0`` where ``relu(x) ≤ 0``: the same gradient) instead of its
+    output. A state's ReLU feeds the conv ops of its edges; when they keep the state (``lean_chain(..., pre=x)``),
+    which the identity, the pools and the next cells keep anyway, the ReLU's output is kept by nothing and lives
+    only while the cell runs."""
+    return _ReluKeepingInput.apply(x)
+
+
+class _ReluKeepingInput(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return F.relu(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, x, 0)
 
 
 def _bn_backward_from_output(grad: torch.Tensor, y: torch.Tensor, invstd: torch.Tensor, eps: float) -> torch.Tensor:
@@ -92,8 +129,8 @@ def _bn_backward_from_output(grad: torch.Tensor, y: torch.Tensor, invstd: torch.
 
 class _LeanChain(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, scale: Optional[torch.Tensor], dws: list, running: list,
-                *weights: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, scale: Optional[torch.Tensor], pre: Optional[torch.Tensor], dws: list,
+                running: list, *weights: torch.Tensor) -> torch.Tensor:
         h, kept, stats = x, [], []
         last = len(dws) - 1
         for i, dw in enumerate(dws):
@@ -103,15 +140,15 @@ class _LeanChain(torch.autograd.Function):
             rm, rv, momentum, eps = running[i]
             if i == last:
                 y, mean, invstd = _bn_forward(z, None, None, scale, rm, rv, momentum, eps)
-                kept.append(z)
+                kept.append(None)  # recomputed in the backward
             else:
                 y, mean, invstd = torch.native_batch_norm(z, None, None, rm, rv, True, momentum, eps)
                 kept.append(y)
                 h = F.relu(y)
             del z
             stats += [mean, invstd]
-        ctx.save_for_backward(x, scale, *kept, *stats, *weights)
-        ctx.dws, ctx.eps = dws, [r[3] for r in running]
+        ctx.save_for_backward(x if pre is None else pre, scale, *kept, *stats, *weights)
+        ctx.dws, ctx.eps, ctx.from_pre = dws, [r[3] for r in running], pre is not None
         return y
 
     @staticmethod
@@ -121,27 +158,37 @@ class _LeanChain(torch.autograd.Function):
         x, scale = saved[0], saved[1]
         kept, stats, weights = saved[2:2 + n], saved[2 + n:2 + 3 * n], saved[2 + 3 * n:]
         need_x, need_scale = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_w = ctx.needs_input_grad[4:]
+        need_w = ctx.needs_input_grad[5:]
         grad_w: list[Optional[torch.Tensor]] = [None] * len(weights)
         grad_scale = None
         fmt = format_of(x)
         g = grad.contiguous(memory_format=fmt)
         for i in reversed(range(n)):
             mean, invstd = stats[2 * i], stats[2 * i + 1]
+            dw, w_dw, w_pw = ctx.dws[i], weights[2 * i], weights[2 * i + 1]
+            h = a = None
             if i == n - 1:
-                g, _, _, grad_scale = _bn_backward(g, kept[i], None, None, scale, mean, invstd, ctx.eps[i],
+                z = kept[i]
+                if z is None:  # the last BN's input again: the block's two convs on its input, recomputed
+                    h = (F.relu(x) if ctx.from_pre else x) if i == 0 else F.relu(kept[i - 1])
+                    a = _depthwise(dw, h, w_dw)
+                    z = F.conv2d(a, w_pw)
+                g, _, _, grad_scale = _bn_backward(g, z, None, None, scale, mean, invstd, ctx.eps[i],
                                                    True, False, False, need_scale)
+                del z
             else:  # the ReLU's backward, then the BN's from its output x̂ (see the module docstring)
                 y = kept[i]
                 g = torch.ops.aten.threshold_backward(g, y, 0)
                 g = _bn_backward_from_output(g, y, invstd, ctx.eps[i])
-            dw, w_dw, w_pw = ctx.dws[i], weights[2 * i], weights[2 * i + 1]
             need_h, need_dw, need_pw = i > 0 or need_x, need_w[2 * i], need_w[2 * i + 1]
             # the convs' inputs are recomputed only for their weights' gradients (none in a first-order
             # architecture step); an input gradient alone needs the input's shape and layout, not its values
-            h = (x if i == 0 else F.relu(kept[i - 1])) if need_dw or need_pw else None
+            if h is None and (need_dw or need_pw):
+                h = (F.relu(x) if ctx.from_pre else x) if i == 0 else F.relu(kept[i - 1])
             h_shape = x.shape if i == 0 else kept[i - 1].shape
-            if need_pw:
+            if a is not None:
+                pass
+            elif need_pw:
                 a = _depthwise(dw, h, w_dw)
             else:
                 a = torch.empty(g.shape[:1] + w_pw.shape[1:2] + g.shape[2:], dtype=g.dtype, device=g.device,
@@ -166,7 +213,7 @@ class _LeanChain(torch.autograd.Function):
                 grad_w[2 * i] = depthwise.weight_grad(g, h, w_dw)
             g = g_h
             del h
-        return (g, grad_scale, None, None, *grad_w)
+        return (g, grad_scale, None, None, None, *grad_w)
 
 
 def _depthwise(dw: nn.Conv2d, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -214,3 +261,56 @@ class _ConvBNOut(torch.autograd.Function):
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
             g, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_x, need_w, False])
         return grad_x, grad_w, None, None, None, None
+
+
+def conv_bn_parts(conv: nn.Conv2d, bn: nn.BatchNorm2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``bn(conv(relu(cat(parts, 1))))``: a cell's output (the concatenation of its node states, the parts)
+    preprocessed by a next cell, keeping the parts and the BN's output instead of the ReLU's output and the BN's
+    input. The parts are kept anyway (by their own edges' ops and ReLUs: :func:`relu_keeping_input`), so the
+    preprocessing adds only its output to what the step keeps, and the ReLU of the concatenation lives only
+    while the conv reads it. The backward takes the ReLU's gradient from the parts, and concatenates them and
+    takes their ReLU again for the conv's weight gradient. Only where :func:`conv_bn_applies` (for the
+    concatenation)."""
+    return _ConvBNParts.apply(conv.weight, *_running(bn), bn.eps, *parts)
+
+
+class _ConvBNParts(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, running_mean: Optional[torch.Tensor],
+                running_var: Optional[torch.Tensor], momentum: float, eps: float, *parts: torch.Tensor
+                ) -> torch.Tensor:
+        fmt = format_of(parts[0])
+        z = F.conv2d(_relu_cat(parts, fmt), weight)
+        y, _, invstd = torch.native_batch_norm(z, None, None, running_mean, running_var, True, momentum, eps)
+        del z
+        ctx.save_for_backward(weight, y, invstd, *parts)
+        ctx.eps, ctx.fmt = eps, fmt
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        weight, y, invstd, *parts = ctx.saved_tensors
+        need_w, need_parts = ctx.needs_input_grad[0], ctx.needs_input_grad[5:]
+        fmt = ctx.fmt
+        g = _bn_backward_from_output(grad.contiguous(memory_format=fmt), y, invstd, ctx.eps)
+        if need_w:  # the conv's input again
+            h = _relu_cat(parts, fmt)
+        else:
+            shape = (parts[0].shape[0], sum(p.shape[1] for p in parts), *parts[0].shape[2:])
+            h = torch.empty(shape, dtype=g.dtype, device=g.device, memory_format=fmt)
+        grad_h, grad_w, _ = torch.ops.aten.convolution_backward(
+            g, h, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [any(need_parts), need_w, False])
+        del h, g
+        grads: list[Optional[torch.Tensor]] = []
+        start = 0
+        for p, need in zip(parts, need_parts):
+            stop = start + p.shape[1]
+            grads.append(torch.ops.aten.threshold_backward(grad_h[:, start:stop], p, 0).contiguous(
+                memory_format=format_of(p)) if need else None)
+            start = stop
+        return (grad_w, None, None, None, None, *grads)
+
+
+def _relu_cat(parts: Sequence[torch.Tensor], fmt: torch.memory_format) -> torch.Tensor:
+    """``relu(cat(parts, 1))`` in ``fmt``, the same values as the ReLU of the cell's output."""
+    return torch.cat(list(parts), dim=1).contiguous(memory_format=fmt).relu_()
