@@ -20,8 +20,8 @@ dilated one, besides the op's input. :func:`lean_chain` keeps
 and recomputes the depthwise convs in the backward (the cheapest convs of the op: one multiply-add per
 kernel tap and channel), which a weight step's backward needs for the convs' weight gradients anyway. A
 separable conv keeps one tensor of its own instead of five, a dilated conv none instead of two; the last
-pointwise conv runs twice (a GDAS search step takes about 5% longer for it, a DARTS step about 1%, and keeps
-a fifth less), no BatchNorm does. The running statistics are updated once, in the forward. The backward runs
+pointwise conv runs twice (a GDAS search step takes about 5% longer for it, a DARTS step about 1%; what a GDAS
+forward keeps falls by 30%), no BatchNorm does. The running statistics are updated once, in the forward. The backward runs
 the kernels of the separate steps (``convolution_backward``, ``native_batch_norm_backward``,
 ``threshold_backward``). On CPU a dilated depthwise conv forms its gradients as an undilated one over pixel
 phases (:func:`~nasbench.spaces.darts.depthwise.dilated_backward`; its forward is
