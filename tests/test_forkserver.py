@@ -37,10 +37,12 @@ def test_the_launcher_prints_and_exits_as_a_new_interpreter_does(tmp_path):
 
 
 def _started(p: subprocess.Popen, run: Path) -> int:
-    """The pid in the run's lock once the search has taken it (the forked process, not the launcher)."""
+    """The pid in the run's lock once the search has taken it (the forked process, not the launcher) and written
+    its config (which it does after taking the lock)."""
     deadline = time.time() + 120
     lock = run / ".lock"
-    while not (lock.is_file() and lock.read_text().strip()) and time.time() < deadline:
+    while not (lock.is_file() and lock.read_text().strip() and (run / "config.yaml").is_file()) \
+            and time.time() < deadline:
         assert p.poll() is None, p.stderr.read()
         time.sleep(0.05)
     return lock_pid(run)
