@@ -88,7 +88,11 @@ def _factorized_reduce(m: FactorizedReduce, relu_x: torch.Tensor) -> torch.Tenso
     """
     if not _phases_apply(m, relu_x):
         return m.bn(torch.cat([conv(m.conv_1, relu_x), conv(m.conv_2, relu_x[:, :, 1:, 1:])], dim=1))
-    even, odd = _Phases.apply(relu_x)
+    return _reduce_phases(m, *_Phases.apply(relu_x))
+
+
+def _reduce_phases(m: FactorizedReduce, even: torch.Tensor, odd: torch.Tensor) -> torch.Tensor:
+    """:class:`FactorizedReduce`'s convs (at stride 1) and BN on the ReLU of its input's two pixel phases."""
     return m.bn(torch.cat([F.conv2d(even, m.conv_1.weight), F.conv2d(odd, m.conv_2.weight)], dim=1))
 
 
@@ -108,12 +112,9 @@ class _ReluPhases(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g_even: Optional[torch.Tensor], g_odd: Optional[torch.Tensor]) -> torch.Tensor:
         even, odd = ctx.saved_tensors
-        grad = torch.empty(ctx.shape, dtype=even.dtype, device=even.device, memory_format=ctx.fmt).zero_()
-        if g_even is not None:
-            grad[:, :, ::2, ::2] = torch.ops.aten.threshold_backward(g_even, even, 0)
-        if g_odd is not None:
-            grad[:, :, 1::2, 1::2] = torch.ops.aten.threshold_backward(g_odd, odd, 0)
-        return grad
+        relu_grad = torch.ops.aten.threshold_backward
+        return _phases_grad(ctx.shape, ctx.fmt, None if g_even is None else relu_grad(g_even, even, 0),
+                            None if g_odd is None else relu_grad(g_odd, odd, 0))
 
 
 def _phases_apply(m: FactorizedReduce, x: torch.Tensor) -> bool:
@@ -134,13 +135,19 @@ class _Phases(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_even: Optional[torch.Tensor], g_odd: Optional[torch.Tensor]) -> torch.Tensor:
-        like = g_even if g_even is not None else g_odd
-        grad = torch.empty(ctx.shape, dtype=like.dtype, device=like.device, memory_format=ctx.fmt).zero_()
-        if g_even is not None:
-            grad[:, :, ::2, ::2] = g_even
-        if g_odd is not None:
-            grad[:, :, 1::2, 1::2] = g_odd
-        return grad
+        return _phases_grad(ctx.shape, ctx.fmt, g_even, g_odd)
+
+
+def _phases_grad(shape: torch.Size, fmt: torch.memory_format, g_even: Optional[torch.Tensor],
+                 g_odd: Optional[torch.Tensor]) -> torch.Tensor:
+    """The input gradient of the two pixel phases: both written into one zero tensor in ``fmt``."""
+    like = g_even if g_even is not None else g_odd
+    grad = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt).zero_()
+    if g_even is not None:
+        grad[:, :, ::2, ::2] = g_even
+    if g_odd is not None:
+        grad[:, :, 1::2, 1::2] = g_odd
+    return grad
 
 
 class DartsSource(SourceCache):
@@ -165,6 +172,11 @@ class DartsSource(SourceCache):
             else:
                 self._relu = F.relu(self.x)
         return self._relu
+
+    def _chain(self, op: nn.Module, w: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, bool]:
+        """:func:`run_chain` of a conv op's modules after its ReLU, on this state's shared ReLU."""
+        h = self.relu()  # first: it sets _pre
+        return run_chain(list(op)[1:], h, w, fuse=self.recompute, pre=self._pre)
 
     def channels(self, start: int, stop: int) -> "DartsSource":
         part = super().channels(start, stop)
@@ -196,8 +208,7 @@ class DartsSource(SourceCache):
                 and isinstance(op[1], nn.Dropout):  # P-DARTS's skip dropout
             return self.dropped(op[1])
         if _relu_first(op):
-            h = self.relu()
-            return run_chain(list(op)[1:], h, fuse=self.recompute, pre=self._pre)[0]
+            return self._chain(op)[0]
         if isinstance(op, FactorizedReduce):
             return _factorized_reduce(op, self.relu())
         return run_module(op, self.x)
@@ -213,8 +224,7 @@ class DartsSource(SourceCache):
             return node.add(recompute.scaled_pool(op, self.x, w), None, part, owned=True)
         if not _relu_first(op):
             return super().add_to(node, op, w, part)
-        h = self.relu()
-        out, weighted = run_chain(list(op)[1:], h, w, fuse=self.recompute, pre=self._pre)
+        out, weighted = self._chain(op, w)
         if weighted:
             node.add(out, None, part, owned=True)
         else:
@@ -334,12 +344,14 @@ class ReluMemo:
     def __init__(self) -> None:
         self._entries: list[dict[str, Any]] = []
 
+    def _find(self, x: torch.Tensor) -> Optional[dict[str, Any]]:
+        return next((e for e in self._entries if e["x"] is x), None)
+
     def _entry(self, x: torch.Tensor) -> dict[str, Any]:
-        for e in self._entries:
-            if e["x"] is x:
-                return e
-        e = {"x": x}
-        self._entries = [*self._entries[-(self.KEEP - 1):], e]
+        e = self._find(x)
+        if e is None:
+            e = {"x": x}
+            self._entries = [*self._entries[-(self.KEEP - 1):], e]
         return e
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -353,10 +365,8 @@ class ReluMemo:
         self._entry(x)["parts"] = parts
 
     def parts(self, x: torch.Tensor) -> Optional[list[torch.Tensor]]:
-        for e in self._entries:
-            if e["x"] is x:
-                return e.get("parts")
-        return None
+        e = self._find(x)
+        return None if e is None else e.get("parts")
 
 
 def _preprocess(m: nn.Module, x: torch.Tensor, relus: Optional[ReluMemo], fuse: bool = False) -> torch.Tensor:
@@ -368,8 +378,7 @@ def _preprocess(m: nn.Module, x: torch.Tensor, relus: Optional[ReluMemo], fuse: 
     reads (:class:`_ReluPhases`), which its convs keep anyway."""
     if isinstance(m, FactorizedReduce):
         if relus is not None and relus.parts(x) is not None and _phases_apply(m, x):
-            even, odd = _ReluPhases.apply(x)
-            return m.bn(torch.cat([F.conv2d(even, m.conv_1.weight), F.conv2d(odd, m.conv_2.weight)], dim=1))
+            return _reduce_phases(m, *_ReluPhases.apply(x))
         return _factorized_reduce(m, relus(x) if relus is not None else F.relu(x))
     if type(m) is ReLUConvBN and isinstance(m[0], nn.ReLU):
         parts = relus.parts(x) if relus is not None and not fuse else None

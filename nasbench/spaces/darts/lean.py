@@ -163,16 +163,18 @@ class _LeanChain(torch.autograd.Function):
         grad_scale = None
         fmt = format_of(x)
         g = grad.contiguous(memory_format=fmt)
+
+        def block_input(i: int) -> torch.Tensor:  # the depthwise conv's input, recomputed
+            return (F.relu(x) if ctx.from_pre else x) if i == 0 else F.relu(kept[i - 1])
+
         for i in reversed(range(n)):
             mean, invstd = stats[2 * i], stats[2 * i + 1]
             dw, w_dw, w_pw = ctx.dws[i], weights[2 * i], weights[2 * i + 1]
             h = a = None
-            if i == n - 1:
-                z = kept[i]
-                if z is None:  # the last BN's input again: the block's two convs on its input, recomputed
-                    h = (F.relu(x) if ctx.from_pre else x) if i == 0 else F.relu(kept[i - 1])
-                    a = _depthwise(dw, h, w_dw)
-                    z = F.conv2d(a, w_pw)
+            if i == n - 1:  # the last BN's input again: the block's two convs on its input
+                h = block_input(i)
+                a = _depthwise(dw, h, w_dw)
+                z = F.conv2d(a, w_pw)
                 g, _, _, grad_scale = _bn_backward(g, z, None, None, scale, mean, invstd, ctx.eps[i],
                                                    True, False, False, need_scale)
                 del z
@@ -184,13 +186,11 @@ class _LeanChain(torch.autograd.Function):
             # the convs' inputs are recomputed only for their weights' gradients (none in a first-order
             # architecture step); an input gradient alone needs the input's shape and layout, not its values
             if h is None and (need_dw or need_pw):
-                h = (F.relu(x) if ctx.from_pre else x) if i == 0 else F.relu(kept[i - 1])
+                h = block_input(i)
             h_shape = x.shape if i == 0 else kept[i - 1].shape
-            if a is not None:
-                pass
-            elif need_pw:
+            if a is None and need_pw:
                 a = _depthwise(dw, h, w_dw)
-            else:
+            elif a is None:
                 a = torch.empty(g.shape[:1] + w_pw.shape[1:2] + g.shape[2:], dtype=g.dtype, device=g.device,
                                 memory_format=fmt)
             g, grad_w[2 * i + 1], _ = torch.ops.aten.convolution_backward(
