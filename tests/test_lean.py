@@ -129,10 +129,12 @@ def test_relu_keeping_input_is_the_relu_and_its_gradient():
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("weights_grad", [True, False], ids=["weight-step", "arch-step"])
-def test_preprocessing_from_the_parts_of_a_cell_output_equals_the_modules(fmt, weights_grad):
-    """``conv_bn_parts``: a next cell's ReLU-conv-BN of a cell's output from the node states it concatenates,
-    against the modules on the concatenation: value, the parts' and the weight's gradients, the running
-    statistics, and what it keeps (the parts and its output)."""
+@pytest.mark.parametrize("given_relu", [False, True], ids=["from-parts", "relu-given"])
+def test_preprocessing_from_the_parts_of_a_cell_output_equals_the_modules(fmt, weights_grad, given_relu):
+    """``conv_bn_parts``: a next cell's ReLU-conv-BN of a cell's output from the node states it concatenates
+    (the forward reading their concatenation's ReLU when given one), against the modules on the
+    concatenation: value, the parts' and the weight's gradients, the running statistics, and what it keeps
+    (the parts and its output)."""
     torch.manual_seed(0)
     conv, bn = nn.Conv2d(32, 16, 1, bias=False).double(), nn.BatchNorm2d(16, affine=False).double()
     conv2, bn2 = copy.deepcopy(conv), copy.deepcopy(bn)
@@ -143,7 +145,7 @@ def test_preprocessing_from_the_parts_of_a_cell_output_equals_the_modules(fmt, w
     for _ in range(2):
         cat = torch.cat(parts, dim=1)
         assert lean.conv_bn_applies(conv, bn, cat)
-        out = lean.conv_bn_parts(conv, bn, parts)
+        out = lean.conv_bn_parts(conv, bn, parts, torch.relu(cat).detach() if given_relu else None)
         ref = bn2(conv2(torch.relu(torch.cat(parts2, dim=1))))
         torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
         assert out.is_contiguous(memory_format=fmt)
@@ -155,7 +157,8 @@ def test_preprocessing_from_the_parts_of_a_cell_output_equals_the_modules(fmt, w
     for a, b in zip(bn.buffers(), bn2.buffers()):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
     part_bytes = sum(p.numel() for p in parts) * 8
-    kept = saved_bytes(lambda: lean.conv_bn_parts(conv, bn, parts))
+    relu = torch.relu(torch.cat(parts, dim=1)).detach() if given_relu else None
+    kept = saved_bytes(lambda: lean.conv_bn_parts(conv, bn, parts, relu))
     assert part_bytes <= kept <= part_bytes + part_bytes // 2 + 8192  # the parts and the output (16 of 32 channels)
 
 

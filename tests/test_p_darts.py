@@ -305,3 +305,27 @@ def test_resume_mid_stage_gives_the_same_search(tmp_path, monkeypatch):
     assert all(len(ops) == 5 for ops in state["strategy"]["extra"]["ops"]["normal"])
     _, g_twice = search(cfg_for(tmp_path / "twice"), resume=tmp_path / "twice", show_progress=False)
     assert g_twice == g_once
+
+
+def test_the_trainer_s_list_of_weights_is_each_stage_s_supernet_s(tmp_path, monkeypatch):
+    """The trainer lists the supernet's parameters once per stage (for the gradient clipping and the weights'
+    freeze in the architecture step): at every epoch of every stage the list is the net's own, in its order,
+    and the weight optimizer's."""
+    from nasbench.search.trainer import SearchTrainer, search
+
+    cfg = resolve_search_config("p-darts", overrides=[
+        "data.dataset=synthetic", "model.channels=4", "p_darts.layers=3", "p_darts.add_layers=[0,1,2]",
+        "epochs=6", "batch_size=16", "data.subset=32", "data.num_train=32", "data.image_size=8",
+        "device=cpu", f"out={tmp_path}"])
+    original, seen = SearchTrainer._run_epoch, []
+
+    def checked(self, *args):
+        own = list(self.net.parameters())
+        seen.append(len(own))
+        assert [id(p) for p in self.weights] == [id(p) for p in own]
+        assert [id(p) for p in self.w_optim.param_groups[0]["params"]] == [id(p) for p in own]
+        return original(self, *args)
+
+    monkeypatch.setattr(SearchTrainer, "_run_epoch", checked)
+    search(cfg, show_progress=False)
+    assert len(seen) == 6 and len(set(seen)) == 3  # three stages, three supernets

@@ -500,6 +500,38 @@ def test_factorized_reduce_on_pixel_phases_equals_the_module(fmt, size):
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_a_cell_output_s_two_preprocessings_take_its_relu_once_with_gradients(fmt):
+    """A cell's output is preprocessed by the next cell's ReLU-conv-BN and by the one after it: with gradients
+    on, the fast forward takes the output's ReLU once for both (the memo holds it, without autograd, until the
+    second has read it), and keeps neither it nor a concatenation. Values and gradients are the modules'."""
+    from nasbench.spaces.darts.fast import ReluMemo, _preprocess
+    from nasbench.spaces.darts.ops import ReLUConvBN
+
+    torch.manual_seed(0)
+    first, second = (ReLUConvBN(32, c, 1, 1, 0, affine=False).double().to(memory_format=fmt) for c in (16, 24))
+    twins = [copy.deepcopy(first), copy.deepcopy(second)]
+    parts = [torch.randn(4, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+             for _ in range(4)]
+    parts2 = [p.detach().clone().requires_grad_() for p in parts]
+    x = torch.cat(parts, dim=1)
+    relus = ReluMemo()
+    relus.note_parts(x, parts)
+    with _CountRelu() as mode:
+        outs = [_preprocess(first, x, relus), _preprocess(second, x, relus)]
+    assert mode.by_channels == {32: 1}
+    held = relus.detached(x)
+    assert not held.requires_grad and torch.equal(held, torch.relu(x.detach()))
+    relus.let_go(x)
+    assert relus.detached(x) is not held  # let go: a later call takes it anew
+    x2 = torch.cat(parts2, dim=1)
+    refs = [m(x2) for m in twins]
+    g = [torch.randn(o.shape, dtype=torch.float64) for o in outs]
+    got = torch.autograd.grad(outs, [*parts, *first.parameters(), *second.parameters()], g)
+    want = torch.autograd.grad(refs, [*parts2, *twins[0].parameters(), *twins[1].parameters()], g)
+    assert all(rel(a, b) <= 1e-12 for a, b in zip([*outs, *got], [*refs, *want]))
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 def test_factorized_reduce_preprocessing_of_a_cell_output_keeps_only_the_two_phases(fmt):
     """A cell after a reduction reads the cell before it through a FactorizedReduce: from a cell's output (its
     parts known to the ReLU memo) the fast preprocessing takes the ReLU of the two pixel phases alone and

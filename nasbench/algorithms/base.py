@@ -70,6 +70,9 @@ class ArchStepContext:
     lr: float
     criterion: LossFn
     reduce: Callable[[Sequence[Optional[torch.Tensor]]], list] = list
+    weights: Optional[Sequence[nn.Parameter]] = None
+    """``list(net.parameters())`` when the caller has it (the trainer lists them once per stage: a walk of a
+    supernet's module tree takes ~10 ms, a few percent of a GDAS step on a CPU); else each step walks it."""
     logits: Optional[torch.Tensor] = None
     """Set by ``arch_backward``: the logits of the architecture batch whose loss it returns (the
     architecture step's accuracy, which the official GDAS script ranks epochs by)."""
@@ -246,7 +249,7 @@ class Strategy:
             return unrolled_backward(self, ctx, float(self.section.hvp_r))
         x, y = ctx.valid
         params = self.trainable_arch_parameters()
-        with weights_frozen(ctx.net):
+        with weights_frozen(ctx.net, ctx.weights):
             logits = self.forward(ctx.net, x)
             ctx.logits = logits.detach()
             loss = ctx.criterion(logits, y)
@@ -358,11 +361,12 @@ def create_strategy(name: str, cfg: DictConfig, space: Optional[SearchSpace] = N
 
 
 @contextlib.contextmanager
-def weights_frozen(net: nn.Module) -> Iterator[None]:
+def weights_frozen(net: nn.Module, weights: Optional[Sequence[nn.Parameter]] = None) -> Iterator[None]:
     """The supernet's weights without grad, for a first-order architecture step: its backward need not form
     their gradients. Autograd's own nodes leave them out anyway once ``torch.autograd.grad`` asks for α alone;
-    a custom autograd step (the fast supernet's fused ops) sees only whether its inputs require grad."""
-    params = [p for p in net.parameters() if p.requires_grad]
+    a custom autograd step (the fast supernet's fused ops) sees only whether its inputs require grad.
+    ``weights``: ``list(net.parameters())``, when the caller has it."""
+    params = [p for p in (net.parameters() if weights is None else weights) if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
     try:

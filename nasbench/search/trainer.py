@@ -145,6 +145,7 @@ class SearchTrainer(RunEngine):
         if self.dist.enabled and cfg.get("sync_bn", False):
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         self.net = net.to(self.device, memory_format=self.memory_format)
+        self.weights = list(self.net.parameters())  # listed once: a walk of the module tree takes ~10 ms
         # the weight step runs through DDP (gradients averaged over ranks; BN statistics stay per rank);
         # architecture steps run on the module itself and average their gradients through ctx.reduce
         # a strategy that leaves weights unused only from some point on (SGAS's first decision) is wrapped
@@ -157,7 +158,7 @@ class SearchTrainer(RunEngine):
         else:
             s.spec = self.spec
         o = cfg.optim
-        self.w_optim = torch.optim.SGD(self.net.parameters(), lr=o.lr, momentum=o.momentum,
+        self.w_optim = torch.optim.SGD(self.weights, lr=o.lr, momentum=o.momentum,
                                        weight_decay=o.weight_decay, nesterov=o.nesterov)
         warmup = s.scaled(o.warmup_epochs) if o.get("warmup_epochs", 0) else 0
         if warmup > 0:
@@ -213,14 +214,15 @@ class SearchTrainer(RunEngine):
         self._check_finite(loss, "training", epoch, step)
         self.w_optim.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), o.grad_clip)
+        nn.utils.clip_grad_norm_(self.weights, o.grad_clip)
         self.w_optim.step()
         meter.add(loss.detach(), logits.detach(), y)
 
     def _arch_step(self, train: tuple, valid: tuple, lr: float, meter: Meter, epoch: int, step: int) -> None:
         s = self.strategy
         self.alpha_optim.zero_grad(set_to_none=True)
-        ctx = ArchStepContext(self.net, train, valid, self.w_optim, lr, self.criterion, reduce=self.dist.reduce)
+        ctx = ArchStepContext(self.net, train, valid, self.w_optim, lr, self.criterion, reduce=self.dist.reduce,
+                              weights=self.weights)
         with self._autocast():
             loss = s.arch_backward(ctx)
         self._check_finite(loss, "architecture", epoch, step)

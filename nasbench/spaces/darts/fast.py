@@ -368,6 +368,21 @@ class ReluMemo:
         e = self._find(x)
         return None if e is None else e.get("parts")
 
+    def detached(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.relu(x)`` without autograd, taken once for the preprocessings that keep a cell output's parts
+        (:func:`~nasbench.spaces.darts.lean.conv_bn_parts`) and held until :meth:`let_go`."""
+        e = self._entry(x)
+        if "detached" not in e:
+            with torch.no_grad():
+                e["detached"] = F.relu(x)
+        return e["detached"]
+
+    def let_go(self, x: torch.Tensor) -> None:
+        """Forget :meth:`detached`'s ReLU of ``x``: called once the last preprocessing that reads ``x`` has run."""
+        e = self._find(x)
+        if e is not None:
+            e.pop("detached", None)
+
 
 def _preprocess(m: nn.Module, x: torch.Tensor, relus: Optional[ReluMemo], fuse: bool = False) -> torch.Tensor:
     """A cell's input preprocessing (ReLU-conv1×1-BN or a factorized reduce), its ReLU from ``relus``; its
@@ -383,7 +398,7 @@ def _preprocess(m: nn.Module, x: torch.Tensor, relus: Optional[ReluMemo], fuse: 
     if type(m) is ReLUConvBN and isinstance(m[0], nn.ReLU):
         parts = relus.parts(x) if relus is not None and not fuse else None
         if parts is not None and len(m) == 3 and lean.conv_bn_applies(m[1], m[2], x):
-            return lean.conv_bn_parts(m[1], m[2], parts)
+            return lean.conv_bn_parts(m[1], m[2], parts, relus.detached(x))
         h = relus(x) if relus is not None else F.relu(x)
         if not fuse and len(m) == 3 and lean.conv_bn_applies(m[1], m[2], h):
             return lean.conv_bn(m[1], m[2], h)
@@ -401,6 +416,8 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, w: Any,
     """
     fuse = bool(getattr(cell, "recompute_ops", False))
     states = [_preprocess(cell.preprocess0, s0, relus, fuse), _preprocess(cell.preprocess1, s1, relus, fuse)]
+    if relus is not None:  # a cell output is preprocessed by the next cell (preprocess1) and this one (preprocess0)
+        relus.let_go(s0)
     sources = [DartsSource(s, fuse) for s in states]
     scales = w.edges.unbind(0) if w.edges is not None else None
     N, C, H, W = states[0].shape

@@ -263,24 +263,27 @@ class _ConvBNOut(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None
 
 
-def conv_bn_parts(conv: nn.Conv2d, bn: nn.BatchNorm2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+def conv_bn_parts(conv: nn.Conv2d, bn: nn.BatchNorm2d, parts: Sequence[torch.Tensor],
+                  relu: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``bn(conv(relu(cat(parts, 1))))``: a cell's output (the concatenation of its node states, the parts)
     preprocessed by a next cell, keeping the parts and the BN's output instead of the ReLU's output and the BN's
     input. The parts are kept anyway (by their own edges' ops and ReLUs: :func:`relu_keeping_input`), so the
-    preprocessing adds only its output to what the step keeps, and the ReLU of the concatenation lives only
-    while the conv reads it. The backward takes the ReLU's gradient from the parts, and concatenates them and
-    takes their ReLU again for the conv's weight gradient. Only where :func:`conv_bn_applies` (for the
-    concatenation)."""
-    return _ConvBNParts.apply(conv.weight, *_running(bn), bn.eps, *parts)
+    preprocessing adds only its output to what the step keeps: nothing keeps the ReLU of the concatenation.
+    ``relu``, when given, is that ReLU already taken (without autograd: a cell output's two preprocessings
+    share it, :class:`~nasbench.spaces.darts.fast.ReluMemo`); the forward then reads it instead of taking the
+    ReLU of the parts into a concatenation of its own. The backward takes the ReLU's gradient from the parts, and
+    writes their ReLU into one concatenation again for the conv's weight gradient. Only where
+    :func:`conv_bn_applies` (for the concatenation)."""
+    return _ConvBNParts.apply(conv.weight, *_running(bn), bn.eps, None if relu is None else relu.detach(), *parts)
 
 
 class _ConvBNParts(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, running_mean: Optional[torch.Tensor],
-                running_var: Optional[torch.Tensor], momentum: float, eps: float, *parts: torch.Tensor
-                ) -> torch.Tensor:
+                running_var: Optional[torch.Tensor], momentum: float, eps: float, relu: Optional[torch.Tensor],
+                *parts: torch.Tensor) -> torch.Tensor:
         fmt = format_of(parts[0])
-        z = F.conv2d(_relu_cat(parts, fmt), weight)
+        z = F.conv2d(_relu_cat(parts, fmt) if relu is None else relu.contiguous(memory_format=fmt), weight)
         y, _, invstd = torch.native_batch_norm(z, None, None, running_mean, running_var, True, momentum, eps)
         del z
         ctx.save_for_backward(weight, y, invstd, *parts)
@@ -290,7 +293,7 @@ class _ConvBNParts(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         weight, y, invstd, *parts = ctx.saved_tensors
-        need_w, need_parts = ctx.needs_input_grad[0], ctx.needs_input_grad[5:]
+        need_w, need_parts = ctx.needs_input_grad[0], ctx.needs_input_grad[6:]
         fmt = ctx.fmt
         g = _bn_backward_from_output(grad.contiguous(memory_format=fmt), y, invstd, ctx.eps)
         if need_w:  # the conv's input again
@@ -308,9 +311,17 @@ class _ConvBNParts(torch.autograd.Function):
             grads.append(torch.ops.aten.threshold_backward(grad_h[:, start:stop], p, 0).contiguous(
                 memory_format=format_of(p)) if need else None)
             start = stop
-        return (grad_w, None, None, None, None, *grads)
+        return (grad_w, None, None, None, None, None, *grads)
 
 
 def _relu_cat(parts: Sequence[torch.Tensor], fmt: torch.memory_format) -> torch.Tensor:
-    """``relu(cat(parts, 1))`` in ``fmt``, the same values as the ReLU of the cell's output."""
-    return torch.cat(list(parts), dim=1).contiguous(memory_format=fmt).relu_()
+    """``relu(cat(parts, 1))`` in ``fmt``, the same values as the ReLU of the cell's output, in one pass: each
+    part's ReLU written into its channels of the concatenation."""
+    first = parts[0]
+    out = torch.empty((first.shape[0], sum(p.shape[1] for p in parts), *first.shape[2:]), dtype=first.dtype,
+                      device=first.device, memory_format=fmt)
+    start = 0
+    for p in parts:
+        torch.clamp_min(p, 0, out=out[:, start:start + p.shape[1]])
+        start += p.shape[1]
+    return out
