@@ -141,6 +141,22 @@ def test_scaled_pool_equals_the_pool_times_the_scale(fmt, pool):
     torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("shape", [(3, 5, 8, 7), (2, 4, 2, 2), (2, 3, 2, 9), (1, 16, 33, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_separable_max_pool_is_pytorch_s_3x3_max_pool(fmt, shape, dtype):
+    """``max_pool_3x3`` (maxima along rows, then along columns) gives PyTorch's max pool (3×3, stride 1,
+    padding 1) bit for bit, in the input's layout, with infinities and a NaN that spreads to its 3×3 window."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    x[0, 0, 0, 0], x[-1, -1, -1, -1], x[0, -1, 1, 1] = float("inf"), float("-inf"), float("nan")
+    x = x.contiguous(memory_format=fmt)
+    out, ref = recompute.max_pool_3x3(x), F.max_pool2d(x, 3, 1, 1)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+    assert int(out.isnan().sum()) == int(ref.isnan().sum()) == min(3, shape[2]) * min(3, shape[3])
+    assert out.is_contiguous(memory_format=fmt)
+
+
 def test_scaled_max_pool_keeps_neither_indices_nor_output():
     x = torch.randn(4, 8, 16, 16).requires_grad_()
     s = torch.tensor(1.0, requires_grad=True)

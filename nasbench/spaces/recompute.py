@@ -138,8 +138,29 @@ def _pair(v: Any) -> tuple[int, int]:
 
 def _pool(x: torch.Tensor, spec: tuple) -> torch.Tensor:
     if spec[0] == "max":
+        if spec[1:] == ((3, 3), (1, 1), (1, 1)) and x.device.type == "cpu" and min(x.shape[-2:]) >= 2:
+            return max_pool_3x3(x)
         return F.max_pool2d(x, spec[1], spec[2], spec[3])
     return F.avg_pool2d(x, spec[1], spec[2], spec[3], False, spec[4], spec[5])
+
+
+def max_pool_3x3(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 3, 1, 1)`` (no autograd) as the maximum over a row's three pixels, then over a column's
+    three of those, in ``x``'s layout: four element-wise maxima instead of nine comparisons per pixel, 2-3×
+    faster than PyTorch's CPU kernel at the search shapes (a maximum is exact: the same values, NaN included;
+    of two zeros of opposite sign either may come out). Needs a height and width of at least 2."""
+    fmt = format_of(x)
+    pair, row = torch.empty_like(x, memory_format=fmt), torch.empty_like(x, memory_format=fmt)
+    torch.maximum(x[..., :-1], x[..., 1:], out=pair[..., :-1])  # pair[j] = max(x[j], x[j+1])
+    pair[..., -1] = x[..., -1]
+    torch.maximum(pair[..., 1:], x[..., :-1], out=row[..., 1:])  # row[j] = max(x[j-1], x[j], x[j+1])
+    row[..., 0] = pair[..., 0]
+    torch.maximum(row[..., :-1, :], row[..., 1:, :], out=pair[..., :-1, :])  # the same down the columns
+    pair[..., -1, :] = row[..., -1, :]
+    out = torch.empty_like(x, memory_format=fmt)
+    torch.maximum(pair[..., 1:, :], row[..., :-1, :], out=out[..., 1:, :])
+    out[..., 0, :] = pair[..., 0, :]
+    return out
 
 
 class _ScaledPool(torch.autograd.Function):
