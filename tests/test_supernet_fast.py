@@ -500,6 +500,30 @@ def test_factorized_reduce_on_pixel_phases_equals_the_module(fmt, size):
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("shape", [(3, 4, 6, 6), (2, 3, 7, 5), (2, 3, 1, 4), (2, 5, 5, 1)])
+@pytest.mark.parametrize("relu", [False, True], ids=["phases", "relu-phases"])
+def test_the_pixel_phases_gradient_is_the_scatter_of_theirs_into_zeros(fmt, shape, relu):
+    """The factorized reduce's phases hand back their gradients (through the ReLU's, for the ReLU phases) at
+    their pixels and zeros at the others, for even and odd sizes, either phase without a gradient."""
+    from nasbench.spaces.darts.fast import _phases_grad
+
+    torch.manual_seed(1)
+    x = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=fmt)
+    even, odd = x[:, :, ::2, ::2].relu(), x[:, :, 1::2, 1::2].relu()
+    for missing in (None, 0, 1):
+        g = [torch.randn(even.shape, dtype=torch.float64), torch.randn(odd.shape, dtype=torch.float64)]
+        if missing is not None:
+            g[missing] = None
+        got = _phases_grad(x.shape, fmt, *g, relu_of=(even, odd) if relu else None)
+        want = torch.zeros_like(x)
+        for gk, kept, at in ((g[0], even, (slice(None), slice(None), slice(0, None, 2), slice(0, None, 2))),
+                             (g[1], odd, (slice(None), slice(None), slice(1, None, 2), slice(1, None, 2)))):
+            if gk is not None:
+                want[at] = gk * (kept > 0) if relu else gk
+        assert torch.equal(got, want) and got.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 def test_a_cell_output_s_two_preprocessings_take_its_relu_once_with_gradients(fmt):
     """A cell's output is preprocessed by the next cell's ReLU-conv-BN and by the one after it: with gradients
     on, the fast forward takes the output's ReLU once for both (the memo holds it, without autograd, until the

@@ -112,9 +112,7 @@ class _ReluPhases(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g_even: Optional[torch.Tensor], g_odd: Optional[torch.Tensor]) -> torch.Tensor:
         even, odd = ctx.saved_tensors
-        relu_grad = torch.ops.aten.threshold_backward
-        return _phases_grad(ctx.shape, ctx.fmt, None if g_even is None else relu_grad(g_even, even, 0),
-                            None if g_odd is None else relu_grad(g_odd, odd, 0))
+        return _phases_grad(ctx.shape, ctx.fmt, g_even, g_odd, relu_of=(even, odd))
 
 
 def _phases_apply(m: FactorizedReduce, x: torch.Tensor) -> bool:
@@ -139,14 +137,22 @@ class _Phases(torch.autograd.Function):
 
 
 def _phases_grad(shape: torch.Size, fmt: torch.memory_format, g_even: Optional[torch.Tensor],
-                 g_odd: Optional[torch.Tensor]) -> torch.Tensor:
-    """The input gradient of the two pixel phases: both written into one zero tensor in ``fmt``."""
+                 g_odd: Optional[torch.Tensor], relu_of: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+                 ) -> torch.Tensor:
+    """The input gradient of the two pixel phases, in ``fmt``: each phase's gradient written into its pixels
+    (with ``relu_of``, the phases' ReLU outputs, the ReLU's gradient of it, written there directly) and zeros
+    into the other two phases, so that every element is written once."""
     like = g_even if g_even is not None else g_odd
-    grad = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt).zero_()
-    if g_even is not None:
-        grad[:, :, ::2, ::2] = g_even
-    if g_odd is not None:
-        grad[:, :, 1::2, 1::2] = g_odd
+    grad = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+    grad[:, :, ::2, 1::2].zero_()
+    grad[:, :, 1::2, ::2].zero_()
+    for k, (g, at) in enumerate(((g_even, grad[:, :, ::2, ::2]), (g_odd, grad[:, :, 1::2, 1::2]))):
+        if g is None:
+            at.zero_()
+        elif relu_of is None:
+            at.copy_(g)
+        else:
+            torch.ops.aten.threshold_backward.grad_input(g, relu_of[k], 0, grad_input=at)
     return grad
 
 
