@@ -499,6 +499,20 @@ def test_factorized_reduce_on_pixel_phases_equals_the_module(fmt, size):
     assert gf[0].is_contiguous(memory_format=fmt)
 
 
+def _cell_output(fmt, size):
+    """A cell's output as the fast forward leaves it: four float64 node states (the parts, with a detached twin
+    each for the reference), their concatenation, and a ReLU memo that knows it is theirs."""
+    from nasbench.spaces.darts.fast import ReluMemo
+
+    parts = [torch.randn(4, 8, size, size, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+             for _ in range(4)]
+    parts2 = [p.detach().clone().requires_grad_() for p in parts]
+    x = torch.cat(parts, dim=1)
+    relus = ReluMemo()
+    relus.note_parts(x, parts)
+    return parts, parts2, x, relus
+
+
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("shape", [(3, 4, 6, 6), (2, 3, 7, 5), (2, 3, 1, 4), (2, 5, 5, 1)])
 @pytest.mark.parametrize("relu", [False, True], ids=["phases", "relu-phases"])
@@ -528,18 +542,13 @@ def test_a_cell_output_s_two_preprocessings_take_its_relu_once_with_gradients(fm
     """A cell's output is preprocessed by the next cell's ReLU-conv-BN and by the one after it: with gradients
     on, the fast forward takes the output's ReLU once for both (the memo holds it, without autograd, until the
     second has read it), and keeps neither it nor a concatenation. Values and gradients are the modules'."""
-    from nasbench.spaces.darts.fast import ReluMemo, _preprocess
+    from nasbench.spaces.darts.fast import _preprocess
     from nasbench.spaces.darts.ops import ReLUConvBN
 
     torch.manual_seed(0)
     first, second = (ReLUConvBN(32, c, 1, 1, 0, affine=False).double().to(memory_format=fmt) for c in (16, 24))
     twins = [copy.deepcopy(first), copy.deepcopy(second)]
-    parts = [torch.randn(4, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
-             for _ in range(4)]
-    parts2 = [p.detach().clone().requires_grad_() for p in parts]
-    x = torch.cat(parts, dim=1)
-    relus = ReluMemo()
-    relus.note_parts(x, parts)
+    parts, parts2, x, relus = _cell_output(fmt, 6)
     with _CountRelu() as mode:
         outs = [_preprocess(first, x, relus), _preprocess(second, x, relus)]
     assert mode.by_channels == {32: 1}
@@ -560,18 +569,13 @@ def test_factorized_reduce_preprocessing_of_a_cell_output_keeps_only_the_two_pha
     """A cell after a reduction reads the cell before it through a FactorizedReduce: from a cell's output (its
     parts known to the ReLU memo) the fast preprocessing takes the ReLU of the two pixel phases alone and
     keeps those (the convs read them), not the ReLU of the whole input. Same value and gradients."""
-    from nasbench.spaces.darts.fast import ReluMemo, _preprocess
+    from nasbench.spaces.darts.fast import _preprocess
     from nasbench.spaces.darts.ops import FactorizedReduce
 
     torch.manual_seed(0)
     m = FactorizedReduce(32, 16, affine=False).double().to(memory_format=fmt)
     twin = copy.deepcopy(m)
-    parts = [torch.randn(4, 8, 10, 10, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
-             for _ in range(4)]
-    parts2 = [p.detach().clone().requires_grad_() for p in parts]
-    x = torch.cat(parts, dim=1)
-    relus = ReluMemo()
-    relus.note_parts(x, parts)
+    parts, parts2, x, relus = _cell_output(fmt, 10)
     kept: dict[int, int] = {}
 
     def pack(t):
