@@ -72,7 +72,7 @@ class ArchStepContext:
     reduce: Callable[[Sequence[Optional[torch.Tensor]]], list] = list
     weights: Optional[Sequence[nn.Parameter]] = None
     """``list(net.parameters())`` when the caller has it (the trainer lists them once per stage: a walk of a
-    supernet's module tree takes ~10 ms, a few percent of a GDAS step on a CPU); else each step walks it."""
+    supernet's module tree takes ~3 ms, twice a step, about 1% of a GDAS step on a CPU); else each step walks it."""
     logits: Optional[torch.Tensor] = None
     """Set by ``arch_backward``: the logits of the architecture batch whose loss it returns (the
     architecture step's accuracy, which the official GDAS script ranks epochs by)."""

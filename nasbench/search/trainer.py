@@ -145,7 +145,7 @@ class SearchTrainer(RunEngine):
         if self.dist.enabled and cfg.get("sync_bn", False):
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         self.net = net.to(self.device, memory_format=self.memory_format)
-        self.weights = list(self.net.parameters())  # listed once: a walk of the module tree takes ~10 ms
+        self.weights = list(self.net.parameters())  # listed once: a walk of the module tree takes ~3 ms
         # the weight step runs through DDP (gradients averaged over ranks; BN statistics stay per rank);
         # architecture steps run on the module itself and average their gradients through ctx.reduce
         # a strategy that leaves weights unused only from some point on (SGAS's first decision) is wrapped
