@@ -30,6 +30,7 @@ phases (:func:`~nasbench.spaces.darts.depthwise.dilated_backward`; its forward i
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Optional, Sequence
 
 import torch
@@ -296,32 +297,33 @@ class _ConvBNParts(torch.autograd.Function):
         need_w, need_parts = ctx.needs_input_grad[0], ctx.needs_input_grad[6:]
         fmt = ctx.fmt
         g = _bn_backward_from_output(grad.contiguous(memory_format=fmt), y, invstd, ctx.eps)
-        if need_w:  # the conv's input again
-            h = _relu_cat(parts, fmt)
-        else:
-            shape = (parts[0].shape[0], sum(p.shape[1] for p in parts), *parts[0].shape[2:])
-            h = torch.empty(shape, dtype=g.dtype, device=g.device, memory_format=fmt)
+        # the conv's input again for its weight gradient; its input gradient alone needs only the shape
+        h = _relu_cat(parts, fmt) if need_w else _empty_cat(parts, fmt)
         grad_h, grad_w, _ = torch.ops.aten.convolution_backward(
             g, h, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [any(need_parts), need_w, False])
         del h, g
-        grads: list[Optional[torch.Tensor]] = []
-        start = 0
-        for p, need in zip(parts, need_parts):
-            stop = start + p.shape[1]
-            grads.append(torch.ops.aten.threshold_backward(grad_h[:, start:stop], p, 0).contiguous(
-                memory_format=format_of(p)) if need else None)
-            start = stop
+        grads = [torch.ops.aten.threshold_backward(grad_h[:, span], p, 0).contiguous(memory_format=format_of(p))
+                 if need else None for p, span, need in zip(parts, _channel_spans(parts), need_parts)]
         return (grad_w, None, None, None, None, None, *grads)
+
+
+def _channel_spans(parts: Sequence[torch.Tensor]) -> list[slice]:
+    """Each part's channels in the concatenation of ``parts`` along dim 1."""
+    stops = list(itertools.accumulate(p.shape[1] for p in parts))
+    return [slice(stop - p.shape[1], stop) for p, stop in zip(parts, stops)]
+
+
+def _empty_cat(parts: Sequence[torch.Tensor], fmt: torch.memory_format) -> torch.Tensor:
+    """An uninitialised tensor of the concatenation's shape, in ``fmt``."""
+    first = parts[0]
+    return torch.empty((first.shape[0], sum(p.shape[1] for p in parts), *first.shape[2:]), dtype=first.dtype,
+                       device=first.device, memory_format=fmt)
 
 
 def _relu_cat(parts: Sequence[torch.Tensor], fmt: torch.memory_format) -> torch.Tensor:
     """``relu(cat(parts, 1))`` in ``fmt``, the same values as the ReLU of the cell's output, in one pass: each
     part's ReLU written into its channels of the concatenation."""
-    first = parts[0]
-    out = torch.empty((first.shape[0], sum(p.shape[1] for p in parts), *first.shape[2:]), dtype=first.dtype,
-                      device=first.device, memory_format=fmt)
-    start = 0
-    for p in parts:
-        torch.clamp_min(p, 0, out=out[:, start:start + p.shape[1]])
-        start += p.shape[1]
+    out = _empty_cat(parts, fmt)
+    for p, span in zip(parts, _channel_spans(parts)):
+        torch.clamp_min(p, 0, out=out[:, span])
     return out
